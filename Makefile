@@ -1,0 +1,37 @@
+# The README's two commands, `make run` and `make test`, work on a fresh machine: they
+# create .venv and install kpemu (with its C clock hook) into it first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.kpemu-installed
+QEMU   ?= qemu-system-x86_64
+IMAGE  ?= kernel_images/toykernel/vmlinux
+APPEND ?=
+
+.PHONY: run test images bench qemu clean
+
+$(STAMP): pyproject.toml setup.py emu/_icount.c
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/kpemu boot $(IMAGE)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+images:
+	$(MAKE) -C kernel_images/toykernel
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+# The same image under QEMU, on an instruction-count clock (docs: README, "QEMU").
+qemu:
+	$(QEMU) -accel tcg -nographic -no-reboot -net none -icount shift=0,sleep=off \
+	  -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel $(IMAGE) -append "$(APPEND)"; \
+	  status=$$?; echo "qemu exit status $$status (guest code $$(( (status - 1) / 2 )))"
+
+clean:
+	rm -rf $(VENV) build *.egg-info
