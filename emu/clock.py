@@ -1,0 +1,48 @@
+"""The guest clock: instructions executed, and the ledger of work done on the guest's behalf.
+
+The clock is the instruction count (emu/_icount.c counts every instruction Unicorn runs).
+Anything the host runs for its own purposes -- a kprobe's int3, a jump out of an instruction
+slot, guest code a handler runs through m.call -- is taken back out with discount() or run
+under frozen(), so a probed run is scheduled exactly like the unprobed one: the same PIT
+ticks at the same guest instructions.  `hidden` totals what was taken out.
+
+Must not import: unicorn, kprobes.
+"""
+
+from contextlib import contextmanager
+
+
+class Clock:
+    def __init__(self, engine):
+        self._icount = engine.icount
+        self.hidden = 0          # instructions executed on the guest's behalf, not counted
+
+    @property
+    def now(self):
+        """Guest instructions executed since power-on (what rdtsc returns)."""
+        return self._icount.executed
+
+    def __int__(self):
+        return self._icount.executed
+
+    def __repr__(self):
+        return f"<Clock {self._icount.executed} insns, {self.hidden} hidden>"
+
+    def discount(self, n=1):
+        """Take back `n` instructions just executed for the host (e.g. an int3 the
+        kprobes layer handled).  Runs inside hooks: cheap, no Unicorn call."""
+        self._icount.executed -= n
+        self.hidden += n
+
+    @contextmanager
+    def frozen(self):
+        """Run guest code for the host (m.call) without advancing the guest clock or
+        disturbing the deadline of the run it is nested in."""
+        icount = self._icount
+        executed, deadline = icount.executed, icount.deadline
+        try:
+            yield
+        finally:
+            self.hidden += icount.executed - executed
+            icount.executed = executed
+            icount.deadline = deadline

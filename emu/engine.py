@@ -1,0 +1,266 @@
+"""The Unicorn engine, and the only module in kpemu that imports unicorn.
+
+Owns the Uc object, guest RAM (one host mmap mapped with mem_map_ptr), the instruction
+counter that is the guest clock (emu/_icount.c), one Unicorn hook per event kind with a
+Python list (or port table) behind it, the capture of exceptions raised inside hooks and
+their re-raise from start(), the register fast path (direct ctypes calls), virtual-memory
+access through uc_vmem_* (which the 2.1.4 binding does not wrap), and the translation-cache
+flush that must follow every write to code (Unicorn's mem_write never invalidates translated
+blocks: shared/reference/unicorn-2.1.4-notes.md, Q3).
+
+Must not import: anything of kpemu's (it is the bottom layer).
+"""
+
+import ctypes
+import mmap
+
+from unicorn import Uc, UcError
+from unicorn import unicorn_const as uc_const
+from unicorn import x86_const as x86
+from unicorn.unicorn_py3.unicorn import uclib
+
+from emu import _icount
+from emu.errors import MachineError
+
+NEVER = (1 << 64) - 1
+
+# Register ids, by pt_regs name.  The rest of emu speaks these names, never UC_X86_REG_*.
+REG_IDS = {
+    "ax": x86.UC_X86_REG_RAX, "bx": x86.UC_X86_REG_RBX, "cx": x86.UC_X86_REG_RCX,
+    "dx": x86.UC_X86_REG_RDX, "si": x86.UC_X86_REG_RSI, "di": x86.UC_X86_REG_RDI,
+    "bp": x86.UC_X86_REG_RBP, "sp": x86.UC_X86_REG_RSP, "r8": x86.UC_X86_REG_R8,
+    "r9": x86.UC_X86_REG_R9, "r10": x86.UC_X86_REG_R10, "r11": x86.UC_X86_REG_R11,
+    "r12": x86.UC_X86_REG_R12, "r13": x86.UC_X86_REG_R13, "r14": x86.UC_X86_REG_R14,
+    "r15": x86.UC_X86_REG_R15, "ip": x86.UC_X86_REG_RIP, "flags": x86.UC_X86_REG_EFLAGS,
+    "cs": x86.UC_X86_REG_CS, "ss": x86.UC_X86_REG_SS, "ds": x86.UC_X86_REG_DS,
+    "es": x86.UC_X86_REG_ES, "fs": x86.UC_X86_REG_FS, "gs": x86.UC_X86_REG_GS,
+    "cr0": x86.UC_X86_REG_CR0, "cr3": x86.UC_X86_REG_CR3, "cr4": x86.UC_X86_REG_CR4,
+    "fs_base": x86.UC_X86_REG_FS_BASE, "gs_base": x86.UC_X86_REG_GS_BASE,
+}
+
+MSR_EFER = 0xC0000080
+
+# Callback signatures (the binding's, declared here so kpemu registers its own callbacks
+# without the binding's per-call wrapper).
+_HOOK_INTR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
+_HOOK_OUT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                             ctypes.c_uint32, ctypes.c_void_p)
+_HOOK_IN = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                            ctypes.c_void_p)
+_HOOK_INSN0 = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p)
+_HOOK_INVALID = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p)
+_HOOK_MEM_INVALID = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_int,
+                                     ctypes.c_uint64, ctypes.c_int, ctypes.c_int64,
+                                     ctypes.c_void_p)
+
+_u64 = ctypes.c_uint64
+uclib.uc_vmem_read.argtypes = [ctypes.c_void_p, _u64, ctypes.c_int, ctypes.c_void_p,
+                               ctypes.c_size_t]
+uclib.uc_vmem_write.argtypes = uclib.uc_vmem_read.argtypes
+uclib.uc_vmem_translate.argtypes = [ctypes.c_void_p, _u64, ctypes.c_int,
+                                    ctypes.POINTER(_u64)]
+for _f in (uclib.uc_vmem_read, uclib.uc_vmem_write, uclib.uc_vmem_translate):
+    _f.restype = ctypes.c_int
+
+
+class _ICount(ctypes.Structure):
+    """ctypes mirror of struct kpemu_icount in _icount.c."""
+    _fields_ = [("executed", _u64), ("deadline", _u64), ("emu_stop", ctypes.c_void_p),
+                ("stops", _u64)]
+
+
+assert ctypes.sizeof(_ICount) == _icount.struct_size()
+
+MEM_ACCESS = {
+    uc_const.UC_MEM_READ_UNMAPPED: "read", uc_const.UC_MEM_WRITE_UNMAPPED: "write",
+    uc_const.UC_MEM_FETCH_UNMAPPED: "fetch", uc_const.UC_MEM_READ_PROT: "read",
+    uc_const.UC_MEM_WRITE_PROT: "write", uc_const.UC_MEM_FETCH_PROT: "fetch",
+}
+
+
+class Engine:
+    """One x86_64 CPU and its RAM.
+
+    Hooks: `intr_hooks` (fn(vector) -> bool, first True wins), `out_ports[port]`
+    (fn(port, size, value)), `in_ports[port]` (fn(port, size) -> value), `on_rdtsc`
+    (fn() -> int), `on_invalid` (fn() -> bool), `on_mem_fault` (fn(access, addr, size)).
+    All of them run inside emu_start: an exception they raise stops the guest before its
+    next instruction and is re-raised from start().
+    """
+
+    def __init__(self, ram_size):
+        self.uc = Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
+        self._uch = self.uc._uch
+        self.ram_size = ram_size
+        self.ram = mmap.mmap(-1, ram_size)
+        self._ram_obj = ctypes.c_char.from_buffer(self.ram)
+        self.uc.mem_map_ptr(0, ram_size, uc_const.UC_PROT_ALL, ctypes.addressof(self._ram_obj))
+
+        self._cbs = []  # keep the ctypes callbacks alive
+        self.icount = _ICount(0, NEVER, ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value, 0)
+        self._add_hook(uc_const.UC_HOOK_CODE, ctypes.c_void_p(_icount.hook_address()),
+                       ctypes.byref(self.icount))
+
+        self.intr_hooks = []
+        self.out_ports = {}
+        self.in_ports = {}
+        self.on_unhandled_out = None
+        self.on_rdtsc = None
+        self.on_invalid = None
+        self.on_mem_fault = None
+        self._exc = None
+        self._depth = 0
+        self._regbuf = _u64()
+        self._install_hooks()
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def _add_hook(self, kind, fptr, user_data=None, begin=1, end=0, *extra):
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(self._uch, ctypes.byref(handle), kind, fptr,
+                                   user_data, _u64(begin), _u64(end), *extra)
+        if status != uc_const.UC_ERR_OK:
+            raise MachineError(f"uc_hook_add({kind}) failed: {UcError(status)}")
+        self._cbs.append(fptr)
+        return handle.value
+
+    def _guard(self, fn, failed=None):
+        """Wrap a hook body: capture an exception and stop the guest before its next
+        instruction, like the binding's uccallback but through the clock's deadline (so
+        the stop never costs an instruction count)."""
+        def wrapper(*args):
+            try:
+                return fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised from start()
+                if self._exc is None:
+                    self._exc = exc
+                self.request_stop()
+                return failed
+        return wrapper
+
+    def _install_hooks(self):
+        def intr(_uc, vector, _ud):
+            for hook in self.intr_hooks:
+                if hook(vector):
+                    return
+            raise MachineError(f"interrupt {vector} not handled")
+
+        def out(_uc, port, size, value, _ud):
+            handler = self.out_ports.get(port)
+            if handler is not None:
+                handler(port, size, value)
+            elif self.on_unhandled_out is not None:
+                self.on_unhandled_out(port, size, value)
+
+        def in_(_uc, port, size, _ud):
+            handler = self.in_ports.get(port)
+            if handler is None:
+                return (1 << (8 * size)) - 1  # an empty ISA bus reads all ones
+            return handler(port, size)
+
+        def rdtsc(_uc, _ud):
+            value = self.on_rdtsc()
+            self.set_reg("ax", value & 0xFFFFFFFF)
+            self.set_reg("dx", value >> 32)
+            return 1  # skip the real rdtsc (which would read the host's TSC)
+
+        def invalid(_uc, _ud):
+            return bool(self.on_invalid and self.on_invalid())
+
+        def mem_fault(_uc, access, addr, size, _value, _ud):
+            if self.on_mem_fault is not None:
+                self.on_mem_fault(MEM_ACCESS.get(access, "access"), addr, size)
+            return False
+
+        self._add_hook(uc_const.UC_HOOK_INTR, _HOOK_INTR(self._guard(intr)))
+        self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_OUT(self._guard(out)), None, 1, 0,
+                       ctypes.c_int(x86.UC_X86_INS_OUT))
+        self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_IN(self._guard(in_, 0)), None, 1, 0,
+                       ctypes.c_int(x86.UC_X86_INS_IN))
+        # The binding refuses an RDTSC hook although the core supports it (notes, Q5).
+        self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_INSN0(self._guard(rdtsc, 1)), None, 1, 0,
+                       ctypes.c_int(x86.UC_X86_INS_RDTSC))
+        self._add_hook(uc_const.UC_HOOK_INSN_INVALID, _HOOK_INVALID(self._guard(invalid, False)))
+        self._add_hook(uc_const.UC_HOOK_MEM_UNMAPPED | uc_const.UC_HOOK_MEM_PROT,
+                       _HOOK_MEM_INVALID(self._guard(mem_fault, False)))
+
+    # -- running ----------------------------------------------------------------------
+
+    @property
+    def executed(self):
+        return self.icount.executed
+
+    def request_stop(self):
+        """Stop the guest before its next instruction (callable from any hook)."""
+        self.icount.deadline = self.icount.executed
+
+    def start(self, begin, until=0, deadline=NEVER):
+        """Run from `begin` until `deadline` instructions have been executed in all, `until`
+        is reached, the guest halts, or a hook stops it.  Re-raises what a hook raised.
+        Nested calls (from inside a hook) are allowed; the caller restores the clock."""
+        self.icount.deadline = deadline
+        self._depth += 1
+        try:
+            status = uclib.uc_emu_start(self._uch, begin, until, 0, 0)
+        finally:
+            self._depth -= 1
+        exc, self._exc = self._exc, None
+        if exc is not None:
+            raise exc
+        return status
+
+    @property
+    def nested(self):
+        return self._depth > 0
+
+    # -- registers --------------------------------------------------------------------
+
+    def reg(self, name):
+        uclib.uc_reg_read(self._uch, REG_IDS[name], ctypes.byref(self._regbuf))
+        return self._regbuf.value
+
+    def set_reg(self, name, value):
+        buf = _u64(value & 0xFFFFFFFFFFFFFFFF)
+        uclib.uc_reg_write(self._uch, REG_IDS[name], ctypes.byref(buf))
+
+    def reg_id(self, name):
+        return REG_IDS[name]
+
+    def raw_reg(self, rid):
+        uclib.uc_reg_read(self._uch, rid, ctypes.byref(self._regbuf))
+        return self._regbuf.value
+
+    def set_raw_reg(self, rid, value):
+        buf = _u64(value & 0xFFFFFFFFFFFFFFFF)
+        uclib.uc_reg_write(self._uch, rid, ctypes.byref(buf))
+
+    def table_reg(self, name):
+        """(base, limit) of GDTR or IDTR (base is virtual)."""
+        rid = {"gdtr": x86.UC_X86_REG_GDTR, "idtr": x86.UC_X86_REG_IDTR}[name]
+        _sel, base, limit, _flags = self.uc.reg_read(rid)
+        return base, limit
+
+    def msr(self, index):
+        return self.uc.msr_read(index)
+
+    def set_msr(self, index, value):
+        self.uc.msr_write(index, value)
+
+    def context_save(self):
+        return self.uc.context_save()
+
+    def context_restore(self, ctx):
+        self.uc.context_restore(ctx)
+
+    # -- memory -----------------------------------------------------------------------
+
+    def vmem_translate(self, va):
+        """Physical address of virtual `va` through the guest's page tables, or None."""
+        pa = _u64()
+        status = uclib.uc_vmem_translate(self._uch, va, uc_const.UC_PROT_READ, ctypes.byref(pa))
+        return pa.value if status == uc_const.UC_ERR_OK else None
+
+    def flush_code(self, va, size):
+        """Drop translated blocks covering [va, va+size): a write to code is not seen
+        otherwise.  Takes effect at the next block boundary, also from inside a hook."""
+        self.uc.ctl_remove_cache(va, va + size)
