@@ -1,0 +1,28 @@
+"""Run every benchmark and print one table: `python -m bench [NAME...]`."""
+
+import sys
+
+from bench import machine_speed
+
+BENCHES = {"machine": machine_speed.run}
+
+
+def main(argv):
+    names = argv or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        print(f"bench: unknown benchmark(s): {', '.join(unknown)}; have {', '.join(BENCHES)}",
+              file=sys.stderr)
+        return 2
+    rows = []
+    for name in names:
+        rows.extend(BENCHES[name]())
+    width = max(len(r[0]) for r in rows)
+    print(f"{'benchmark':<{width}}  {'value':>14}  unit / note")
+    for label, value, unit in rows:
+        shown = f"{value:,.3f}" if isinstance(value, float) else f"{value:,}"
+        print(f"{label:<{width}}  {shown:>14}  {unit}")
+    return 0
+
+
+sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,515 @@
+"""Machine: a PC that boots a real x86_64 kernel image in Unicorn -- the one public face of
+the emu layer (ARCHITECTURE.md, "Public Python API").
+
+It wires the engine (CPU + RAM + instruction-count clock), the devices (16550, 8259A pair,
+8254, isa-debug-exit, the kpemu hypercall port), interrupt delivery through the guest IDT,
+the trap-dispatch table the kprobes layer registers into, kallsyms, modules, tasks, oops
+reports and frame-pointer stack traces.
+
+The run loop, and why it is shaped so:
+  * the guest runs in emu_start slices that end at the next PIT edge (the C counter stops
+    the CPU before the instruction the edge precedes), at a run's instruction limit, at a
+    `hlt`, or when a hook asks;
+  * between slices the host raises due PIT edges on the PIC and, when IF=1, delivers the
+    PIC's vector through the guest IDT -- an interrupt is taken only at an instruction
+    boundary where IF=1, one instruction late after `sti` (its interrupt shadow), as QEMU
+    does;
+  * while a request is pending and IF=0 the guest is stepped one instruction per slice, so
+    the interrupt comes at the first boundary where it may;
+  * `hlt` with IF=1 and nothing pending warps the clock to the next PIT edge (QEMU
+    `-icount sleep=off`).
+Nothing runs per instruction in Python: unprobed code only pays the C counter.
+
+Must not import: kprobes (a test enforces it), unicorn (only emu.engine does).
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from emu import interrupts
+from emu.clock import Clock
+from emu.devices.debug_exit import DebugExit
+from emu.devices.pic8259 import PicPair
+from emu.devices.pit8254 import Pit8254
+from emu.devices.uart16550 import Uart16550
+from emu.engine import NEVER, Engine
+from emu.errors import GuestFault, MachineError, MemoryFault
+from emu.image import build_boot_info, load_image
+from emu.memory import START_KERNEL_MAP, Memory
+from emu.module_area import ModuleArea
+from emu.oops import REG_ORDER, Oops, unwind
+from emu.symbols import Symbols
+from emu.tasks import TaskLayout, read_task, walk_tasks
+
+RAM_SIZE = 128 << 20
+DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "kernel_images" / "toykernel" / "vmlinux"
+
+X86_EFLAGS_IF = 0x200
+X86_CR0_PG = 0x80000000
+X86_CR4_PAE = 0x20
+
+# Vectors whose arrival is a guest fault: the host reports it (Oops) instead of entering
+# the guest's die().  Everything else (int3, debug, int $0x80, IRQs) goes to the guest IDT.
+FAULT_VECTORS = frozenset((0, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19))
+
+# Hypercall numbers are the image's (HC_* asm-offsets exports); these are their names.
+HYPERCALLS = ("HC_KPROBE_FLUSH_TASK", "HC_BOOT_DONE")
+
+CALL_DEFAULT_LIMIT = 50_000_000
+
+
+@dataclass
+class RunResult:
+    reason: str            # "halt" (powered off), "limit", "oops", "boot"
+    insns: int             # guest instructions this run executed
+    exit_code: int = None  # the value written to isa-debug-exit, when halted
+    oops: Oops = None
+
+    def __repr__(self):
+        extra = f", exit_code={self.exit_code}" if self.exit_code is not None else ""
+        return f"RunResult(reason={self.reason!r}, insns={self.insns}{extra})"
+
+
+@dataclass
+class Event:
+    """A mechanism event for observers: kind plus fields (vector, ip, ...)."""
+    kind: str
+    clock: int
+    data: dict
+
+    def __getattr__(self, name):
+        try:
+            return self.data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Machine:
+    """A PC with one x86_64 CPU, 128 MiB of RAM and the kernel `image` loaded."""
+
+    def __init__(self, image=None, cmdline="", echo=None):
+        self.image = load_image(image if image is not None else DEFAULT_IMAGE)
+        self.cmdline = cmdline
+        self.engine = Engine(RAM_SIZE)
+        self.mem = Memory(self.engine)
+        self.clock = Clock(self.engine)
+        self.symbols = Symbols()
+        self.symbols.load_kernel(self.image)
+        self.layout = TaskLayout(self.image)
+        self.module_area = ModuleArea(self.image.symbol_value("__module_area_start"),
+                                      self.image.symbol_value("__module_area_end"))
+        self._kernel_text = [r for r in self.image.text_ranges]
+        self._modules = None
+
+        # Devices
+        self.uart = Uart16550(sink=echo)
+        self.pic = PicPair()
+        self.pit = Pit8254(lambda: self.engine.icount.executed, self._pit_edge)
+        self.debug_exit = DebugExit(self._power_off)
+        for dev in (self.uart, self.pic, self.pit, self.debug_exit):
+            for port in dev.ports():
+                self.engine.out_ports[port] = dev.write
+                self.engine.in_ports[port] = dev.read
+        self.hc_port = self.image.const("HC_PORT")
+        self.hypercall_numbers = {self.image.const(n): n for n in HYPERCALLS}
+        self.hypercall_handlers = {n: [] for n in HYPERCALLS}
+        self.engine.out_ports[self.hc_port] = self._hypercall
+        self.engine.on_rdtsc = lambda: self.engine.icount.executed
+        self.engine.on_invalid = self._invalid_opcode
+        self.engine.on_mem_fault = self._mem_fault
+        self.engine.intr_hooks.append(self._interrupt)
+
+        # What other layers plug in.
+        self.trap_handlers = {}        # vector -> [fn(vector) -> bool handled]
+        self.unwind_resolvers = []     # fn(ret_addr, slot_addr) -> ret_addr
+        self.observers = []            # fn(Event)
+        self.call_depth = 0
+
+        self.booted = False
+        self.halted = False
+        self.exit_code = None
+        self.oops = None
+        self.irqs = 0
+        self._stop = None              # why a hook stopped the guest: "halt"/"boot"/"oops"
+        self._fault = None             # (access, addr, size) of the last memory fault
+        self._load()
+        # m.call's return address: a landing pad of int3s in the module area.  emu_start's
+        # `until` stops there before it executes, and no guest code is near it (Unicorn
+        # re-translates the block holding until-1 at every return: notes, Q4).
+        self._call_ret = self.module_area.alloc(64, 64, tag="m.call return")
+        self.mem.write(self._call_ret, b"\xcc" * 64)
+
+    # -- power-on ---------------------------------------------------------------------
+
+    def _load(self):
+        for seg in self.image.segments:
+            if seg.paddr + seg.memsz > RAM_SIZE:
+                raise MachineError(f"{self.image.path}: segment at {seg.paddr:#x} "
+                                   f"(+{seg.memsz:#x}) does not fit in {RAM_SIZE >> 20} MiB")
+            self.mem.write_phys(seg.paddr, seg.data)
+            self.mem.write_phys(seg.paddr + len(seg.data), bytes(seg.memsz - len(seg.data)))
+        for paddr, blob in build_boot_info(self.cmdline):
+            self.mem.write_phys(paddr, blob)
+        # Like a boot loader that entered long mode with the image's own page tables
+        # (shared/reference/qemu-dual-boot-notes.md: with paging off Unicorn never fetches
+        # from a kernel mapped at its virtual address).
+        pgd = self.image.symbol_value("init_level4_pgt") - START_KERNEL_MAP
+        eng = self.engine
+        eng.set_reg("cr3", pgd)
+        eng.set_reg("cr4", eng.reg("cr4") | X86_CR4_PAE)
+        eng.set_reg("cr0", eng.reg("cr0") | X86_CR0_PG)
+        start = self.symbols.lookup_name("_text")
+        if self.engine.vmem_translate(start) != start - START_KERNEL_MAP:
+            raise MachineError(f"{self.image.path}: its page tables do not map _text at "
+                               f"{start:#x} to {start - START_KERNEL_MAP:#x}")
+        self.mem.kernel_map_checked = True
+        eng.set_reg("si", 0x7000)
+        eng.set_reg("ip", self.image.entry)
+
+    # -- hooks (run inside emu_start) -------------------------------------------------
+
+    def _pit_edge(self):
+        self.pic.set_irq(0, 1)
+        self.pic.set_irq(0, 0)
+
+    def _power_off(self, value):
+        self.halted = True
+        self.exit_code = value
+        self._stop = "halt"
+        self.engine.request_stop()
+
+    def _hypercall(self, port, size, value):
+        name = self.hypercall_numbers.get(value)
+        eng = self.engine
+        if name == "HC_BOOT_DONE":
+            if not self.booted:
+                self.booted = True
+                self._stop = "boot"
+                eng.request_stop()
+        elif name is not None:
+            args = (eng.reg("di"), eng.reg("si"))
+            self.emit("hypercall", name=name, args=args)
+            for handler in self.hypercall_handlers[name]:
+                handler(*args)
+
+    def _interrupt(self, vector):
+        """Every interrupt Unicorn raises: the trap table first (kprobes takes 1 and 3),
+        then faults become an oops, and the rest enter the guest's IDT."""
+        for handler in self.trap_handlers.get(vector, ()):
+            if handler(vector):
+                return True
+        if vector in FAULT_VECTORS:
+            self.engine.icount.executed -= 1   # the faulting instruction did not complete
+            self._raise_oops(vector, f"{interrupts.vector_name(vector)} at "
+                             f"{self.symbols.format(self.engine.reg('ip'))}")
+            return True
+        self.emit("trap", vector=vector, ip=self.engine.reg("ip"))
+        interrupts.deliver(self.engine, self.mem, vector)
+        return True
+
+    def _invalid_opcode(self):
+        self._raise_oops(6, f"invalid opcode at {self.symbols.format(self.engine.reg('ip'))}")
+        return False
+
+    def _mem_fault(self, access, addr, size):
+        self._fault = (access, addr, size)
+
+    def _raise_oops(self, vector, message):
+        oops = self.make_oops(vector, message)
+        self.engine.request_stop()
+        if self.call_depth:
+            raise GuestFault(oops)     # m.call reports it; the machine goes on
+        self._stop = "oops"
+        self.oops = oops
+
+    # -- observers ---------------------------------------------------------------------
+
+    def emit(self, kind, **data):
+        if self.observers:
+            event = Event(kind, self.engine.icount.executed, data)
+            for fn in self.observers:
+                fn(event)
+
+    def register_trap_handler(self, vector, fn, first=False):
+        handlers = self.trap_handlers.setdefault(vector, [])
+        handlers.insert(0, fn) if first else handlers.append(fn)
+
+    def unregister_trap_handler(self, vector, fn):
+        self.trap_handlers.get(vector, []).remove(fn)
+
+    # -- running ----------------------------------------------------------------------
+
+    def boot(self, max_insns=None):
+        """Run from power-on until init is about to start the workload (interrupts on,
+        tasks created), so probes can be attached first."""
+        if self.booted:
+            raise MachineError("the machine has already booted")
+        result = self._run(max_insns, until_boot=True)
+        if result.reason == "halt" and not self.booted:
+            raise MachineError("the kernel powered off before finishing boot "
+                               f"(exit code {self.exit_code})")
+        return result
+
+    def run(self, max_insns=None):
+        """Run the workload on: to power-off ("halt"), `max_insns` more instructions
+        ("limit"; call again to continue) or a guest fault ("oops")."""
+        if not self.booted:
+            self.boot()
+        return self._run(max_insns)
+
+    def _run(self, max_insns, until_boot=False):
+        if self.halted:
+            raise MachineError("the machine is powered off")
+        if self.oops is not None:
+            raise MachineError(f"the machine oopsed and cannot go on: {self.oops.message}")
+        if self.engine.nested:
+            raise MachineError("m.run() cannot be called from inside a handler; use m.call()")
+        eng = self.engine
+        icount = eng.icount
+        start = icount.executed
+        limit = NEVER if max_insns is None else start + max_insns
+        self._stop = None
+        while True:
+            now = icount.executed
+            self.pit.fire_due(now)
+            flags = eng.reg("flags")
+            if self.pic.pending() and flags & X86_EFLAGS_IF:
+                self._deliver_irq()
+                continue
+            if now >= limit:
+                return self._result("limit", start)
+            step = self.pic.pending()        # pending with IF=0: one instruction at a time
+            deadline = now + 1 if step else min(self.pit.next_deadline(), limit)
+            rip = eng.reg("ip")
+            self._fault = None
+            status = eng.start(rip, 0, deadline)
+            if self._stop is not None:
+                reason, self._stop = self._stop, None
+                return self._result(reason, start)
+            if status:
+                self._engine_error(status)
+                return self._result("oops", start)
+            if icount.executed < icount.deadline:
+                self._halted_cpu(limit)
+                if self._stop is not None:
+                    reason, self._stop = self._stop, None
+                    return self._result(reason, start)
+            elif step and eng.reg("flags") & X86_EFLAGS_IF and self.mem.read(rip, 1) == b"\xfb":
+                # sti: interrupts stay blocked for one more instruction (its shadow).
+                eng.start(eng.reg("ip"), 0, icount.executed + 1)
+                if self._stop is not None:
+                    reason, self._stop = self._stop, None
+                    return self._result(reason, start)
+            if until_boot and self.booted:
+                return self._result("boot", start)
+
+    def _halted_cpu(self, limit):
+        """emu_start returned early: the guest executed hlt (Unicorn just returns)."""
+        eng = self.engine
+        ip = eng.reg("ip")
+        if self.mem.read(ip - 1, 1) != b"\xf4":
+            raise MachineError(f"emulation stopped for no known reason at "
+                               f"{self.symbols.format(ip)}")
+        if not eng.reg("flags") & X86_EFLAGS_IF:
+            self._raise_oops(None, f"hlt with interrupts disabled at "
+                             f"{self.symbols.format(ip - 1)}: the CPU would never wake")
+            return
+        if self.pic.pending():
+            return
+        # Nothing can wake the CPU but the next PIT edge: jump the clock there, like
+        # QEMU with -icount sleep=off.
+        nxt = self.pit.next_deadline()
+        if nxt == NEVER:
+            self._raise_oops(None, f"hlt with no timer programmed at "
+                             f"{self.symbols.format(ip - 1)}: the CPU would never wake")
+            return
+        self.engine.icount.executed = min(nxt, limit)
+
+    def _deliver_irq(self):
+        vector = self.pic.acknowledge()
+        self.irqs += 1
+        self.emit("irq", vector=vector, ip=self.engine.reg("ip"))
+        interrupts.deliver(self.engine, self.mem, vector)
+
+    def _engine_error(self, status):
+        ip = self.engine.reg("ip")
+        if self._fault is not None:
+            access, addr, _size = self._fault
+            msg = (f"unable to handle page fault: {access} at {addr:#x} "
+                   f"(no RAM behind it), ip {self.symbols.format(ip)}")
+            vector = 14
+        else:
+            msg = f"engine error {status} at {self.symbols.format(ip)}"
+            vector = None
+        self.oops = self.make_oops(vector, msg)
+
+    def _result(self, reason, start):
+        return RunResult(reason, self.engine.icount.executed - start,
+                         self.exit_code if reason == "halt" else None,
+                         self.oops if reason == "oops" else None)
+
+    # -- calling guest functions ------------------------------------------------------
+
+    def call(self, target, *args, max_insns=CALL_DEFAULT_LIMIT):
+        """Call a guest function with the SysV ABI on the current task's stack and return
+        its rax.  bytes/str arguments are copied into guest memory (str NUL-terminated)
+        and passed as pointers.  No interrupt is delivered until it returns and the guest
+        clock does not move; callable from inside a hook (nested emulation)."""
+        if not self.booted:
+            raise MachineError("boot the machine (m.boot()) before m.call()")
+        if len(args) > 6:
+            raise MachineError("m.call passes at most 6 arguments (the SysV registers)")
+        addr = self._resolve(target)
+        eng = self.engine
+        ctx = eng.context_save()
+        self.call_depth += 1
+        try:
+            with self.clock.frozen():
+                sp = eng.reg("sp") - 256     # leave the interrupted frame alone
+                values = []
+                for arg in args:
+                    if isinstance(arg, str):
+                        arg = arg.encode() + b"\0"
+                    if isinstance(arg, (bytes, bytearray)):
+                        sp = (sp - len(arg)) & ~0xF
+                        self.mem.write(sp, arg)
+                        values.append(sp)
+                    else:
+                        values.append(int(arg) & 0xFFFFFFFFFFFFFFFF)
+                sp = (sp & ~0xF) - 8
+                self.mem.set_u64(sp, self._call_ret)
+                for reg, value in zip(("di", "si", "dx", "cx", "r8", "r9"), values):
+                    eng.set_reg(reg, value)
+                eng.set_reg("sp", sp)
+                eng.set_reg("flags", eng.reg("flags") & ~X86_EFLAGS_IF)
+                self._fault = None
+                status = eng.start(addr, self._call_ret, eng.icount.executed + max_insns)
+                ip = eng.reg("ip")
+                if ip != self._call_ret:
+                    if status and self._fault:
+                        access, faddr, _ = self._fault
+                        msg = (f"unable to handle page fault: {access} at {faddr:#x}, "
+                               f"ip {self.symbols.format(ip)}")
+                    elif self._stop == "halt":
+                        msg = f"the guest powered off inside m.call({target!r})"
+                    else:
+                        msg = (f"m.call({target!r}) did not return within {max_insns} "
+                               f"instructions; stopped at {self.symbols.format(ip)}")
+                    self._stop = None
+                    raise GuestFault(self.make_oops(None, msg))
+                return eng.reg("ax")
+        finally:
+            self.call_depth -= 1
+            eng.context_restore(ctx)
+
+    def _resolve(self, target):
+        if isinstance(target, int):
+            return target
+        addr = self.symbols.lookup_name(target)
+        if addr is None:
+            raise MachineError(f"no symbol {target!r} in the kernel or its modules")
+        return addr
+
+    # -- memory, symbols, tasks -------------------------------------------------------
+
+    def read(self, addr, size):
+        return self.mem.read(self._resolve(addr), size)
+
+    def write(self, addr, data):
+        self.mem.write(self._resolve(addr), data)
+
+    def read_u64(self, addr):
+        return self.mem.u64(self._resolve(addr))
+
+    def text_poke(self, addr, data):
+        self.mem.text_poke(addr, data)
+
+    @property
+    def console(self):
+        return self.uart.output.decode("latin-1")
+
+    @property
+    def current(self):
+        """The guest's `current`: %gs:PDA_pcurrent, read as the CPU would."""
+        gs = self.engine.reg("gs_base")
+        if gs == 0:
+            return None
+        return read_task(self.mem, self.layout, self.mem.u64(gs + self.layout.pda_pcurrent))
+
+    @property
+    def current_addr(self):
+        gs = self.engine.reg("gs_base")
+        return self.mem.u64(gs + self.layout.pda_pcurrent) if gs else 0
+
+    def tasks(self):
+        return walk_tasks(self.mem, self.layout)
+
+    def is_kernel_text(self, addr):
+        return any(a <= addr < b for a, b in self._kernel_text) or self._in_module_text(addr)
+
+    def _in_module_text(self, addr):
+        if self._modules is None:
+            return False
+        return any(a <= addr < b for mod in self._modules.modules.values()
+                   for a, b in mod.text_ranges)
+
+    # -- modules ----------------------------------------------------------------------
+
+    @property
+    def modules(self):
+        if self._modules is None:
+            from emu.modules import ModuleLoader
+            self._modules = ModuleLoader(self.mem, self.symbols, self.module_area)
+        return self._modules
+
+    def load_module(self, path, name=None):
+        """Load a relocatable ELF .o like insmod; its symbols join kallsyms."""
+        return self.modules.load(os.fspath(path), name)
+
+    def unload_module(self, mod):
+        self.modules.unload(mod)
+
+    # -- registers, traces, oopses ----------------------------------------------------
+
+    def regs_dict(self):
+        return {name: self.engine.reg(name) for name in REG_ORDER}
+
+    def _first_bytes(self, ip):
+        sym = self.symbols.symbol_at(ip)
+        if sym is None:
+            return None
+        try:
+            return ip - sym.addr, self.mem.read(ip, 1)[0]
+        except MemoryFault:
+            return None
+
+    def stack_trace(self, regs=None):
+        """Return addresses, innermost first, by frame pointers; the first entry is the
+        current ip (or regs.ip).  Resolvers registered by other layers (the kretprobe
+        trampoline) map return addresses to the real callers."""
+        if regs is None:
+            ip, sp, bp = (self.engine.reg(n) for n in ("ip", "sp", "bp"))
+        else:
+            ip, sp, bp = regs.ip, regs.sp, regs.bp
+        size = self.layout.thread_size
+        low = sp & ~(size - 1)
+        return unwind(self.mem.u64, self.is_kernel_text, ip, sp, bp, (low, low + size),
+                      first_bytes=self._first_bytes, resolvers=self.unwind_resolvers)
+
+    def format_trace(self, trace):
+        return [self.symbols.format(a) for a in trace]
+
+    def make_oops(self, vector, message):
+        regs = self.regs_dict()
+        try:
+            trace = self.format_trace(self.stack_trace())
+        except MemoryFault:
+            trace = [self.symbols.format(regs["ip"])]
+        try:
+            task = str(self.current) if self.current else "?"
+        except MemoryFault:
+            task = "?"
+        tail = "\n".join(self.console.splitlines()[-8:])
+        return Oops(vector, message, regs, trace, task, tail, self.engine.icount.executed,
+                    {"ip_sym": self.symbols.format(regs["ip"])})

@@ -1,0 +1,100 @@
+"""Fault reports and frame-pointer unwinding.
+
+An Oops is what the machine hands back when the guest faults (or a run is cut off): the
+vector, a message, the registers at the fault, a symbolized backtrace, the task and the tail
+of the console -- the pieces of a Linux oops.  Unwinding follows frame pointers (the image is
+built with them) within the current task's stack; `resolvers` may map a return address that
+is not the real one (a kretprobe trampoline) back to the real caller.
+
+Must not import: unicorn, kprobes.
+"""
+
+from dataclasses import dataclass, field
+
+REG_ORDER = ("ip", "sp", "flags", "ax", "bx", "cx", "dx", "si", "di", "bp",
+             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+
+
+@dataclass
+class Oops:
+    vector: int
+    message: str
+    regs: dict
+    backtrace: list                 # formatted frames, innermost first
+    task: str = "?"
+    console_tail: str = ""
+    insns: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def summary(self):
+        return self.message
+
+    def format(self):
+        r = self.regs
+        lines = [f"kpemu: Oops: {self.message}",
+                 f"CPU: 0 PID/comm: {self.task}  clock: {self.insns} insns",
+                 f"RIP: {self.extra.get('ip_sym', hex(r.get('ip', 0)))}"]
+        names = [n for n in REG_ORDER if n in r]
+        for i in range(0, len(names), 3):
+            lines.append("  ".join(f"R{n.upper() if len(n) > 2 else n.upper():<5}: "
+                                   f"{r[n]:016x}" for n in names[i:i + 3]))
+        lines.append("Call Trace:")
+        lines.extend(f" {frame}" for frame in self.backtrace)
+        if self.console_tail:
+            lines.append("Console (last lines):")
+            lines.extend(f" | {ln}" for ln in self.console_tail.splitlines())
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.format()
+
+
+def unwind(read_u64, is_text, ip, sp, bp, bounds, first_bytes=None, resolvers=(),
+           max_frames=64):
+    """Return addresses, innermost first, starting with `ip`.
+
+    `read_u64(addr)` reads guest memory (raising on a fault), `is_text(addr)` says whether
+    an address is kernel or module text, `bounds` = (low, high) of the stack,
+    `first_bytes(ip)` -> (offset into its function, opcode byte) lets the walk see that ip
+    is at a function's first instruction (before `push %rbp`), right after it, or on a
+    `ret`, where the frame-pointer chain does not yet (or no longer) name the caller.
+    Each resolver(ret_addr, slot_addr) may replace a return address read from slot_addr.
+    """
+    low, high = bounds
+
+    def resolve(ret, slot):
+        for r in resolvers:
+            ret = r(ret, slot)
+        return ret
+
+    trace = [ip]
+    if first_bytes is not None:
+        where = first_bytes(ip)
+        slot = None
+        if where is not None:
+            offset, opcode = where
+            if offset == 0 or opcode == 0xC3:
+                slot = sp
+            elif offset == 1:
+                slot = sp + 8
+        if slot is not None and low <= slot < high:
+            try:
+                ret = resolve(read_u64(slot), slot)
+                if is_text(ret):
+                    trace.append(ret)
+            except Exception:   # noqa: BLE001 - an unreadable stack ends the walk
+                return trace
+    frame = bp
+    while len(trace) < max_frames and low <= frame and frame + 16 <= high and not frame & 7:
+        try:
+            nxt = read_u64(frame)
+            ret = resolve(read_u64(frame + 8), frame + 8)
+        except Exception:       # noqa: BLE001
+            break
+        if not is_text(ret):
+            break
+        trace.append(ret)
+        if nxt <= frame:
+            break
+        frame = nxt
+    return trace

@@ -1,0 +1,5 @@
+import sys
+
+from kprobes.cli import main
+
+sys.exit(main())

@@ -1,0 +1,153 @@
+"""The `kpemu` command line (also `python -m kprobes`).
+
+    kpemu boot [IMAGE] [--cmdline TEXT] [--max-insns N]
+    kpemu symbols [PATTERN] [--image IMAGE]
+    kpemu disasm SYMBOL [--image IMAGE]
+
+Bad input (a missing or malformed image, an unknown symbol, a bad option) prints one line
+naming the problem and exits 2; a guest oops prints the report and exits 3; a run cut off
+by --max-insns exits 4; otherwise the exit status is the guest's (the value it wrote to
+isa-debug-exit).  A traceback appears only with --debug.
+"""
+
+import argparse
+import sys
+
+from emu import EmuError, Machine
+from emu.machine import DEFAULT_IMAGE
+
+EXIT_BAD_INPUT = 2
+EXIT_OOPS = 3
+EXIT_LIMIT = 4
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def build_parser():
+    p = _Parser(prog="kpemu", description="A full-system x86_64 emulator with Linux kprobes "
+                "built in: boots a real compiled kernel in Unicorn.")
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show Python tracebacks on errors")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    boot = sub.add_parser("boot", parents=[common], help="boot an image and run it to power-off, printing "
+                          "its console")
+    boot.add_argument("image", nargs="?", default=None,
+                      help=f"kernel image (default: {DEFAULT_IMAGE.name} of toykernel)")
+    boot.add_argument("--cmdline", default="", help="kernel command line, e.g. 'hz=20000'")
+    boot.add_argument("--max-insns", type=_positive, default=None, metavar="N",
+                      help="stop after N guest instructions (exit status 4)")
+    boot.add_argument("--quiet", action="store_true",
+                      help="print only kpemu's summary, not the console")
+
+    syms = sub.add_parser("symbols", parents=[common], help="list kallsyms entries (address, type, name, "
+                          "size) matching a shell pattern")
+    syms.add_argument("pattern", nargs="?", default="*")
+    syms.add_argument("--image", default=None)
+
+    dis = sub.add_parser("disasm", parents=[common], help="disassemble a function as it is in guest memory")
+    dis.add_argument("symbol")
+    dis.add_argument("--image", default=None)
+    return p
+
+
+def _positive(text):
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def cmd_boot(args, out, err):
+    echo = None if args.quiet else (lambda b: (out.buffer.write(b), out.flush()))
+    m = Machine(args.image, cmdline=args.cmdline, echo=echo)
+    boot = m.boot(max_insns=args.max_insns)
+    result = boot
+    if boot.reason == "boot":
+        remaining = None if args.max_insns is None else args.max_insns - boot.insns
+        result = m.run(max_insns=remaining) if remaining is None or remaining > 0 else boot
+        if remaining is not None and remaining <= 0:
+            result.reason = "limit"
+    total = m.clock.now
+    ticks = m.pit.ticks
+    if result.reason == "halt":
+        err.write(f"kpemu: powered off with exit code {m.exit_code} after {total} "
+                  f"instructions ({ticks} timer ticks)\n")
+        return m.exit_code
+    if result.reason == "oops":
+        err.write(m.oops.format() + "\n")
+        return EXIT_OOPS
+    err.write(f"kpemu: stopped after {total} instructions (--max-insns); guest at "
+              f"{m.symbols.format(m.engine.reg('ip'))}\n")
+    return EXIT_LIMIT
+
+
+def cmd_symbols(args, out, err):
+    m = Machine(args.image)
+    found = m.symbols.match(args.pattern)
+    if not found:
+        raise UsageError(f"no symbol matches {args.pattern!r}")
+    for s in found:
+        mod = f" [{s.module}]" if s.module else ""
+        out.write(f"{s.addr:016x} {s.kind} {s.name} {s.size:#x}{mod}\n")
+    return 0
+
+
+def cmd_disasm(args, out, err):
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+    m = Machine(args.image)
+    sym = m.symbols.get(args.symbol)
+    if sym is None:
+        raise UsageError(f"no symbol {args.symbol!r} in {m.image.path}")
+    code = m.read(sym.addr, sym.size)
+    cs = Cs(CS_ARCH_X86, CS_MODE_64)
+    out.write(f"{sym.addr:016x} <{sym.name}> ({sym.size:#x} bytes):\n")
+    for insn in cs.disasm(code, sym.addr):
+        raw = insn.bytes.hex(" ")
+        out.write(f"  {sym.name}+{insn.address - sym.addr:#x}  {insn.address:x}:  "
+                  f"{raw:<30} {insn.mnemonic} {insn.op_str}\n".rstrip() + "\n")
+    return 0
+
+
+COMMANDS = {"boot": cmd_boot, "symbols": cmd_symbols, "disasm": cmd_disasm}
+
+
+def main(argv=None, out=None, err=None):
+    out = out or sys.stdout
+    err = err or sys.stderr
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args, out, err)
+    except UsageError as exc:
+        if debug:
+            raise
+        err.write(f"kpemu: {exc}\n")
+        return EXIT_BAD_INPUT
+    except EmuError as exc:
+        if debug:
+            raise
+        err.write(f"kpemu: {exc}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        err.write("kpemu: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
