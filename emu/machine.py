@@ -131,6 +131,7 @@ class Machine:
         self.exit_code = None
         self.oops = None
         self.irqs = 0
+        self.cpu_halted = False        # in hlt, waiting for an interrupt
         self._stop = None              # why a hook stopped the guest: "halt"/"boot"/"oops"
         self._fault = None             # (access, addr, size) of the last memory fault
         self._load()
@@ -277,6 +278,13 @@ class Machine:
             if self.pic.pending() and flags & X86_EFLAGS_IF:
                 self._deliver_irq()
                 continue
+            if self.cpu_halted:
+                # Only an interrupt wakes a halted CPU: jump the clock to the next PIT
+                # edge, like QEMU with -icount sleep=off.
+                icount.executed = max(now, min(self.pit.next_deadline(), limit))
+                if icount.executed >= limit:
+                    return self._result("limit", start)
+                continue
             if now >= limit:
                 return self._result("limit", start)
             step = self.pic.pending()        # pending with IF=0: one instruction at a time
@@ -291,7 +299,7 @@ class Machine:
                 self._engine_error(status)
                 return self._result("oops", start)
             if icount.executed < icount.deadline:
-                self._halted_cpu(limit)
+                self._halted_cpu()
                 if self._stop is not None:
                     reason, self._stop = self._stop, None
                     return self._result(reason, start)
@@ -304,7 +312,7 @@ class Machine:
             if until_boot and self.booted:
                 return self._result("boot", start)
 
-    def _halted_cpu(self, limit):
+    def _halted_cpu(self):
         """emu_start returned early: the guest executed hlt (Unicorn just returns)."""
         eng = self.engine
         ip = eng.reg("ip")
@@ -314,19 +322,14 @@ class Machine:
         if not eng.reg("flags") & X86_EFLAGS_IF:
             self._raise_oops(None, f"hlt with interrupts disabled at "
                              f"{self.symbols.format(ip - 1)}: the CPU would never wake")
-            return
-        if self.pic.pending():
-            return
-        # Nothing can wake the CPU but the next PIT edge: jump the clock there, like
-        # QEMU with -icount sleep=off.
-        nxt = self.pit.next_deadline()
-        if nxt == NEVER:
+        elif self.pit.next_deadline() == NEVER and not self.pic.pending():
             self._raise_oops(None, f"hlt with no timer programmed at "
                              f"{self.symbols.format(ip - 1)}: the CPU would never wake")
-            return
-        self.engine.icount.executed = min(nxt, limit)
+        else:
+            self.cpu_halted = True
 
     def _deliver_irq(self):
+        self.cpu_halted = False
         vector = self.pic.acknowledge()
         self.irqs += 1
         self.emit("irq", vector=vector, ip=self.engine.reg("ip"))
@@ -336,8 +339,8 @@ class Machine:
         ip = self.engine.reg("ip")
         if self._fault is not None:
             access, addr, _size = self._fault
-            msg = (f"unable to handle page fault: {access} at {addr:#x} "
-                   f"(no RAM behind it), ip {self.symbols.format(ip)}")
+            msg = (f"{access} of physical address {addr:#x}, which has no RAM behind it, "
+                   f"at {self.symbols.format(ip)}")
             vector = 14
         else:
             msg = f"engine error {status} at {self.symbols.format(ip)}"
@@ -389,8 +392,8 @@ class Machine:
                 if ip != self._call_ret:
                     if status and self._fault:
                         access, faddr, _ = self._fault
-                        msg = (f"unable to handle page fault: {access} at {faddr:#x}, "
-                               f"ip {self.symbols.format(ip)}")
+                        msg = (f"{access} of physical address {faddr:#x}, which has no "
+                               f"RAM behind it, at {self.symbols.format(ip)}")
                     elif self._stop == "halt":
                         msg = f"the guest powered off inside m.call({target!r})"
                     else:
@@ -480,7 +483,7 @@ class Machine:
         if sym is None:
             return None
         try:
-            return ip - sym.addr, self.mem.read(ip, 1)[0]
+            return ip - sym.addr, self.mem.read(ip, 1)[0], self.mem.read(sym.addr, 1) == b"\x55"
         except MemoryFault:
             return None
 
@@ -495,7 +498,8 @@ class Machine:
         size = self.layout.thread_size
         low = sp & ~(size - 1)
         return unwind(self.mem.u64, self.is_kernel_text, ip, sp, bp, (low, low + size),
-                      first_bytes=self._first_bytes, resolvers=self.unwind_resolvers)
+                      first_bytes=self._first_bytes, resolvers=self.unwind_resolvers,
+                      stop_at={self._call_ret})
 
     def format_trace(self, trace):
         return [self.symbols.format(a) for a in trace]

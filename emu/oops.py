@@ -50,15 +50,20 @@ class Oops:
 
 
 def unwind(read_u64, is_text, ip, sp, bp, bounds, first_bytes=None, resolvers=(),
-           max_frames=64):
+           stop_at=frozenset(), max_frames=64):
     """Return addresses, innermost first, starting with `ip`.
 
     `read_u64(addr)` reads guest memory (raising on a fault), `is_text(addr)` says whether
     an address is kernel or module text, `bounds` = (low, high) of the stack,
-    `first_bytes(ip)` -> (offset into its function, opcode byte) lets the walk see that ip
-    is at a function's first instruction (before `push %rbp`), right after it, or on a
-    `ret`, where the frame-pointer chain does not yet (or no longer) name the caller.
+    `first_bytes(ip)` -> (offset into its function, opcode byte at ip, whether the function
+    starts with `push %rbp`) lets the walk see where the frame-pointer chain does not name
+    the caller yet: at a function's first instruction, right after `push %rbp`, on a `ret`,
+    or anywhere in a leaf function compiled without a frame (gcc gives a function that
+    needs no stack no frame, whatever -fno-omit-frame-pointer says) -- there the return
+    address is at [sp] (or [sp+8] after the push).
     Each resolver(ret_addr, slot_addr) may replace a return address read from slot_addr.
+    A return address in `stop_at` (the host's m.call landing pad) ends the walk: what is
+    below it on the stack belongs to the code the host call interrupted.
     """
     low, high = bounds
 
@@ -72,18 +77,20 @@ def unwind(read_u64, is_text, ip, sp, bp, bounds, first_bytes=None, resolvers=()
         where = first_bytes(ip)
         slot = None
         if where is not None:
-            offset, opcode = where
-            if offset == 0 or opcode == 0xC3:
+            offset, opcode, framed = where
+            if offset == 0 or opcode == 0xC3 or not framed:
                 slot = sp
             elif offset == 1:
                 slot = sp + 8
         if slot is not None and low <= slot < high:
             try:
                 ret = resolve(read_u64(slot), slot)
-                if is_text(ret):
-                    trace.append(ret)
             except Exception:   # noqa: BLE001 - an unreadable stack ends the walk
                 return trace
+            if ret in stop_at:
+                return trace
+            if is_text(ret):
+                trace.append(ret)
     frame = bp
     while len(trace) < max_frames and low <= frame and frame + 16 <= high and not frame & 7:
         try:
@@ -91,7 +98,7 @@ def unwind(read_u64, is_text, ip, sp, bp, bounds, first_bytes=None, resolvers=()
             ret = resolve(read_u64(frame + 8), frame + 8)
         except Exception:       # noqa: BLE001
             break
-        if not is_text(ret):
+        if ret in stop_at or not is_text(ret):
             break
         trace.append(ret)
         if nxt <= frame:

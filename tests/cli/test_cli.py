@@ -1,0 +1,90 @@
+"""The kpemu command line, end to end in a subprocess."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def kpemu(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "kprobes", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=120)
+
+
+def test_boot_prints_the_console_and_exits_with_the_guest_code(reference_run):
+    r = kpemu("boot")
+    assert r.returncode == 0
+    assert r.stdout == reference_run["console"]
+    assert r.stderr == (f"kpemu: powered off with exit code 0 after "
+                        f"{reference_run['clock']} instructions "
+                        f"({reference_run['ticks']} timer ticks)\n")
+
+
+def test_boot_with_a_command_line_and_a_limit():
+    r = kpemu("boot", "--cmdline", "hz=20000", "--max-insns", "20000")
+    assert r.returncode == 4
+    assert "Command line: hz=20000\n" in r.stdout
+    assert r.stderr.startswith("kpemu: stopped after 20000 instructions (--max-insns)")
+
+
+def test_symbols_and_disasm():
+    r = kpemu("symbols", "fib")
+    assert r.returncode == 0
+    addr, kind, name, size = r.stdout.split()
+    assert (kind, name) == ("T", "fib") and addr.startswith("ffffffff81")
+    r = kpemu("disasm", "kretprobe_trampoline")
+    assert r.returncode == 0
+    assert r.stdout.splitlines()[1].split() == ["kretprobe_trampoline+0x0",
+                                                r.stdout.split()[0].lstrip("0") + ":",
+                                                "90", "nop"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("boot", "/no/such/image"), "kpemu: /no/such/image: no such file\n"),
+    (("boot", "--max-insns", "0"), "kpemu: argument --max-insns: must be positive: '0'\n"),
+    (("disasm", "no_such_symbol"), "kpemu: no symbol 'no_such_symbol' in "),
+    (("symbols", "zzz*"), "kpemu: no symbol matches 'zzz*'\n"),
+    (("frobnicate",), "kpemu: argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_bad_input_is_one_line_exit_2_no_traceback(args, message):
+    r = kpemu(*args)
+    assert r.returncode == 2
+    assert r.stderr.startswith(message) and r.stderr.count("\n") == 1
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_image_kinds_from_the_cli(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    r = kpemu("boot", str(text))
+    assert (r.returncode, r.stderr) == (2, f"kpemu: {text}: not an ELF file\n")
+
+
+def test_debug_shows_the_traceback():
+    r = kpemu("--debug", "boot", "/no/such/image")
+    assert r.returncode != 0 and "Traceback" in r.stderr and "ImageError" in r.stderr
+    r = kpemu("boot", "/no/such/image", "--debug")
+    assert "Traceback" in r.stderr
+
+
+def test_guest_oops_exit_3(tmp_path, image_path):
+    # An image whose sys_getpid is ud2: the workload's mkdir task faults.
+    from emu import Machine
+
+    m = Machine()
+    off = m.symbols.lookup_name("sys_getpid")
+    seg = next(s for s in m.image.segments if s.vaddr <= off < s.vaddr + len(s.data))
+    import io
+    from elftools.elf.elffile import ELFFile
+    data = bytearray(image_path.read_bytes())
+    elf = ELFFile(io.BytesIO(bytes(data)))
+    phdr = next(p for p in elf.iter_segments() if p["p_vaddr"] == seg.vaddr
+                and p["p_type"] == "PT_LOAD")
+    pos = phdr["p_offset"] + off - seg.vaddr
+    data[pos:pos + 2] = b"\x0f\x0b"
+    bad = tmp_path / "vmlinux-ud2"
+    bad.write_bytes(bytes(data))
+    r = kpemu("boot", str(bad))
+    assert r.returncode == 3
+    assert "kpemu: Oops: invalid opcode at sys_getpid+0x0/" in r.stderr
+    assert "Call Trace:" in r.stderr and "Traceback" not in r.stderr

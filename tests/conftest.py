@@ -1,0 +1,54 @@
+"""Shared fixtures: a booted machine, the default image, and test modules compiled from C."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from emu import Machine
+from emu.machine import DEFAULT_IMAGE
+
+TARGETS = Path(__file__).resolve().parent / "machine" / "targets"
+# The kernel's own code-generation flags (kernel_images/toykernel/Makefile), so a module
+# is built like a kernel module.
+MODULE_CFLAGS = ["-c", "-O2", "-mcmodel=kernel", "-mno-red-zone", "-fno-pic", "-fno-pie",
+                 "-ffreestanding", "-fno-asynchronous-unwind-tables", "-fcf-protection=none",
+                 "-fno-omit-frame-pointer", "-fno-stack-protector", "-mgeneral-regs-only",
+                 "-fno-builtin"]
+
+
+def compile_module(source, out_dir, extra=()):
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed: cannot build a test module")
+    out = Path(out_dir) / (Path(source).stem + ".o")
+    subprocess.run(["gcc", *MODULE_CFLAGS, *extra, "-o", str(out), str(source)], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def image_path():
+    return DEFAULT_IMAGE
+
+
+@pytest.fixture(scope="session")
+def probe_targets_o(tmp_path_factory):
+    return compile_module(TARGETS / "probe_targets.c", tmp_path_factory.mktemp("mod"))
+
+
+@pytest.fixture
+def machine():
+    """A machine booted to the start of the workload."""
+    m = Machine()
+    m.boot()
+    return m
+
+
+@pytest.fixture(scope="session")
+def reference_run():
+    """The unprobed default workload run to power-off once: console, clock, tasks."""
+    m = Machine()
+    result = m.run()
+    return {"result": result, "console": m.console, "clock": m.clock.now,
+            "tasks": [(t.pid, t.comm, t.state, t.exit_code) for t in m.tasks()],
+            "ticks": m.pit.ticks}
