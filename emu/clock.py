@@ -16,17 +16,30 @@ class Clock:
     def __init__(self, engine):
         self._icount = engine.icount
         self.hidden = 0          # instructions executed on the guest's behalf, not counted
+        self.idle = 0            # clock advanced by hlt (no instruction ran)
 
     @property
     def now(self):
         """Guest instructions executed since power-on (what rdtsc returns)."""
         return self._icount.executed
 
+    @property
+    def executed(self):
+        """Guest instructions really executed (the clock less its hlt jumps)."""
+        return self._icount.executed - self.idle
+
+    def advance_idle(self, to):
+        """A halted CPU sleeps until `to`: the clock jumps there, nothing executes."""
+        if to > self._icount.executed:
+            self.idle += to - self._icount.executed
+            self._icount.executed = to
+
     def __int__(self):
         return self._icount.executed
 
     def __repr__(self):
-        return f"<Clock {self._icount.executed} insns, {self.hidden} hidden>"
+        return (f"<Clock {self._icount.executed}: {self.executed} insns executed, "
+                f"{self.idle} idle, {self.hidden} hidden>")
 
     def discount(self, n=1):
         """Take back `n` instructions just executed for the host (e.g. an int3 the

@@ -281,7 +281,7 @@ class Machine:
             if self.cpu_halted:
                 # Only an interrupt wakes a halted CPU: jump the clock to the next PIT
                 # edge, like QEMU with -icount sleep=off.
-                icount.executed = max(now, min(self.pit.next_deadline(), limit))
+                self.clock.advance_idle(min(self.pit.next_deadline(), limit))
                 if icount.executed >= limit:
                     return self._result("limit", start)
                 continue
