@@ -23,9 +23,12 @@ class PtRegs:
 
     __slots__ = ("_engine", "_vals", "_dirty")
 
-    def __init__(self, engine):
+    def __init__(self, engine, prefetch=()):
+        """`prefetch`: a tuple of register names read at once in one crossing (the trap
+        path knows it needs ip and flags)."""
         object.__setattr__(self, "_engine", engine)
-        object.__setattr__(self, "_vals", {})
+        object.__setattr__(self, "_vals",
+                           dict(zip(prefetch, engine.regs(prefetch))) if prefetch else {})
         object.__setattr__(self, "_dirty", set())
 
     def __getattr__(self, name):
@@ -52,11 +55,15 @@ class PtRegs:
 
     def flush(self):
         """Write the changed registers to the CPU."""
-        if self._dirty:
-            engine, vals = self._engine, self._vals
-            for name in self._dirty:
-                engine.set_reg(name, vals[name])
-            self._dirty.clear()
+        dirty = self._dirty
+        if dirty:
+            names = tuple(sorted(dirty))
+            vals = self._vals
+            if len(names) == 1:
+                self._engine.set_reg(names[0], vals[names[0]])
+            else:
+                self._engine.set_regs(names, [vals[n] for n in names])
+            dirty.clear()
 
     def refresh(self):
         """Forget cached values (the CPU moved on, e.g. after a nested m.call)."""

@@ -111,6 +111,7 @@ class Engine:
         self._exc = None
         self._depth = 0
         self._regbuf = _u64()
+        self._batches = {}
         self._install_hooks()
 
     # -- hooks ------------------------------------------------------------------------
@@ -222,6 +223,29 @@ class Engine:
     def set_reg(self, name, value):
         buf = _u64(value & 0xFFFFFFFFFFFFFFFF)
         uclib.uc_reg_write(self._uch, REG_IDS[name], ctypes.byref(buf))
+
+    def regs(self, names):
+        """Several registers in one crossing (uc_reg_read_batch): a list of values."""
+        batch = self._batch(names)
+        uclib.uc_reg_read_batch(self._uch, batch[0], batch[2], len(names))
+        return [v.value for v in batch[1]]
+
+    def set_regs(self, names, values):
+        """Write several registers in one crossing (uc_reg_write_batch)."""
+        batch = self._batch(names)
+        for cell, value in zip(batch[1], values):
+            cell.value = value & 0xFFFFFFFFFFFFFFFF
+        uclib.uc_reg_write_batch(self._uch, batch[0], batch[2], len(names))
+
+    def _batch(self, names):
+        """ctypes arrays for a tuple of register names, built once and reused."""
+        batch = self._batches.get(names)
+        if batch is None:
+            ids = (ctypes.c_int * len(names))(*(REG_IDS[n] for n in names))
+            cells = [_u64() for _ in names]
+            ptrs = (ctypes.c_void_p * len(names))(*(ctypes.addressof(c) for c in cells))
+            batch = self._batches[names] = (ids, cells, ptrs)
+        return batch
 
     def reg_id(self, name):
         return REG_IDS[name]

@@ -45,6 +45,7 @@ from emu.tasks import TaskLayout, read_task, walk_tasks
 RAM_SIZE = 128 << 20
 DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "kernel_images" / "toykernel" / "vmlinux"
 
+X86_EFLAGS_TF = 0x100
 X86_EFLAGS_IF = 0x200
 X86_CR0_PG = 0x80000000
 X86_CR4_PAE = 0x20
@@ -123,6 +124,7 @@ class Machine:
         # What other layers plug in.
         self.trap_handlers = {}        # vector -> [fn(vector) -> bool handled]
         self.unwind_resolvers = []     # fn(ret_addr, slot_addr) -> ret_addr
+        self.text_originals = []       # fn(addr) -> the byte a breakpoint covers, or None
         self.observers = []            # fn(Event)
         self.call_depth = 0
 
@@ -303,7 +305,7 @@ class Machine:
                 if self._stop is not None:
                     reason, self._stop = self._stop, None
                     return self._result(reason, start)
-            elif step and eng.reg("flags") & X86_EFLAGS_IF and self.mem.read(rip, 1) == b"\xfb":
+            elif step and eng.reg("flags") & X86_EFLAGS_IF and self.text_byte(rip) == 0xFB:
                 # sti: interrupts stay blocked for one more instruction (its shadow).
                 eng.start(eng.reg("ip"), 0, icount.executed + 1)
                 if self._stop is not None:
@@ -385,7 +387,9 @@ class Machine:
                 for reg, value in zip(("di", "si", "dx", "cx", "r8", "r9"), values):
                     eng.set_reg(reg, value)
                 eng.set_reg("sp", sp)
-                eng.set_reg("flags", eng.reg("flags") & ~X86_EFLAGS_IF)
+                # No interrupts, and no single-step: a kprobe post_handler calls in
+                # while the CPU still has TF set for the step it just took.
+                eng.set_reg("flags", eng.reg("flags") & ~(X86_EFLAGS_IF | X86_EFLAGS_TF))
                 self._fault = None
                 status = eng.start(addr, self._call_ret, eng.icount.executed + max_insns)
                 ip = eng.reg("ip")
@@ -427,6 +431,15 @@ class Machine:
 
     def text_poke(self, addr, data):
         self.mem.text_poke(addr, data)
+
+    def text_byte(self, addr):
+        """The instruction byte at `addr` as the program has it: under a breakpoint some
+        layer armed, the byte it covers (like Linux's recover_probed_instruction)."""
+        for original in self.text_originals:
+            byte = original(addr)
+            if byte is not None:
+                return byte
+        return self.mem.read(addr, 1)[0]
 
     @property
     def console(self):

@@ -3,3 +3,7 @@ plus the kprobe_events language, the CLI and the pytest plugin.
 
 Imports point one way: kprobes -> emu -> unicorn.
 """
+
+from kprobes.core import AggrKprobe, Kprobe, KprobeError, Kprobes
+
+__all__ = ["Kprobes", "Kprobe", "AggrKprobe", "KprobeError"]
