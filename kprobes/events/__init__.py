@@ -1,0 +1,35 @@
+"""The kprobe_events language: the shared fetch-argument layer (trace_probe) and, beside it,
+the kprobe command layer (trace_kprobe).
+
+Imports point one way: kprobes.events -> emu; never unicorn.
+"""
+
+from .trace_probe import (
+    FAULT,
+    FETCH_TYPES,
+    DeleteCommand,
+    ErrorCode,
+    FetchArg,
+    FetchType,
+    ProbeCommandError,
+    ProbeDefinition,
+    ProbeSyntaxError,
+    check_append,
+    compare_arg_type,
+    format_args,
+    format_probe_ip,
+    format_retprobe_ip,
+    format_trace_line,
+    irq_flags,
+    parse_command,
+    registration_error,
+    split_commands,
+)
+
+__all__ = [
+    "FAULT", "FETCH_TYPES", "DeleteCommand", "ErrorCode", "FetchArg", "FetchType",
+    "ProbeCommandError", "ProbeDefinition", "ProbeSyntaxError", "check_append",
+    "compare_arg_type", "format_args", "format_probe_ip", "format_retprobe_ip",
+    "format_trace_line", "irq_flags", "parse_command", "registration_error",
+    "split_commands",
+]
