@@ -111,7 +111,8 @@ MORE = [
     # `+u` shifts the text one column and Linux's offset arithmetic does not follow it.
     ("p vfs_read +u0(%a^x", "DEREF_OPEN_BRACE", "Dereference brace is not closed"),
     ("p vfs_read +0(%ax)^+10", "BAD_FETCH_ARG", "Invalid fetch argument"),
-    ("p:^9foo vfs_read", "BAD_EVENT_NAME", "Event name must follow the same rules as C identifiers"),
+    ("p:^9foo vfs_read", "BAD_EVENT_NAME",
+     "Event name must follow the same rules as C identifiers"),
     ("r^0 vfs_read", "BAD_MAXACT", "Invalid maxactive number"),
     ("r^4097 vfs_read", "MAXACT_TOO_BIG", "Maxactive is too big"),
     ("p ^vfs_read-4", "BAD_PROBE_ADDR", "Invalid probed address or symbol"),
