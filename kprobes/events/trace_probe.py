@@ -145,7 +145,7 @@ class ProbeSyntaxError(ProbeCommandError):
         self.err = err
         self.command = command
         self.pos = pos
-        super().__init__(errno, f"{err.value} (at {pos} in {command!r})")
+        super().__init__(errno, err.value)
 
     @property
     def code(self):
@@ -462,7 +462,11 @@ def sprint_symbol(symbols, addr):
 # -- the fetch instructions -----------------------------------------------------------------------
 
 class _Fault:
-    """The value of a fetch whose memory read faulted."""
+    """The value of a fetch whose memory read faulted.
+
+    Linux prints "(fault)" only for strings; a numeric field whose read faults keeps
+    whatever the ring buffer held.  Here every type prints "(fault)", so a trace is
+    deterministic and a bad pointer is visible."""
 
     def __repr__(self):
         return "FAULT"
@@ -956,7 +960,10 @@ class ProbeDefinition:
 
     @property
     def probe_point(self):
-        """The place as kprobe_events prints it: `SYM`, `SYM+OFFS` or `0x<addr>`."""
+        """The place as kprobe_events prints it: `SYM`, `SYM+OFFS` or `0x<addr>`.
+
+        Linux prints the address with %p, which hashes it unless no_hash_pointers; kpemu
+        prints the real address, 16 hex digits like an unhashed %p."""
         if self.symbol is None:
             return f"0x{self.addr:016x}"
         if self.offset:
@@ -1152,6 +1159,8 @@ def _parse_probe(argv, symbols, thread_size):
             if n == 0:
                 fail(ErrorCode.BAD_PROBE_ADDR, 1)
             known = n is not None
+        # Linux sets TPARG_FL_RETURN only for symbol probes, so `r ADDR $retval` is refused
+        # with RETVAL_ON_PROBE and `$argN` there with NOFENTRY_ARGS; kept as Linux has it.
         ret_flag = is_return
         # kprobe_on_func_entry(): a known symbol at offset 0 (x86 without IBT).
         if known and offset == 0 and not is_return:

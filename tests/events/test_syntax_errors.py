@@ -175,6 +175,7 @@ def test_error_log_rendering():
         "[   12.345678] trace_kprobe: error: ")
     assert err.caret_command() == "p vfs_read ^$none_var"
     assert err.errno == errno.EINVAL
+    assert str(err) == "Invalid $-valiable specified"
 
 
 def test_command_is_rebuilt_from_words():
