@@ -127,6 +127,12 @@ def decode(code, addr):
     if mnem in NOT_STEPPABLE or mnem.startswith("int"):
         why = NOT_STEPPABLE.get(mnem, "software interrupts push the slot's address")
         raise ArchError("EINVAL", f"cannot probe '{mnem}' at {addr:#x}: {why}")
+    if mnem in ("mov", "pop") and insn.operands and \
+            insn.operands[0].type == cx.X86_OP_REG and insn.operands[0].reg == cx.X86_REG_SS:
+        # A load of SS holds debug traps off for one more instruction, so the step would
+        # run past the copy (Linux refuses these too: insn_masking_exception()).
+        raise ArchError("EINVAL", f"cannot probe '{mnem} {insn.op_str}' at {addr:#x}: "
+                        "a load of SS masks the single-step trap")
     raw = bytes(insn.bytes)
     i = _opcode_index(raw)
     op = raw[i]
@@ -315,15 +321,18 @@ class ArchKprobes:
                         return 0
                 except BaseException:  # noqa: BLE001 - the fault handler's own failure
                     pass
-            self._attach(exc, which)
+            exc.kprobe = self.core.curr_kprobe or p
+            exc.kprobe_handler = which
             raise
 
-    def _attach(self, exc, which):
-        p = self.core.curr_kprobe or self.current_kprobe
+    def _attach(self, exc, guest_ip):
+        """Attach the probe and the guest location (once the guest state is settled)."""
+        p = getattr(exc, "kprobe", None) or self.current_kprobe
+        which = getattr(exc, "kprobe_handler", "handler")
         m = self.m
         where = m.symbols.format(p.addr) if p is not None else "?"
         exc.kprobe = p
-        exc.guest_ip = m.engine.reg("ip")
+        exc.guest_ip = guest_ip
         try:
             task = str(m.current)
         except Exception:  # noqa: BLE001
@@ -367,10 +376,11 @@ class ArchKprobes:
         elif p.pre_handler is not None:
             try:
                 changed = self._call(p, "pre_handler", p.pre_handler, regs)
-            except BaseException:
+            except BaseException as exc:
                 # Leave the guest exactly as before the int3: the probe fires again when
                 # the run goes on.
                 engine.set_reg("ip", addr)
+                self._attach(exc, addr)
                 core.curr_kprobe = None
                 self.unlock()
                 raise
@@ -439,6 +449,7 @@ class ArchKprobes:
         self.finish_step(p, regs)
         regs.flush()
         if error is not None:
+            self._attach(error, regs.ip)
             raise error
         return not regs.flags & X86_EFLAGS_TF
 
@@ -467,8 +478,13 @@ class ArchKprobes:
         regs = PtRegs(self.engine)
         core.traps["fault"] += 1
         core.emit("trap", vector=vector, ip=regs.ip, probe=p)
-        if p.fault_handler is not None and self._call(p, "fault_handler", p.fault_handler,
-                                                      regs, vector):
+        try:
+            handled = p.fault_handler is not None and self._call(
+                p, "fault_handler", p.fault_handler, regs, vector)
+        except BaseException as exc:
+            self._attach(exc, regs.ip)
+            raise
+        if handled:
             regs.flush()
             return True
         if self.status & KPROBE_HIT_SS:

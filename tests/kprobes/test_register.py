@@ -1,0 +1,127 @@
+"""register_kprobe: address resolution and every refusal with Linux's errno."""
+
+import errno
+
+import pytest
+
+from kprobes import Kprobe, KprobeError
+
+
+def refused(k, p, code):
+    with pytest.raises(KprobeError) as info:
+        k.register_kprobe(p)
+    assert info.value.errno == code, str(info.value)
+    assert not p.registered
+    return str(info.value)
+
+
+def test_symbol_and_address_resolve_to_the_same_place(km):
+    m, k = km
+    a = Kprobe(symbol_name="fib", offset=1)
+    b = Kprobe(addr=m.symbols.lookup_name("fib") + 1)
+    k.register_kprobe(a)
+    assert a.addr == m.symbols.lookup_name("fib") + 1 and a.registered
+    k.register_kprobe(b)                   # a second probe there: an aggregate
+    assert b.addr == a.addr and k.table[a.addr].is_aggregate
+    assert m.read(a.addr, 1) == b"\xcc" and a.opcode == b.opcode == 0x48
+
+
+def test_errno_cases(km, resume_targets_o):
+    m, k = km
+    m.load_module(resume_targets_o)
+    fib = m.symbols.lookup_name("fib")
+    assert "both" in refused(k, Kprobe(addr=fib, symbol_name="fib"), errno.EINVAL)
+    assert "neither" in refused(k, Kprobe(), errno.EINVAL)
+    assert "unknown symbol 'nope'" in refused(k, Kprobe(symbol_name="nope"), errno.ENOENT)
+    msg = refused(k, Kprobe(symbol_name="jiffies"), errno.EINVAL)
+    assert "not in kernel or module text" in msg
+    assert "not an instruction boundary" in refused(
+        k, Kprobe(symbol_name="fib", offset=2), errno.EILSEQ)     # inside mov %rsp,%rbp
+    assert "blacklisted (kretprobe_trampoline)" in refused(
+        k, Kprobe(symbol_name="kretprobe_trampoline"), errno.EINVAL)
+    assert "blacklisted (in .kprobes.text)" in refused(
+        k, Kprobe(symbol_name="system_call"), errno.EINVAL)
+    assert "blacklisted (in .kprobes.text)" in refused(
+        k, Kprobe(symbol_name="kprobe_flush_task"), errno.EINVAL)
+    assert "cannot probe 'iretq'" in refused(k, Kprobe(symbol_name="t_iret_insn"),
+                                             errno.EINVAL)
+    int3 = m.symbols.lookup_name("t_int3") + 5
+    assert "an int3 is already there" in refused(k, Kprobe(addr=int3), errno.EINVAL)
+    hlt = next(a for a in range(m.symbols.lookup_name("cpu_idle"),
+                                m.symbols.lookup_name("cpu_idle") + 64)
+               if m.read(a, 1) == b"\xf4")
+    assert "cannot probe 'hlt'" in refused(k, Kprobe(addr=hlt), errno.EINVAL)
+    # A refused probe leaves no trace: nothing armed, no slot taken.
+    assert k.table == {} and k.slots.used == 0 and k.armed == set()
+
+
+def test_registering_the_same_probe_twice(km):
+    _m, k = km
+    p = Kprobe(symbol_name="fib")
+    k.register_kprobe(p)
+    with pytest.raises(KprobeError, match="already registered") as info:
+        k.register_kprobe(p)
+    assert info.value.errno == errno.EINVAL
+    assert p.registered                    # the first registration stands
+    assert len(k.probes()) == 1
+
+
+def test_unregister_restores_the_byte_and_frees_the_slot(km):
+    m, k = km
+    fib = m.symbols.lookup_name("fib")
+    original = m.read(fib, 1)
+    p = Kprobe(symbol_name="fib")
+    k.register_kprobe(p)
+    assert m.read(fib, 1) == b"\xcc" and k.slots.used == 1
+    k.unregister_kprobe(p)
+    assert m.read(fib, 1) == original and k.slots.used == 0 and not p.registered
+    k.register_kprobe(p)                   # a probe can be registered again
+    assert p.addr == fib and m.call("fib", 5) == 5
+
+
+def test_boundary_is_checked_against_original_bytes_under_other_probes(km):
+    """Decoding forward from the symbol must see the bytes under armed int3s."""
+    m, k = km
+    fib = m.symbols.get("fib")
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+    starts = [i.address for i in Cs(CS_ARCH_X86, CS_MODE_64).disasm(
+        m.read(fib.addr, fib.size), fib.addr)]
+    probes = [Kprobe(addr=a) for a in starts[:6]]
+    k.register_kprobes(probes)
+    assert all(p.registered for p in probes)
+    assert m.call("fib", 10) == 55
+
+
+def test_register_kprobes_rolls_back_on_failure(km):
+    m, k = km
+    good = Kprobe(symbol_name="fib")
+    bad = Kprobe(symbol_name="fib", offset=2)
+    with pytest.raises(KprobeError) as info:
+        k.register_kprobes([good, bad])
+    assert info.value.errno == errno.EILSEQ
+    assert not good.registered and k.table == {} and m.read(good.addr, 1) != b"\xcc"
+
+
+def test_slots_are_in_reach_and_pages_are_shared(km):
+    m, k = km
+    probes = [Kprobe(symbol_name=s.name) for s in m.symbols.functions()
+              if s.name.startswith("mix_")]
+    k.register_kprobes(probes)
+    slots = {p.ainsn.slot for p in probes}
+    assert len(slots) == len(probes)
+    assert all(m.module_area.contains(s) for s in slots)
+    assert len(k.slots.pages) == 1
+    for p in probes:
+        assert abs(p.ainsn.slot - p.addr) < 2**31
+
+
+def test_rip_relative_copy_out_of_reach_is_refused():
+    from kprobes.arch.x86_64 import ArchError, copy_for_slot, decode
+
+    code = bytes.fromhex("488b0500100000")        # mov 0x1000(%rip),%rax
+    ainsn = decode(code, 0xFFFFFFFF81000000)
+    assert ainsn.riprel and ainsn.disp_offset == 3
+    near = copy_for_slot(ainsn, 0xFFFFFFFF81000000, 0xFFFFFFFF81200000)
+    assert int.from_bytes(near[3:7], "little", signed=True) == 0x1000 - 0x200000
+    with pytest.raises(ArchError):
+        copy_for_slot(ainsn, 0xFFFFFFFF81000000, 0xFFFFFFFF81000000 - 2**32)
