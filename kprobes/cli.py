@@ -1,13 +1,15 @@
 """The `kpemu` command line (also `python -m kprobes`).
 
-    kpemu boot [IMAGE] [--cmdline TEXT] [--max-insns N]
+    kpemu boot [IMAGE] [--cmdline TEXT] [--max-insns N] [--compare-qemu]
     kpemu symbols [PATTERN] [--image IMAGE]
     kpemu disasm SYMBOL [--image IMAGE]
 
 Bad input (a missing or malformed image, an unknown symbol, a bad option) prints one line
 naming the problem and exits 2; a guest oops prints the report and exits 3; a run cut off
 by --max-insns exits 4; otherwise the exit status is the guest's (the value it wrote to
-isa-debug-exit).  A traceback appears only with --debug.
+isa-debug-exit).  With --compare-qemu the status is 0 when QEMU icount printed the same
+bytes and exit code, 1 when it did not, 2 when qemu-system-x86_64 is not installed.  A
+traceback appears only with --debug.
 """
 
 import argparse
@@ -49,6 +51,9 @@ def build_parser():
                       help="stop after N guest instructions (exit status 4)")
     boot.add_argument("--quiet", action="store_true",
                       help="print only kpemu's summary, not the console")
+    boot.add_argument("--compare-qemu", action="store_true",
+                      help="also boot the image under QEMU icount and compare the console "
+                      "bytes, exit code and ticks (exit 0 identical, 1 different, 2 no QEMU)")
 
     syms = sub.add_parser("symbols", parents=[common], help="list kallsyms entries (address, type, name, "
                           "size) matching a shell pattern")
@@ -72,6 +77,8 @@ def _positive(text):
 
 
 def cmd_boot(args, out, err):
+    if args.compare_qemu:
+        return cmd_compare_qemu(args, out, err)
     echo = None if args.quiet else (lambda b: (out.buffer.write(b), out.flush()))
     m = Machine(args.image, cmdline=args.cmdline, echo=echo)
     boot = m.boot(max_insns=args.max_insns)
@@ -93,6 +100,41 @@ def cmd_boot(args, out, err):
     err.write(f"kpemu: stopped after {total} instructions (--max-insns); guest at "
               f"{m.symbols.format(m.engine.reg('ip'))}\n")
     return EXIT_LIMIT
+
+
+def _show(line):
+    if line is None:
+        return "<end of output>"
+    text = line.decode("latin-1")
+    text = text[:-1] if text.endswith("\n") else text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def cmd_compare_qemu(args, out, err):
+    """kpemu boot --compare-qemu: kpemu's console, then one verdict on QEMU icount's run
+    of the same image and command line (emu/qemu.py, docs/qemu.md)."""
+    from emu.qemu import compare
+
+    echo = None if args.quiet else (lambda b: (out.buffer.write(b), out.flush()))
+    c = compare(args.image, args.cmdline, echo=echo, max_insns=args.max_insns)
+    if c.oops:
+        err.write(c.oops + "\n")
+    if c.identical:
+        ticks = c.kpemu_jiffies if c.kpemu_jiffies is not None else c.kpemu_pit_ticks
+        out.write(f"kpemu: QEMU icount agrees: {c.nbytes} bytes, {c.nlines} lines identical, "
+                  f"exit code {c.kpemu_exit}, ticks {ticks}\n")
+        return 0
+    if c.line is not None:
+        out.write(f"kpemu: QEMU differs at line {c.line}:\n"
+                  f"  kpemu: {_show(c.kpemu_line)}\n"
+                  f"  qemu:  {_show(c.qemu_line)}\n")
+    else:
+        def code(value, what):
+            return f"exit code {value}" if value is not None else what
+        out.write(f"kpemu: QEMU differs in exit code ({c.nbytes} bytes identical):\n"
+                  f"  kpemu: {code(c.kpemu_exit, 'did not power off (' + c.kpemu_reason + ')')}\n"
+                  f"  qemu:  {code(c.qemu_exit, f'exit status {c.qemu_status}')}\n")
+    return 1
 
 
 def cmd_symbols(args, out, err):

@@ -1,0 +1,61 @@
+"""emu.qemu's pieces that need no QEMU: the command line, the exit-status decoding, the
+firmware/kernel cut and the first-difference search."""
+
+import ast
+from pathlib import Path
+
+from emu.qemu import decode_status, first_difference, parse_jiffies, qemu_argv, split_firmware
+
+ROOT = Path(__file__).resolve().parents[2]
+SEABIOS = b"\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2-debian-1.16.2-1)\r\nBooting from ROM.."
+
+
+def test_emu_qemu_imports_neither_unicorn_nor_kprobes():
+    tree = ast.parse((ROOT / "emu" / "qemu.py").read_text())
+    mods = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    mods += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    assert not [m for m in mods if m.split(".")[0] in ("unicorn", "kprobes")]
+
+
+def test_the_matching_command_line():
+    assert " ".join(qemu_argv("IMAGE", "CMDLINE")) == (
+        "qemu-system-x86_64 -accel tcg -nographic -no-reboot -net none -icount "
+        "shift=0,sleep=off -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel IMAGE "
+        "-append CMDLINE")
+    assert qemu_argv("v", "hz=1 x")[-1] == "hz=1 x"      # one argument, not split
+
+
+def test_exit_status_decoding():
+    assert decode_status(1) == 0
+    assert decode_status(3) == 1
+    assert decode_status(255) == 0x7f                    # the guest's die()
+    assert decode_status(0) is None                      # QEMU quit on its own (e.g. -no-reboot)
+    assert decode_status(2) is None
+    assert decode_status(-9) is None                     # killed
+    assert decode_status(None) is None
+
+
+def test_firmware_cut_at_the_known_first_line():
+    kernel = b"toykernel: hi\nsecond\n"
+    assert split_firmware(SEABIOS + kernel, b"toykernel: hi\n") == (SEABIOS, kernel)
+    # without the first line: after SeaBIOS's last words
+    assert split_firmware(SEABIOS + kernel) == (SEABIOS, kernel)
+    # the known line is absent (the kernel printed something else first): the fallback
+    assert split_firmware(SEABIOS + b"oops\n", b"toykernel: hi\n") == (SEABIOS, b"oops\n")
+    # no firmware at all
+    assert split_firmware(kernel, b"toykernel: hi\n") == (b"", kernel)
+    assert split_firmware(b"odd output") == (b"", b"odd output")
+
+
+def test_first_difference():
+    assert first_difference(b"a\nb\n", b"a\nb\n") is None
+    assert first_difference(b"a\nb\nc\n", b"a\nB\nc\n") == (2, b"b\n", b"B\n")
+    assert first_difference(b"a\nb\n", b"a\n") == (2, b"b\n", None)
+    assert first_difference(b"a\n", b"a\nb\n") == (2, None, b"b\n")
+    assert first_difference(b"a\nb", b"a\nb\n") == (2, b"b", b"b\n")   # a missing newline
+
+
+def test_parse_jiffies():
+    line = b"init: 7 tasks exited, 0 failed, jiffies 29, context switches 45\n"
+    assert parse_jiffies(b"x\n" + line) == 29
+    assert parse_jiffies(b"no summary\n") is None
