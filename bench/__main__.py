@@ -2,9 +2,9 @@
 
 import sys
 
-from bench import machine_speed
+from bench import kprobes_speed, machine_speed
 
-BENCHES = {"machine": machine_speed.run}
+BENCHES = {"machine": machine_speed.run, "kprobes": kprobes_speed.run}
 
 
 def main(argv):

@@ -2,8 +2,9 @@
 read lazily through the engine's fast path and written back when the handler returns.
 
 A register costs one direct ctypes call the first time it is read (a handler that reads
-nothing costs nothing); writes are kept until flush(), which the trap path calls when the
-handler returns ("writes reach the guest when the handler returns").
+nothing costs nothing); after that it is a plain attribute.  Writes are kept until flush(),
+which the trap path calls when the handler returns ("writes reach the guest when the
+handler returns"), in one crossing for all of them.
 
 Must not import: unicorn, kprobes.
 """
@@ -19,27 +20,41 @@ _MASK = (1 << 64) - 1
 
 
 class PtRegs:
-    """Writable view of the CPU registers.  `regs.ax`, `regs.rax`, `regs["ax"]` are one."""
+    """Writable view of the CPU registers.  `regs.ax`, `regs.rax`, `regs["ax"]` are one.
 
-    __slots__ = ("_engine", "_vals", "_dirty")
+    Registers read so far live in the instance dict under their canonical names, so a
+    second read is an ordinary attribute lookup; `_engine` and `_dirty` are the only
+    other entries."""
 
     def __init__(self, engine, prefetch=()):
-        """`prefetch`: a tuple of register names read at once in one crossing (the trap
-        path knows it needs ip and flags)."""
-        object.__setattr__(self, "_engine", engine)
-        object.__setattr__(self, "_vals",
-                           dict(zip(prefetch, engine.regs(prefetch))) if prefetch else {})
-        object.__setattr__(self, "_dirty", set())
+        """`prefetch`: register names read at once in one crossing (the trap path knows
+        it needs ip and flags)."""
+        d = self.__dict__
+        d["_engine"] = engine
+        d["_dirty"] = set()
+        if prefetch:
+            d.update(zip(prefetch, engine.regs(prefetch)))
+
+    @classmethod
+    def with_values(cls, engine, names, values):
+        """A view whose `names` are already known (read by the caller in its own batch)."""
+        regs = cls.__new__(cls)
+        d = regs.__dict__
+        d["_engine"] = engine
+        d["_dirty"] = set()
+        d.update(zip(names, values))
+        return regs
 
     def __getattr__(self, name):
+        # Only called for names not cached yet.
         try:
             canon = _CANON[name]
         except KeyError:
             raise AttributeError(f"pt_regs has no register {name!r}") from None
-        vals = self._vals
-        value = vals.get(canon)
-        if value is None:
-            value = vals[canon] = self._engine.reg(canon)
+        d = self.__dict__
+        if canon in d:
+            return d[canon]
+        value = d[canon] = d["_engine"].reg(canon)
         return value
 
     def __setattr__(self, name, value):
@@ -47,28 +62,34 @@ class PtRegs:
             canon = _CANON[name]
         except KeyError:
             raise AttributeError(f"pt_regs has no register {name!r}") from None
-        self._vals[canon] = int(value) & _MASK
-        self._dirty.add(canon)
+        d = self.__dict__
+        d[canon] = int(value) & _MASK
+        d["_dirty"].add(canon)
 
-    __getitem__ = __getattr__
-    __setitem__ = __setattr__
+    def __getitem__(self, name):
+        return getattr(self, name)
+
+    def __setitem__(self, name, value):
+        setattr(self, name, value)
 
     def flush(self):
         """Write the changed registers to the CPU."""
-        dirty = self._dirty
+        d = self.__dict__
+        dirty = d["_dirty"]
         if dirty:
             names = tuple(sorted(dirty))
-            vals = self._vals
             if len(names) == 1:
-                self._engine.set_reg(names[0], vals[names[0]])
+                d["_engine"].set_reg(names[0], d[names[0]])
             else:
-                self._engine.set_regs(names, [vals[n] for n in names])
+                d["_engine"].set_regs(names, [d[n] for n in names])
             dirty.clear()
 
     def refresh(self):
         """Forget cached values (the CPU moved on, e.g. after a nested m.call)."""
         self.flush()
-        self._vals.clear()
+        d = self.__dict__
+        for name in REG_NAMES:
+            d.pop(name, None)
 
     def as_dict(self):
         return {name: getattr(self, name) for name in REG_NAMES}

@@ -81,7 +81,7 @@ MEM_ACCESS = {
 class Engine:
     """One x86_64 CPU and its RAM.
 
-    Hooks: `intr_hooks` (fn(vector) -> bool, first True wins), `out_ports[port]`
+    Hooks: `on_interrupt` (fn(vector) -> handled), `out_ports[port]`
     (fn(port, size, value)), `in_ports[port]` (fn(port, size) -> value), `on_rdtsc`
     (fn() -> int), `on_invalid` (fn() -> bool), `on_mem_fault` (fn(access, addr, size)).
     All of them run inside emu_start: an exception they raise stops the guest before its
@@ -101,7 +101,7 @@ class Engine:
         self._add_hook(uc_const.UC_HOOK_CODE, ctypes.c_void_p(_icount.hook_address()),
                        ctypes.byref(self.icount))
 
-        self.intr_hooks = []
+        self.on_interrupt = lambda vector: False
         self.out_ports = {}
         self.in_ports = {}
         self.on_unhandled_out = None
@@ -141,10 +141,8 @@ class Engine:
 
     def _install_hooks(self):
         def intr(_uc, vector, _ud):
-            for hook in self.intr_hooks:
-                if hook(vector):
-                    return
-            raise MachineError(f"interrupt {vector} not handled")
+            if not self.on_interrupt(vector):
+                raise MachineError(f"interrupt {vector} not handled")
 
         def out(_uc, port, size, value, _ud):
             handler = self.out_ports.get(port)

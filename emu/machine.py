@@ -119,7 +119,7 @@ class Machine:
         self.engine.on_rdtsc = lambda: self.engine.icount.executed
         self.engine.on_invalid = self._invalid_opcode
         self.engine.on_mem_fault = self._mem_fault
-        self.engine.intr_hooks.append(self._interrupt)
+        self.engine.on_interrupt = self._interrupt
 
         # What other layers plug in.
         self.trap_handlers = {}        # vector -> [fn(vector) -> bool handled]

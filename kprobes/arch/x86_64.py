@@ -242,6 +242,7 @@ class ArchKprobes:
         self.core = core
         self.m = core.m
         self.engine = core.m.engine
+        self.clock = core.m.clock
         self.running = False           # kprobe_running(): inside kprobe processing
         self.current_kprobe = None
         self.status = 0
@@ -345,31 +346,28 @@ class ArchKprobes:
     # -- int3 -------------------------------------------------------------------------
 
     def kprobe_handler(self, vector):
-        """int3 (vector 3): the probe address is ip - 1."""
-        core = self.core
+        """int3 (vector 3): the probe address is ip - 1.  The hot path: two crossings
+        into Unicorn (read ip+flags, write ip+flags) and the handler call."""
         engine = self.engine
-        regs = PtRegs(engine, _IP_FLAGS)
-        addr = regs.ip - 1
+        ip, flags = engine.regs(_IP_FLAGS)
+        addr = ip - 1
+        core = self.core
         p = core.table.get(addr)
         if self.running:
             return self._reentered(p, addr)
         if p is None:
-            if self.m.read(addr, 1)[0] != BREAKPOINT_INSTRUCTION:
-                # The breakpoint was removed after this CPU trapped on it: run the
-                # original instruction (2.6.13 resumed at addr+1, inside it).
-                engine.set_reg("ip", addr)
-                self.m.clock.discount(1)
-                core.traps["int3-vanished"] += 1
-                return True
-            core.traps["int3-foreign"] += 1
-            return False                 # not ours: the guest's own int3 handler
-        self.m.clock.discount(1)         # the int3 ran for us, not for the guest
+            return self._not_ours(addr)
+        self.clock.discount(1)           # the int3 ran for us, not for the guest
         core.traps["int3"] += 1
         self.running = True
         self.status = KPROBE_HIT_ACTIVE
-        self.set_current_kprobe(p, regs.flags)
+        self.current_kprobe = p
+        self.old_flags = self.saved_flags = flags & (X86_EFLAGS_TF | X86_EFLAGS_IF)
+        if p.ainsn.if_modifier:
+            self.saved_flags &= ~X86_EFLAGS_IF
         if self.m.observers:
             core.emit("trap", vector=3, ip=addr, probe=p)
+        regs = PtRegs.with_values(engine, _IP_FLAGS, (ip, flags))
         if p.disabled:
             for child in (p.children if p.is_aggregate else [p]):
                 core.missed(child, "disabled")
@@ -396,27 +394,34 @@ class ArchKprobes:
         regs.flush()
         return True
 
+    def _not_ours(self, addr):
+        """No probe at addr: a breakpoint removed after this CPU trapped on it (run the
+        original instruction; 2.6.13 resumed at addr+1, inside it), or a foreign int3,
+        which goes to the guest's own handler."""
+        core = self.core
+        if self.m.read(addr, 1)[0] != BREAKPOINT_INSTRUCTION:
+            self.engine.set_reg("ip", addr)
+            self.clock.discount(1)
+            core.traps["int3-vanished"] += 1
+            return True
+        core.traps["int3-foreign"] += 1
+        return False
+
     def _reentered(self, p, addr):
         """A breakpoint hit while kprobes is already running: from guest code a handler
         runs (m.call) or, never here, from the single-stepped copy."""
         core = self.core
         if p is None:
-            if self.m.read(addr, 1)[0] != BREAKPOINT_INSTRUCTION:
-                self.engine.set_reg("ip", addr)
-                self.m.clock.discount(1)
-                core.traps["int3-vanished"] += 1
-                return True
-            core.traps["int3-foreign"] += 1
-            return False
+            return self._not_ours(addr)
         if self.status in (KPROBE_HIT_SS, KPROBE_REENTER):
             raise RuntimeError(f"kprobes: unrecoverable re-entry at "
                                f"{self.m.symbols.format(addr)} while single-stepping")
         # HIT_ACTIVE (a pre/fault handler) or HIT_SSDONE (a post handler; 2.6.13 disarmed
         # the probe for good here, later kernels treat it like ACTIVE): run the
         # instruction, none of p's handlers, and count the miss.
-        self.m.clock.discount(1)
+        self.clock.discount(1)
         core.traps["int3"] += 1
-        regs = PtRegs(self.engine)
+        regs = PtRegs(self.engine, _IP_FLAGS)
         self.save_previous_kprobe()
         self.set_current_kprobe(p, regs.flags)
         for child in (p.children if p.is_aggregate else [p]):
@@ -434,7 +439,8 @@ class ArchKprobes:
             return False                 # not ours: the guest's #DB
         core = self.core
         p = self.current_kprobe
-        regs = PtRegs(self.engine, _IP_FLAGS)
+        engine = self.engine
+        regs = PtRegs.with_values(engine, _IP_FLAGS, engine.regs(_IP_FLAGS))
         core.traps["debug"] += 1
         if self.m.observers:
             core.emit("trap", vector=1, ip=regs.ip, probe=p)
