@@ -91,8 +91,9 @@ def cmd_boot(args, out, err):
     total = m.clock.now
     ticks = m.pit.ticks
     if result.reason == "halt":
-        err.write(f"kpemu: powered off with exit code {m.exit_code} after {total} "
-                  f"instructions ({ticks} timer ticks)\n")
+        err.write(f"kpemu: powered off with exit code {m.exit_code}: "
+                  f"{m.clock.executed} instructions executed, clock {total} "
+                  f"({m.clock.idle} idle in hlt), {ticks} timer ticks\n")
         return m.exit_code
     if result.reason == "oops":
         err.write(m.oops.format() + "\n")

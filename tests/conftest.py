@@ -50,5 +50,6 @@ def reference_run():
     m = Machine()
     result = m.run()
     return {"result": result, "console": m.console, "clock": m.clock.now,
+            "executed": m.clock.executed, "idle": m.clock.idle,
             "tasks": [(t.pid, t.comm, t.state, t.exit_code) for t in m.tasks()],
             "ticks": m.pit.ticks}

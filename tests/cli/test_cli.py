@@ -15,9 +15,10 @@ def test_boot_prints_the_console_and_exits_with_the_guest_code(reference_run):
     r = kpemu("boot")
     assert r.returncode == 0
     assert r.stdout == reference_run["console"]
-    assert r.stderr == (f"kpemu: powered off with exit code 0 after "
-                        f"{reference_run['clock']} instructions "
-                        f"({reference_run['ticks']} timer ticks)\n")
+    assert r.stderr == (f"kpemu: powered off with exit code 0: "
+                        f"{reference_run['executed']} instructions executed, clock "
+                        f"{reference_run['clock']} ({reference_run['idle']} idle in hlt), "
+                        f"{reference_run['ticks']} timer ticks\n")
 
 
 def test_boot_with_a_command_line_and_a_limit():
