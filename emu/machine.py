@@ -218,6 +218,13 @@ class Machine:
     def _mem_fault(self, access, addr, size):
         self._fault = (access, addr, size)
 
+    def bug(self, message):
+        """BUG(): stop the machine with an oops (from a hook: the guest stops before its
+        next instruction; inside m.call: GuestFault).  For host layers that find the
+        guest in a state they cannot continue from, e.g. a return through the kretprobe
+        trampoline with no instance for the task."""
+        self._raise_oops(None, f"kernel BUG: {message}")
+
     def _raise_oops(self, vector, message):
         oops = self.make_oops(vector, message)
         self.engine.request_stop()

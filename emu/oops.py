@@ -61,7 +61,8 @@ def unwind(read_u64, is_text, ip, sp, bp, bounds, first_bytes=None, resolvers=()
     or anywhere in a leaf function compiled without a frame (gcc gives a function that
     needs no stack no frame, whatever -fno-omit-frame-pointer says) -- there the return
     address is at [sp] (or [sp+8] after the push).
-    Each resolver(ret_addr, slot_addr) may replace a return address read from slot_addr.
+    Each resolver(ret_addr, slot_addr) may replace a return address read from slot_addr
+    (slot_addr None: the ip itself).
     A return address in `stop_at` (the host's m.call landing pad) ends the walk: what is
     below it on the stack belongs to the code the host call interrupted.
     """
@@ -72,7 +73,10 @@ def unwind(read_u64, is_text, ip, sp, bp, bounds, first_bytes=None, resolvers=()
             ret = r(ret, slot)
         return ret
 
+    ip = resolve(ip, None)          # a trap ip inside a trampoline names the caller
     trace = [ip]
+    if ip in stop_at:
+        return trace
     if first_bytes is not None:
         where = first_bytes(ip)
         slot = None

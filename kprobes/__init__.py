@@ -5,5 +5,7 @@ Imports point one way: kprobes -> emu -> unicorn.
 """
 
 from kprobes.core import AggrKprobe, Kprobe, KprobeError, Kprobes
+from kprobes.kretprobe import Kretprobe, KretprobeInstance
 
-__all__ = ["Kprobes", "Kprobe", "AggrKprobe", "KprobeError"]
+__all__ = ["Kprobes", "Kprobe", "AggrKprobe", "KprobeError", "Kretprobe",
+           "KretprobeInstance"]

@@ -36,6 +36,9 @@ class Kprobe:
     """
 
     is_aggregate = False
+    internal = False
+    kretprobe = None
+    resume_in_post_handler = False
     kind = "k"
 
     def __init__(self, addr=None, symbol_name=None, offset=0, pre_handler=None,
@@ -161,9 +164,15 @@ class InsnSlots:
 
 
 class Kprobes:
-    """The kprobes subsystem installed in one Machine (init_kprobes)."""
+    """The kprobes subsystem installed in one Machine (init_kprobes).
 
-    def __init__(self, m):
+    kretprobe_design: "task" (instances keyed by the task, as 2.6.13 shipped) or "stack"
+    (the June 2005 original keyed by the return slot's address, four traps per call).
+    flush_on_exec: also flush a task's return-probe instances from flush_thread() on the
+    exec path, as 2.6.13 did (the known problem); by default only exit flushes.
+    """
+
+    def __init__(self, m, kretprobe_design="task", flush_on_exec=False):
         self.m = m
         self.table = {}             # probe address -> Kprobe or AggrKprobe
         self.armed = set()          # addresses whose byte is 0xCC now
@@ -179,6 +188,9 @@ class Kprobes:
         for vector in arch.FAULT_VECTORS:
             m.register_trap_handler(vector, self.arch.kprobe_fault_handler, first=True)
         m.text_originals.append(self.original_byte)
+        from kprobes.kretprobe import KretprobeManager
+
+        self.kretprobes = KretprobeManager(self, kretprobe_design, flush_on_exec)
 
     # -- events -----------------------------------------------------------------------
 
@@ -210,10 +222,12 @@ class Kprobes:
         return bytes(data)
 
     def probes(self):
-        """Every registered probe (aggregates expanded into their children)."""
+        """Every probe users registered (aggregates expanded into their children; the
+        subsystem's own trampoline probe left out)."""
         out = []
         for p in self.table.values():
-            out.extend(p.children if p.is_aggregate else [p])
+            out.extend(c for c in (p.children if p.is_aggregate else [p])
+                       if not c.internal)
         return out
 
     # -- registration -----------------------------------------------------------------
@@ -275,6 +289,16 @@ class Kprobes:
             code = self.original_bytes(sym.addr, addr - sym.addr + arch.MAX_INSN_SIZE)
             if not arch.on_boundary(code, sym.addr, addr):
                 raise KprobeError(_errno.EILSEQ, f"{where}: not an instruction boundary")
+
+    def register_internal(self, p):
+        """Register one of the subsystem's own probes (the kretprobe trampoline): no
+        blacklist check -- it is on the blacklist precisely so nobody else probes it --
+        and it stays armed whatever the global switch says."""
+        p.internal = True
+        self.arch.prepare(p, p.addr)
+        p._owner = self
+        self.table[p.addr] = p
+        self._arm(p)
 
     def register_kprobe(self, p):
         if p.registered:
@@ -356,6 +380,31 @@ class Kprobes:
         for p in probes:
             self.unregister_kprobe(p)
 
+    # -- return probes (kprobes/kretprobe.py) -----------------------------------------
+
+    def register_kretprobe(self, rp):
+        return self.kretprobes.register(rp)
+
+    def unregister_kretprobe(self, rp):
+        self.kretprobes.unregister(rp)
+
+    def register_kretprobes(self, rps):
+        """All or nothing, like register_kprobes."""
+        done = []
+        try:
+            for rp in rps:
+                self.register_kretprobe(rp)
+                done.append(rp)
+        except KprobeError:
+            for rp in reversed(done):
+                self.unregister_kretprobe(rp)
+            raise
+        return 0
+
+    def unregister_kretprobes(self, rps):
+        for rp in rps:
+            self.unregister_kretprobe(rp)
+
     # -- arming, enable/disable -------------------------------------------------------
 
     def _arm(self, top):
@@ -397,6 +446,8 @@ class Kprobes:
             return
         self._enabled = value
         for top in list(self.table.values()):
+            if top.internal:
+                continue
             if value and not top.disabled and top.addr not in self.armed:
                 self._arm(top)
             elif not value and top.addr in self.armed:

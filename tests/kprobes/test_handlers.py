@@ -64,7 +64,7 @@ def test_aggregate_order_stop_on_nonzero_and_unregister_one(km):
     k.register_kprobes([a, b, c])
     top = k.table[a.addr]
     assert top.is_aggregate and top.children == [c, b, a]     # newest first
-    assert k.slots.used == 1                                  # one slot for all three
+    assert k.slots.used == 2                  # one for all three, one for the trampoline
     m.call("fib", 1)
     assert order == [("pre", "c"), ("pre", "b"), ("pre", "a"),
                      ("post", "c"), ("post", "b"), ("post", "a")]
@@ -73,7 +73,7 @@ def test_aggregate_order_stop_on_nonzero_and_unregister_one(km):
     m.call("fib", 1)
     assert order == [("pre", "c"), ("pre", "a"), ("post", "c"), ("post", "a")]
     k.unregister_kprobes([a, c])
-    assert k.table == {} and k.slots.used == 0 and m.read(a.addr, 1) != b"\xcc"
+    assert k.probes() == [] and k.slots.used == 1 and m.read(a.addr, 1) != b"\xcc"
 
 
 def test_aggregate_stops_at_the_first_nonzero_pre_handler(km):
@@ -140,10 +140,11 @@ def test_enable_disable_and_the_global_switch(km):
     assert m.read(a.addr, 1) != b"\xcc" and fib_line.endswith("[DISABLED]")
     m.call("fib", 2)
     assert hits == []
-    k.enabled = False
-    assert k.armed == set()
+    tramp = m.symbols.lookup_name("kretprobe_trampoline")
+    k.enabled = False                       # the trampoline stays armed: in-flight
+    assert k.armed == {tramp}               # returns must still find it
     k.enabled = True                        # b comes back, a stays disabled
-    assert k.armed == {b.addr}
+    assert k.armed == {b.addr, tramp}
     m.call("fib", 2)
     assert hits == []
     k.enable_kprobe(a)
@@ -172,7 +173,9 @@ def test_debugfs_list_format(km, probe_targets_o):
     k.register_kprobes([a, b])
     k.disable_kprobe(a)
     fib = m.symbols.lookup_name("fib")
-    assert k.list() == (f"{fib + 1:016x}  k  fib+0x1    [DISABLED]\n"
+    tramp = m.symbols.lookup_name("kretprobe_trampoline")
+    assert k.list() == (f"{tramp:016x}  k  kretprobe_trampoline+0x0    \n"
+                        f"{fib + 1:016x}  k  fib+0x1    [DISABLED]\n"
                         f"{b.addr:016x}  k  mod_bump+0x0  probe_targets \n")
 
 

@@ -1,0 +1,364 @@
+"""kretprobes: return probes through the kretprobe_trampoline, in both June 2005 designs.
+
+Design "task" (the redesign that shipped in 2.6.13, shared/reference/kprobes-2.6.13.md §6):
+  * at entry, pre_handler_kretprobe takes a free instance, records rp, the guest's own
+    `current` and the return address at [rsp], writes the trampoline's address into [rsp]
+    and adds the instance at the head of its task's bucket (64 buckets, hash_ptr(task));
+  * at return, the trampoline's int3 reaches trampoline_probe_handler, which walks the
+    current task's bucket from the head, calls each handler and recycles each instance
+    until it recycles one whose ret_addr is not the trampoline, sets ip there and returns
+    1: no single-step, three traps per probed call;
+  * a task's leftovers are recycled by kprobe_flush_task on exit, the stack left alone.
+
+Design "stack" (the one it replaced, §7): instances keyed by the address of the return
+slot, their task derived by masking that address to the thread_info at the stack base;
+the trampoline's nop is single-stepped and trampoline_post_handler sets ip: four traps per
+probed call; the flush writes ret_addr back into the stack.
+
+Also what later kernels added on top (modern-kprobes-and-events.md §1.3): entry_handler
+with per-instance data, misses counted by cause, stack traces through the trampoline.
+
+The generic part lives here; the few lines that know x86_64 (where the return address is,
+how the task is derived from a stack address) are in kprobes/arch/x86_64_kretprobe.py.
+"""
+
+import errno as _errno
+from collections import Counter
+
+from kprobes.arch import x86_64_kretprobe as arch_rp
+from kprobes.core import Kprobe, KprobeError
+
+KPROBE_HASH_BITS = 6
+KPROBE_TABLE_SIZE = 1 << KPROBE_HASH_BITS
+NR_CPUS = 1
+DESIGNS = ("task", "stack")
+
+
+def hash_ptr(value, bits=KPROBE_HASH_BITS):
+    """hash_ptr() on 64-bit: multiply by GOLDEN_RATIO_PRIME_64, keep the top bits."""
+    return ((value * 0x9E37FFFFFFFC0001) & 0xFFFFFFFFFFFFFFFF) >> (64 - bits)
+
+
+class KretprobeInstance:
+    """struct kretprobe_instance.  `task` (design "task") or `stack_addr` (both: the
+    return slot, which design "stack" keys by and the unwinder uses) say whose call it
+    is; `data` is shared by entry_handler and handler."""
+
+    __slots__ = ("rp", "ret_addr", "task", "stack_addr", "data")
+
+    def __init__(self, rp):
+        self.rp = rp
+        self.ret_addr = 0
+        self.task = 0
+        self.stack_addr = 0
+        self.data = bytearray(rp.data_size)
+
+    def __repr__(self):
+        owner = self.rp.kp.symbol_name if self.rp else "orphan"
+        return (f"<kretprobe_instance {owner} task={self.task:#x} "
+                f"ret_addr={self.ret_addr:#x}>")
+
+
+class Kretprobe:
+    """struct kretprobe: a return probe on the function at symbol_name (or addr).
+
+    handler(ri, regs)           at return; regs.ax is the return value (writable)
+    entry_handler(ri, regs)     at entry; non-zero means "do not track this call"
+    """
+
+    kind = "r"
+
+    def __init__(self, symbol_name=None, handler=None, entry_handler=None, data_size=0,
+                 maxactive=0, addr=None, offset=0):
+        self.kp = Kprobe(addr=addr, symbol_name=symbol_name, offset=offset)
+        self.kp.kind = "r"
+        self.kp.kretprobe = self
+        self.handler = handler
+        self.entry_handler = entry_handler
+        self.data_size = data_size
+        self.maxactive = maxactive
+        self.nmissed = 0              # entries that found no free instance
+        self.misses = Counter()       # every untracked or unreported call, by cause
+        self.free_instances = []      # head first
+        self.used_instances = []      # head first
+        self.entries = 0              # entry hits that reached pre_handler_kretprobe
+        self.returns = 0              # handler calls
+        self.flushed = 0              # instances recycled by kprobe_flush_task
+
+    @property
+    def addr(self):
+        return self.kp.addr
+
+    @property
+    def symbol_name(self):
+        return self.kp.symbol_name
+
+    @property
+    def registered(self):
+        return self.kp.registered
+
+    def miss_report(self):
+        """Why calls went unreported, with the entry kprobe's own misses merged in:
+        'maxactive' (pool empty), 'entry_handler' (vetoed), 'reentered' (the entry probe
+        hit while kprobes was busy), 'disabled', 'orphaned' (returned after unregister)."""
+        report = Counter(self.misses)
+        report.update(self.kp.misses)
+        return dict(report)
+
+    def __repr__(self):
+        return (f"<Kretprobe {self.kp.symbol_name or hex(self.kp.addr or 0)} "
+                f"maxactive={self.maxactive} nmissed={self.nmissed}>")
+
+
+class KretprobeManager:
+    """The kretprobe side of one Kprobes: the instance table, the trampoline probe
+    (arch_init_kprobes), the flush on task exit, and the unwinder's resolver."""
+
+    def __init__(self, core, design="task", flush_on_exec=False):
+        if design not in DESIGNS:
+            raise ValueError(f"kretprobe design must be one of {DESIGNS}, not {design!r}")
+        self.core = core
+        self.m = core.m
+        self.design = design
+        self.flush_on_exec = flush_on_exec
+        self.table = [[] for _ in range(KPROBE_TABLE_SIZE)]   # kretprobe_inst_table
+        self.orphans_returned = 0
+        self.handling = None          # the instance whose handler runs now
+        self.orig_ret_addr = 0        # design "stack": arch_prepare_kretprobe's static
+        self._flushers = None
+        self.layout = self.m.layout
+        tramp = self.m.symbols.lookup_name("kretprobe_trampoline")
+        if tramp is None:
+            raise KprobeError(_errno.ENOENT, "the image has no kretprobe_trampoline")
+        self.tramp = tramp
+        # arch_init_kprobes(): the trampoline's probe, armed from the start.
+        self.trampoline_p = Kprobe(addr=tramp)
+        if design == "task":
+            self.trampoline_p.pre_handler = self.trampoline_probe_handler
+        else:
+            self.trampoline_p.pre_handler = self.trampoline_probe_handler_stack
+            self.trampoline_p.post_handler = self.trampoline_post_handler
+            self.trampoline_p.resume_in_post_handler = True
+        core.register_internal(self.trampoline_p)
+        self.m.hypercall_handlers["HC_KPROBE_FLUSH_TASK"].append(self.kprobe_flush_task)
+        self.m.unwind_resolvers.append(self.resolve_return_address)
+
+    # -- registration -----------------------------------------------------------------
+
+    def register(self, rp):
+        if rp.registered:
+            raise KprobeError(_errno.EINVAL, f"{rp!r} is already registered")
+        addr = self.core._resolve(rp.kp)
+        sym = self.m.symbols.symbol_at(addr)
+        if sym is None or sym.addr != addr:
+            raise KprobeError(_errno.EINVAL, f"{self.m.symbols.format(addr)}: a return "
+                              "probe must be on a function's entry")
+        if sym.name in self._flushing_functions():
+            raise KprobeError(_errno.EINVAL, f"{sym.name}: it calls kprobe_flush_task(), "
+                              "which would recycle this return probe's own instance "
+                              "before it returns (2.6.13: \"don't put a return probe on "
+                              "these functions\")")
+        if rp.maxactive <= 0:
+            rp.maxactive = max(10, 2 * NR_CPUS)      # CONFIG_PREEMPT: the guest is
+        rp.free_instances = [KretprobeInstance(rp) for _ in range(rp.maxactive)]
+        rp.used_instances = []
+        rp.nmissed = 0
+        rp.misses.clear()
+        rp.entries = rp.returns = rp.flushed = 0
+        rp.kp.pre_handler = self.pre_handler_kretprobe
+        try:
+            self.core.register_kprobe(rp.kp)
+        except KprobeError:
+            rp.free_instances = []
+            raise
+        return 0
+
+    def _flushing_functions(self):
+        """Functions with a direct call to kprobe_flush_task() that flushes in this mode
+        (exit_thread always; flush_thread only with flush_on_exec), found once by
+        decoding the kernel's text."""
+        if self._flushers is None:
+            target = self.m.symbols.lookup_name("kprobe_flush_task")
+            self._flushers = set()
+            for fn in self.m.symbols.functions():
+                if fn.module is None and target is not None and \
+                        target in arch_rp.direct_call_targets(self.m, fn):
+                    self._flushers.add(fn.name)
+            if not self.flush_on_exec:
+                self._flushers.discard("flush_thread")
+        return self._flushers
+
+    def unregister(self, rp):
+        """The entry probe goes; free instances are freed; instances in flight are
+        orphaned (rp = None): their return still resumes at the right caller, runs no
+        handler and frees them."""
+        if not rp.registered:
+            return
+        self.core.unregister_kprobe(rp.kp)
+        rp.free_instances = []
+        for ri in rp.used_instances:
+            ri.rp = None
+        rp.used_instances = []
+
+    # -- entry --------------------------------------------------------------------------
+
+    def pre_handler_kretprobe(self, p, regs):
+        """The entry probe's pre_handler: take an instance and hijack the return."""
+        rp = p.kretprobe
+        rp.entries += 1
+        if not rp.free_instances:
+            rp.nmissed += 1
+            rp.misses["maxactive"] += 1
+            self.core.emit("miss", probe=rp, cause="maxactive")
+            return 0
+        ri = rp.free_instances.pop(0)
+        ri.rp = rp
+        sara = regs.sp
+        ri.stack_addr = sara
+        if self.design == "task":
+            ri.task = self.m.current_addr          # the guest's own current
+        else:
+            ri.task = arch_rp.task_of_stack(self.m, sara)
+        if rp.entry_handler is not None:
+            ri.data[:] = bytes(rp.data_size)
+            if rp.entry_handler(ri, regs):
+                rp.free_instances.insert(0, ri)
+                rp.misses["entry_handler"] += 1
+                return 0
+        ri.ret_addr = arch_rp.arch_prepare_kretprobe(self, sara, self.tramp)
+        self.table[self._bucket(ri)].insert(0, ri)
+        rp.used_instances.insert(0, ri)
+        self.core.emit("instance", what="taken", instance=ri)
+        return 0
+
+    def _bucket(self, ri):
+        return hash_ptr(ri.task)
+
+    # -- return (design "task") -------------------------------------------------------
+
+    def trampoline_probe_handler(self, p, regs):
+        """The trampoline's pre_handler: every return of the current task's instances
+        until the real return address is found; no single-step (returns 1)."""
+        task = self.m.current_addr
+        bucket = self.table[hash_ptr(task)]
+        orig = 0
+        for ri in list(bucket):
+            if ri.task != task:
+                continue                          # another task sharing the bucket
+            self._report_return(ri, regs)
+            orig = ri.ret_addr
+            self.recycle(ri)
+            if orig != self.tramp:
+                break
+        if orig == 0 or orig == self.tramp:
+            self.m.bug(f"kretprobe BUG: return through kretprobe_trampoline with no "
+                       f"instance for task {task:#x} ({self._task_name(task)})")
+            return 1
+        regs.ip = orig
+        return 1
+
+    def _report_return(self, ri, regs):
+        rp = ri.rp
+        if rp is None:
+            self.orphans_returned += 1
+            self.core.emit("miss", probe=None, cause="orphaned")
+            return
+        if rp.handler is not None:
+            self.handling = ri
+            try:
+                rp.handler(ri, regs)
+            finally:
+                self.handling = None
+        rp.returns += 1
+
+    def recycle(self, ri):
+        """recycle_rp_inst(): out of the table; back to its rp's free list, or dropped
+        when orphaned."""
+        bucket = self.table[self._bucket(ri)]
+        bucket.remove(ri)
+        rp = ri.rp
+        if rp is not None:
+            rp.used_instances.remove(ri)
+            rp.free_instances.insert(0, ri)
+        self.core.emit("instance", what="recycled" if rp else "freed", instance=ri)
+
+    # -- return (design "stack") ------------------------------------------------------
+
+    def trampoline_probe_handler_stack(self, p, regs):
+        """Design "stack": call the handler of every instance whose return slot is the
+        one `ret` just popped; the nop is then single-stepped."""
+        sara = regs.sp - 8
+        task = arch_rp.task_of_stack(self.m, sara)
+        for ri in list(self.table[hash_ptr(task)]):
+            if ri.stack_addr == sara and ri.rp is not None:
+                self._report_return(ri, regs)
+        return 0
+
+    def trampoline_post_handler(self, p, regs, flags):
+        """Design "stack", after the nop's single-step: resume at the real return
+        address, recycling every instance of that slot."""
+        sara = regs.sp - 8
+        task = arch_rp.task_of_stack(self.m, sara)
+        found = False
+        for ri in list(self.table[hash_ptr(task)]):
+            if ri.stack_addr == sara:
+                if ri.rp is None:
+                    self.orphans_returned += 1
+                regs.ip = ri.ret_addr
+                self.recycle(ri)
+                found = True
+        if not found:
+            self.m.bug(f"kretprobe BUG: no instance for the return slot {sara:#x}")
+        # The nop stepped for the trampoline ran for kprobes, not for the guest.
+        self.m.clock.discount(1)
+        regs.flags = regs.flags & ~0x100
+
+    # -- task exit ----------------------------------------------------------------------
+
+    def kprobe_flush_task(self, task, call_site):
+        """The guest's kprobe_flush_task(tk) (hypercall).  2.6.13 called it from both
+        exit_thread() and flush_thread(); by default only the exit path flushes (the
+        later fix), flush_on_exec=True reproduces the exec problem."""
+        caller = self.m.symbols.symbol_at(call_site)
+        if caller is not None and caller.name == "flush_thread" and not self.flush_on_exec:
+            return
+        # 2.6.13 walks the bucket of current (its callers always pass current).
+        for ri in list(self.table[hash_ptr(self.m.current_addr)]):
+            if ri.task == task:
+                if self.design == "stack":
+                    # The old design put the real return address back in the stack.
+                    self.m.mem.set_u64(ri.stack_addr, ri.ret_addr)
+                if ri.rp is not None:
+                    ri.rp.flushed += 1
+                self.recycle(ri)
+        self.core.emit("flush", task=task, caller=caller.name if caller else None)
+
+    # -- unwinding through the trampoline ---------------------------------------------
+
+    def resolve_return_address(self, ret_addr, slot):
+        """Unwinder resolver (as Linux >= 5.15): a trampoline address found in a return
+        slot is the real return address of the instance that took that slot; the ip of
+        a return handler names the caller it returns to."""
+        tramp = self.tramp
+        if slot is None:
+            if ret_addr in (tramp, tramp + 1) and self.handling is not None:
+                return self.handling.ret_addr
+            return ret_addr
+        if ret_addr != tramp:
+            return ret_addr
+        for bucket in self.table:
+            for ri in bucket:
+                if ri.stack_addr == slot and ri.ret_addr != tramp:
+                    return ri.ret_addr
+        return ret_addr
+
+    def _task_name(self, task):
+        try:
+            from emu.tasks import read_task
+
+            return str(read_task(self.m.mem, self.layout, task))
+        except Exception:  # noqa: BLE001 - a bad task pointer still gets a report
+            return "?"
+
+    def instances(self):
+        return [ri for bucket in self.table for ri in bucket]
