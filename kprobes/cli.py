@@ -1,22 +1,27 @@
 """The `kpemu` command line (also `python -m kprobes`).
 
-    kpemu boot [IMAGE] [--cmdline TEXT] [--max-insns N] [--compare-qemu]
+    kpemu boot [IMAGE] [-e DEF]... [--events-file F] [--format text|json]
+               [--cmdline TEXT] [--max-insns N] [--compare-qemu]
+    kpemu events --check DEF [--check DEF]... [--image IMAGE]
     kpemu symbols [PATTERN] [--image IMAGE]
     kpemu disasm SYMBOL [--image IMAGE]
 
 Bad input (a missing or malformed image, an unknown symbol, a bad option) prints one line
-naming the problem and exits 2; a guest oops prints the report and exits 3; a run cut off
-by --max-insns exits 4; otherwise the exit status is the guest's (the value it wrote to
+naming the problem and exits 2 (a bad probe definition prints the kernel's error_log
+entry: the message, the command, a caret under the offending character); a guest oops
+prints the report and exits 3; a run cut off by --max-insns exits 4; otherwise the exit status is the guest's (the value it wrote to
 isa-debug-exit).  With --compare-qemu the status is 0 when QEMU icount printed the same
 bytes and exit code, 1 when it did not, 2 when qemu-system-x86_64 is not installed.  A
 traceback appears only with --debug.
 """
 
 import argparse
+import json
 import sys
 
 from emu import EmuError, Machine
 from emu.machine import DEFAULT_IMAGE
+from kprobes.events import ProbeCommandError, ProbeSyntaxError
 
 EXIT_BAD_INPUT = 2
 EXIT_OOPS = 3
@@ -51,9 +56,24 @@ def build_parser():
                       help="stop after N guest instructions (exit status 4)")
     boot.add_argument("--quiet", action="store_true",
                       help="print only kpemu's summary, not the console")
+    boot.add_argument("-e", "--event", action="append", default=[], metavar="DEF",
+                      dest="events", help="attach a probe, in the kprobe_events language "
+                      "(e.g. 'p:myprobe do_fork arg=%%di' or 'r:ret sys_mkdir $retval'); "
+                      "repeatable")
+    boot.add_argument("--events-file", metavar="F", help="probe definitions, one per line "
+                      "(# comments)")
+    boot.add_argument("--format", choices=("text", "json"), default="text",
+                      help="text: console, then the ftrace-style trace and kprobe_profile; "
+                      "json: one JSON object per line (console, trace records, profile)")
     boot.add_argument("--compare-qemu", action="store_true",
                       help="also boot the image under QEMU icount and compare the console "
                       "bytes, exit code and ticks (exit 0 identical, 1 different, 2 no QEMU)")
+
+    evs = sub.add_parser("events", parents=[common], help="check probe definitions against "
+                         "an image without running it; prints their kprobe_events read-back")
+    evs.add_argument("--check", action="append", default=[], metavar="DEF", required=True,
+                     help="a definition to check (repeatable)")
+    evs.add_argument("--image", default=None)
 
     syms = sub.add_parser("symbols", parents=[common], help="list kallsyms entries (address, type, name, "
                           "size) matching a shell pattern")
@@ -76,18 +96,71 @@ def _positive(text):
     return value
 
 
+def _definitions(args):
+    lines = list(args.events)
+    if args.events_file:
+        try:
+            with open(args.events_file) as f:
+                lines += [ln.rstrip("\n") for ln in f]
+        except OSError as exc:
+            raise UsageError(f"{args.events_file}: {exc.strerror}") from None
+    return [ln for ln in lines if ln.split("#", 1)[0].strip()]
+
+
+def _attach(m, definitions):
+    """Install kprobes and create every event (kprobe_events writes), still disabled:
+    a bad definition fails here, before the guest prints anything."""
+    from kprobes import Kprobes
+    from kprobes.events import KprobeEvents
+
+    events = KprobeEvents(Kprobes(m))
+    for line in definitions:
+        events.command(line)
+    return events
+
+
+MISS_CAUSES = {
+    "maxactive": "no free instance (raise MAXACTIVE: r<N>:...)",
+    "reentered": "hit while kprobes was already busy (in a handler)",
+    "entry_handler": "entry handler declined",
+    "disabled": "probe disabled",
+    "orphaned": "returned after the probe was removed",
+}
+
+
+def _profile_text(events):
+    lines = ["# kprobe_profile", events.profile().rstrip("\n")]
+    explained = []
+    for e in events.events.values():
+        causes = events.miss_causes(e)
+        if causes:
+            why = ", ".join(f"{n} {MISS_CAUSES.get(c, c)}" for c, n in sorted(causes.items()))
+            explained.append(f"#   {e.event}: {e.nmissed} missed: {why}")
+    lines.append("# misses: " + ("none" if not explained else "explained below"))
+    return "\n".join(lines + explained) + "\n"
+
+
 def cmd_boot(args, out, err):
     if args.compare_qemu:
         return cmd_compare_qemu(args, out, err)
-    echo = None if args.quiet else (lambda b: (out.buffer.write(b), out.flush()))
+    definitions = _definitions(args)
+    text = args.format == "text"
+    echo = None if args.quiet or not text else (lambda b: (out.buffer.write(b), out.flush()))
     m = Machine(args.image, cmdline=args.cmdline, echo=echo)
+    events = _attach(m, definitions) if definitions else None
     boot = m.boot(max_insns=args.max_insns)
     result = boot
     if boot.reason == "boot":
+        if events is not None:
+            events.enable()           # attached once the kernel is up, as on Linux
         remaining = None if args.max_insns is None else args.max_insns - boot.insns
         result = m.run(max_insns=remaining) if remaining is None or remaining > 0 else boot
         if remaining is not None and remaining <= 0:
             result.reason = "limit"
+    if events is not None:
+        _print_trace(events, m, text, out)
+    elif not text:
+        out.write(json.dumps({"type": "console", "text": m.console}) + "\n")
     total = m.clock.now
     ticks = m.pit.ticks
     if result.reason == "halt":
@@ -101,6 +174,28 @@ def cmd_boot(args, out, err):
     err.write(f"kpemu: stopped after {total} instructions (--max-insns); guest at "
               f"{m.symbols.format(m.engine.reg('ip'))}\n")
     return EXIT_LIMIT
+
+
+def _print_trace(events, m, text, out):
+    if text:
+        out.write(events.trace())
+        out.write(_profile_text(events))
+        return
+    out.write(json.dumps({"type": "console", "text": m.console}) + "\n")
+    for rec in events.buffer:
+        out.write(json.dumps({"type": "trace", **rec.as_json()}) + "\n")
+    for e in events.events.values():
+        out.write(json.dumps({"type": "profile", "event": e.name, "hits": e.nhit,
+                              "misses": e.nmissed, "causes": events.miss_causes(e)}) + "\n")
+
+
+def cmd_events(args, out, err):
+    """kpemu events --check DEF: parse, resolve and register against the image (never
+    run): the read-back on success, the error_log entry and exit 2 on the first error."""
+    m = Machine(args.image)
+    events = _attach(m, args.check)
+    out.write(events.listing())
+    return 0
 
 
 def _show(line):
@@ -166,7 +261,8 @@ def cmd_disasm(args, out, err):
     return 0
 
 
-COMMANDS = {"boot": cmd_boot, "symbols": cmd_symbols, "disasm": cmd_disasm}
+COMMANDS = {"boot": cmd_boot, "events": cmd_events, "symbols": cmd_symbols,
+            "disasm": cmd_disasm}
 
 
 def main(argv=None, out=None, err=None):
@@ -178,6 +274,16 @@ def main(argv=None, out=None, err=None):
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args, out, err)
     except UsageError as exc:
+        if debug:
+            raise
+        err.write(f"kpemu: {exc}\n")
+        return EXIT_BAD_INPUT
+    except ProbeSyntaxError as exc:
+        if debug:
+            raise
+        err.write(exc.format() + "\n")          # the error_log entry, caret and all
+        return EXIT_BAD_INPUT
+    except ProbeCommandError as exc:
         if debug:
             raise
         err.write(f"kpemu: {exc}\n")

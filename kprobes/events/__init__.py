@@ -26,7 +26,9 @@ from .trace_probe import (
     split_commands,
 )
 
-__all__ = [
+from .trace_kprobe import KprobeEvents, TraceEvent, TraceKprobe, TraceRecord  # noqa: E402
+
+__all__ = ["KprobeEvents", "TraceEvent", "TraceKprobe", "TraceRecord",
     "FAULT", "FETCH_TYPES", "DeleteCommand", "ErrorCode", "FetchArg", "FetchType",
     "ProbeCommandError", "ProbeDefinition", "ProbeSyntaxError", "check_append",
     "compare_arg_type", "format_args", "format_probe_ip", "format_retprobe_ip",
