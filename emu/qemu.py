@@ -24,7 +24,9 @@ Everything before the cut is returned separately as `firmware`.
 
 Exit status.  Writing v to isa-debug-exit (port 0xf4) makes QEMU exit with (v << 1) | 1;
 any even status (0 after a triple fault with -no-reboot, 1's neighbours from QEMU errors) is
-not a guest power-off and decodes to exit_code None.
+not a guest power-off and decodes to exit_code None.  A QEMU that has not powered off
+within the timeout is killed: its output so far is kept, status and exit_code are None and
+timed_out is set (a guest that never wakes from hlt does this under QEMU).
 
 Must not import: unicorn, kprobes (compare() imports emu.machine only when called).
 """
@@ -33,7 +35,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from emu.errors import EmuError
@@ -47,10 +49,6 @@ TSC_RE = re.compile(rb"tsc delta (\d+)")
 
 class QemuNotFound(EmuError):
     """qemu-system-x86_64 is not on PATH."""
-
-
-class QemuTimeout(EmuError):
-    """QEMU did not power off within the timeout."""
 
 
 def qemu_binary(qemu=QEMU):
@@ -91,10 +89,12 @@ class QemuRun:
     """One QEMU boot.  Unpacks as (console, exit_code, status)."""
     console: bytes          # the kernel's bytes, firmware output removed
     exit_code: int          # decoded from (v << 1) | 1, None if QEMU's status is not that
-    status: int             # QEMU's raw exit status
+    status: int             # QEMU's raw exit status (None if it was killed at the timeout)
     firmware: bytes = b""   # what came before the kernel's first byte
     stderr: bytes = b""
     argv: tuple = ()
+    timed_out: bool = False
+    timeout: float = None
 
     def __iter__(self):
         return iter((self.console, self.exit_code, self.status))
@@ -103,7 +103,8 @@ class QemuRun:
 def run_qemu(image=None, cmdline="", first_line=None, timeout=DEFAULT_TIMEOUT, qemu=QEMU):
     """Boot `image` (default: the toykernel) under QEMU icount and return a QemuRun.
     `first_line` is the kernel's first console line if known (see the module doc).  Raises
-    QemuNotFound when QEMU is not installed and QemuTimeout when it does not power off."""
+    QemuNotFound when QEMU is not installed; a QEMU still running after `timeout` seconds
+    is killed and its output so far returned (timed_out=True)."""
     if image is None:
         image = default_image()
     binary = qemu_binary(qemu)
@@ -115,12 +116,13 @@ def run_qemu(image=None, cmdline="", first_line=None, timeout=DEFAULT_TIMEOUT, q
         proc = subprocess.run([binary] + argv[1:], stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise QemuTimeout(f"QEMU did not power off within {timeout} s: "
-                          f"{' '.join(argv)}") from None
+    except subprocess.TimeoutExpired as exc:       # run() has killed it and kept its output
+        firmware, console = split_firmware(exc.output or b"", first_line)
+        return QemuRun(console, None, None, firmware, exc.stderr or b"", tuple(argv),
+                       timed_out=True, timeout=timeout)
     firmware, console = split_firmware(proc.stdout, first_line)
     return QemuRun(console, decode_status(proc.returncode), proc.returncode, firmware,
-                   proc.stderr, tuple(argv))
+                   proc.stderr, tuple(argv), timeout=timeout)
 
 
 def default_image():
@@ -169,7 +171,7 @@ class Comparison:
     qemu_console: bytes
     kpemu_exit: int                 # None if kpemu did not power off
     qemu_exit: int                  # None if QEMU's status is not (v << 1) | 1
-    qemu_status: int
+    qemu_status: int                # None if QEMU was killed at the timeout
     kpemu_reason: str               # RunResult.reason of kpemu's run: "halt", "oops", "limit"
     line: int = None                # first differing line (from 1), None if consoles agree
     kpemu_line: bytes = None
@@ -186,7 +188,8 @@ class Comparison:
     oops: str = None                # kpemu's oops report, if it had one
     firmware: bytes = b""
     qemu_argv: tuple = ()
-    extra: dict = field(default_factory=dict)
+    qemu_timed_out: bool = False
+    qemu_timeout: float = None
 
     @property
     def nbytes(self):
@@ -249,4 +252,5 @@ def compare(image=None, cmdline="", echo=None, timeout=DEFAULT_TIMEOUT, max_insn
         kpemu_insns=m.clock.now, kpemu_executed=m.clock.executed, kpemu_idle=m.clock.idle,
         tsc_delta=parse_tsc_delta(kc),
         oops=m.oops.format() if result.reason == "oops" and m.oops is not None else None,
-        firmware=q.firmware, qemu_argv=q.argv)
+        firmware=q.firmware, qemu_argv=q.argv, qemu_timed_out=q.timed_out,
+        qemu_timeout=q.timeout)

@@ -206,6 +206,12 @@ def _show(line):
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def _qemu_end(c):
+    if c.qemu_timed_out:
+        return f"did not power off within {c.qemu_timeout:g} s (killed)"
+    return f"exit status {c.qemu_status}"
+
+
 def cmd_compare_qemu(args, out, err):
     """kpemu boot --compare-qemu: kpemu's console, then one verdict on QEMU icount's run
     of the same image and command line (emu/qemu.py, docs/qemu.md)."""
@@ -227,9 +233,9 @@ def cmd_compare_qemu(args, out, err):
     else:
         def code(value, what):
             return f"exit code {value}" if value is not None else what
-        out.write(f"kpemu: QEMU differs in exit code ({c.nbytes} bytes identical):\n"
+        out.write(f"kpemu: QEMU differs at the end ({c.nbytes} bytes identical):\n"
                   f"  kpemu: {code(c.kpemu_exit, 'did not power off (' + c.kpemu_reason + ')')}\n"
-                  f"  qemu:  {code(c.qemu_exit, f'exit status {c.qemu_status}')}\n")
+                  f"  qemu:  {code(c.qemu_exit, _qemu_end(c))}\n")
     return 1
 
 

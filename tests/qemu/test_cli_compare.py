@@ -116,7 +116,7 @@ def test_compare_qemu_reports_a_different_exit_code(tmp_path, default_console):
     proc = kpemu("boot", "--compare-qemu", "--quiet", path=tmp_path)
     assert proc.returncode == 1
     assert proc.stdout.decode().splitlines() == [
-        f"kpemu: QEMU differs in exit code ({len(default_console)} bytes identical):",
+        f"kpemu: QEMU differs at the end ({len(default_console)} bytes identical):",
         "  kpemu: exit code 0",
         "  qemu:  exit code 1"]
 

@@ -59,3 +59,23 @@ def test_parse_jiffies():
     line = b"init: 7 tasks exited, 0 failed, jiffies 29, context switches 45\n"
     assert parse_jiffies(b"x\n" + line) == 29
     assert parse_jiffies(b"no summary\n") is None
+
+
+def test_a_qemu_that_does_not_power_off_is_killed_and_its_output_kept(tmp_path):
+    import sys
+    import time
+
+    from emu.qemu import run_qemu
+
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text(f"#!{sys.executable}\n"
+                    "import sys, time\n"
+                    f"sys.stdout.buffer.write({SEABIOS!r} + b'toykernel: hi\\n')\n"
+                    "sys.stdout.flush()\n"
+                    "time.sleep(60)\n")
+    fake.chmod(0o755)
+    start = time.monotonic()
+    q = run_qemu("IMAGE", "", timeout=1, qemu=str(fake))
+    assert time.monotonic() - start < 30
+    assert q.timed_out and q.status is None and q.exit_code is None
+    assert q.console == b"toykernel: hi\n" and q.firmware == SEABIOS
