@@ -91,3 +91,18 @@ def test_timer_rates_change_the_schedule(runs):
     results = [runs(cmdline) for cmdline, _ in CONFIGS]
     assert len({c.kpemu_jiffies for c in results}) >= 4
     assert len({c.kpemu_console for c in results}) == len(CONFIGS)
+
+
+@pytest.mark.slow
+def test_divisor_1_hangs_both_machines_after_the_same_bytes():
+    """hz >= 795455 makes the kernel load the PIT with 1 in mode 2, which the 8254 forbids:
+    QEMU raises IRQ0 once and then keeps OUT high, so the sleeper never wakes and QEMU
+    never powers off.  kpemu must do the same (it reports the CPU that can never wake
+    instead of hanging), after printing the same bytes."""
+    c = compare(cmdline="hz=1193182", timeout=15)
+    assert b"PIT channel 0 at 1193182 Hz (divisor 1)" in c.kpemu_console
+    assert c.qemu_timed_out and c.qemu_exit is None
+    assert c.kpemu_reason == "oops" and "would never wake" in c.oops
+    assert c.kpemu_pit_ticks == c.kpemu_irqs == 1
+    assert c.kpemu_console == c.qemu_console, _explain(c)
+    assert not c.identical
