@@ -363,11 +363,15 @@ class Machine:
 
     # -- calling guest functions ------------------------------------------------------
 
-    def call(self, target, *args, max_insns=CALL_DEFAULT_LIMIT):
+    def call(self, target, *args, max_insns=CALL_DEFAULT_LIMIT, stack_size=None):
         """Call a guest function with the SysV ABI on the current task's stack and return
         its rax.  bytes/str arguments are copied into guest memory (str NUL-terminated)
         and passed as pointers.  No interrupt is delivered until it returns and the guest
-        clock does not move; callable from inside a hook (nested emulation)."""
+        clock does not move; callable from inside a hook (nested emulation).
+
+        `stack_size`: run on a fresh stack of that many bytes from the module area
+        instead (for recursion deeper than a task's THREAD_SIZE stack); `current` stays
+        the current task."""
         if not self.booted:
             raise MachineError("boot the machine (m.boot()) before m.call()")
         if len(args) > 6:
@@ -375,10 +379,12 @@ class Machine:
         addr = self._resolve(target)
         eng = self.engine
         ctx = eng.context_save()
+        stack = self.module_area.alloc(stack_size, 4096, tag="m.call stack") \
+            if stack_size else None
         self.call_depth += 1
         try:
             with self.clock.frozen():
-                sp = eng.reg("sp") - 256     # leave the interrupted frame alone
+                sp = stack + stack_size if stack else eng.reg("sp") - 256
                 values = []
                 for arg in args:
                     if isinstance(arg, str):
@@ -416,6 +422,8 @@ class Machine:
         finally:
             self.call_depth -= 1
             eng.context_restore(ctx)
+            if stack:
+                self.module_area.free(stack)
 
     def _resolve(self, target):
         if isinstance(target, int):

@@ -39,6 +39,16 @@ def hash_ptr(value, bits=KPROBE_HASH_BITS):
     return ((value * 0x9E37FFFFFFFC0001) & 0xFFFFFFFFFFFFFFFF) >> (64 - bits)
 
 
+def _remove_near_head(items, item):
+    """Remove `item` from a list whose head is its end, searching from the head: the
+    instance recycled is almost always the newest one."""
+    for i in range(len(items) - 1, -1, -1):
+        if items[i] is item:
+            del items[i]
+            return
+    raise ValueError(f"{item!r} not in list")
+
+
 class KretprobeInstance:
     """struct kretprobe_instance.  `task` (design "task") or `stack_addr` (both: the
     return slot, which design "stack" keys by and the unwinder uses) say whose call it
@@ -79,8 +89,10 @@ class Kretprobe:
         self.maxactive = maxactive
         self.nmissed = 0              # entries that found no free instance
         self.misses = Counter()       # every untracked or unreported call, by cause
-        self.free_instances = []      # head first
-        self.used_instances = []      # head first
+        # Both lists keep their head at the END, so taking and recycling the most recent
+        # instance (every call of a recursion) is O(1).
+        self.free_instances = []
+        self.used_instances = []
         self.entries = 0              # entry hits that reached pre_handler_kretprobe
         self.returns = 0              # handler calls
         self.flushed = 0              # instances recycled by kprobe_flush_task
@@ -211,7 +223,7 @@ class KretprobeManager:
             rp.misses["maxactive"] += 1
             self.core.emit("miss", probe=rp, cause="maxactive")
             return 0
-        ri = rp.free_instances.pop(0)
+        ri = rp.free_instances.pop()
         ri.rp = rp
         sara = regs.sp
         ri.stack_addr = sara
@@ -222,12 +234,12 @@ class KretprobeManager:
         if rp.entry_handler is not None:
             ri.data[:] = bytes(rp.data_size)
             if rp.entry_handler(ri, regs):
-                rp.free_instances.insert(0, ri)
+                rp.free_instances.append(ri)
                 rp.misses["entry_handler"] += 1
                 return 0
         ri.ret_addr = arch_rp.arch_prepare_kretprobe(self, sara, self.tramp)
-        self.table[self._bucket(ri)].insert(0, ri)
-        rp.used_instances.insert(0, ri)
+        self.table[self._bucket(ri)].append(ri)      # at the head of its bucket
+        rp.used_instances.append(ri)
         self.core.emit("instance", what="taken", instance=ri)
         return 0
 
@@ -242,12 +254,15 @@ class KretprobeManager:
         task = self.m.current_addr
         bucket = self.table[hash_ptr(task)]
         orig = 0
-        for ri in list(bucket):
+        i = len(bucket) - 1                       # from the head (the list's end)
+        while i >= 0:
+            ri = bucket[i]
+            i -= 1
             if ri.task != task:
                 continue                          # another task sharing the bucket
             self._report_return(ri, regs)
             orig = ri.ret_addr
-            self.recycle(ri)
+            self.recycle(ri)                      # removes it; older ones keep their index
             if orig != self.tramp:
                 break
         if orig == 0 or orig == self.tramp:
@@ -274,12 +289,11 @@ class KretprobeManager:
     def recycle(self, ri):
         """recycle_rp_inst(): out of the table; back to its rp's free list, or dropped
         when orphaned."""
-        bucket = self.table[self._bucket(ri)]
-        bucket.remove(ri)
+        _remove_near_head(self.table[self._bucket(ri)], ri)
         rp = ri.rp
         if rp is not None:
-            rp.used_instances.remove(ri)
-            rp.free_instances.insert(0, ri)
+            _remove_near_head(rp.used_instances, ri)
+            rp.free_instances.append(ri)
         self.core.emit("instance", what="recycled" if rp else "freed", instance=ri)
 
     # -- return (design "stack") ------------------------------------------------------
@@ -289,7 +303,7 @@ class KretprobeManager:
         one `ret` just popped; the nop is then single-stepped."""
         sara = regs.sp - 8
         task = arch_rp.task_of_stack(self.m, sara)
-        for ri in list(self.table[hash_ptr(task)]):
+        for ri in self.table[hash_ptr(task)][::-1]:
             if ri.stack_addr == sara and ri.rp is not None:
                 self._report_return(ri, regs)
         return 0
@@ -300,7 +314,7 @@ class KretprobeManager:
         sara = regs.sp - 8
         task = arch_rp.task_of_stack(self.m, sara)
         found = False
-        for ri in list(self.table[hash_ptr(task)]):
+        for ri in self.table[hash_ptr(task)][::-1]:
             if ri.stack_addr == sara:
                 if ri.rp is None:
                     self.orphans_returned += 1
@@ -323,7 +337,7 @@ class KretprobeManager:
         if caller is not None and caller.name == "flush_thread" and not self.flush_on_exec:
             return
         # 2.6.13 walks the bucket of current (its callers always pass current).
-        for ri in list(self.table[hash_ptr(self.m.current_addr)]):
+        for ri in self.table[hash_ptr(self.m.current_addr)][::-1]:
             if ri.task == task:
                 if self.design == "stack":
                     # The old design put the real return address back in the stack.
@@ -361,4 +375,4 @@ class KretprobeManager:
             return "?"
 
     def instances(self):
-        return [ri for bucket in self.table for ri in bucket]
+        return [ri for bucket in self.table for ri in reversed(bucket)]

@@ -463,7 +463,13 @@ class ArchKprobes:
         """resume_execution, flags restored, state released (or the outer probe's state
         restored after a re-entered step)."""
         m = self.m
-        resume_execution(p.ainsn, p.addr, regs, self.old_flags, m.mem.u64, m.mem.set_u64)
+        if p.resume_in_post_handler:
+            # The old return-probe design's trampoline: its post handler has set ip to
+            # the real return address (2.6.13 recognised it by comparing handlers).
+            regs.flags = regs.flags & ~X86_EFLAGS_TF
+        else:
+            resume_execution(p.ainsn, p.addr, regs, self.old_flags, m.mem.u64,
+                             m.mem.set_u64)
         if m.observers:
             self.core.emit("fixup", probe=p, resume=p.ainsn.resume, ip=regs.ip)
         regs.flags = regs.flags | self.saved_flags

@@ -238,3 +238,88 @@ def test_reentered_entry_probe_from_a_handler(rm):
     assert m.call("call_outer", 2) == 15
     assert g.kp.nmissed == 1 and g.nmissed == 0 and g.returns == 1
     assert g.miss_report() == {"reentered": 1}
+
+
+# -- the design it replaced (§7): instances keyed by the return slot, 4 traps ----------
+
+@pytest.fixture
+def old(ret_targets_o):
+    m = Machine()
+    k = Kprobes(m, kretprobe_design="stack")
+    m.boot()
+    m.load_module(ret_targets_o)
+    return m, k
+
+
+def test_old_design_basic_return_takes_four_traps(old):
+    """§11-40: entry int3 + #DB, trampoline int3 + #DB (its nop stepped out of line);
+    the handler runs before the step, ip is set by the post handler."""
+    m, k = old
+    seen = []
+    rp = Kretprobe(symbol_name="inner", handler=lambda ri, regs: seen.append(
+        (ri.ret_addr, regs.ax, ri.stack_addr)))
+    k.register_kretprobe(rp)
+    clock = m.clock.now
+    assert m.call("call_outer", 5) == 21
+    assert seen == [(sym(m, "middle_ret"), 10, seen[0][2])]
+    assert (k.traps["int3"], k.traps["debug"]) == (2, 2)
+    assert m.clock.now == clock and len(rp.free_instances) == 10
+
+
+@pytest.mark.parametrize("design", ["task", "stack"])
+def test_both_designs_agree_on_recursion_nesting_and_several_probes(ret_targets_o, design):
+    m = Machine()
+    k = Kprobes(m, kretprobe_design=design)
+    m.boot()
+    m.load_module(ret_targets_o)
+    order = []
+    rps = [Kretprobe(symbol_name=n, maxactive=5, handler=lambda ri, regs, n=n:
+                     order.append((n, regs.ax))) for n in ("rdepth", "outer", "inner")]
+    k.register_kretprobes(rps)
+    assert m.call("rdepth", 7) == 7
+    assert m.call("call_outer", 3) == 17
+    assert order == [("rdepth", v) for v in (3, 4, 5, 6, 7)] + [("inner", 6), ("outer", 17)]
+    assert rps[0].nmissed == 3
+    # 10 entries (8 rdepth frames, outer, inner) take int3 + #DB each; the 7 reported
+    # returns take one trap each in the redesign, two (int3 + the nop's #DB) in the old.
+    returns = 7 if design == "task" else 14
+    assert k.traps["int3"] + k.traps["debug"] == 20 + returns
+
+
+def test_where_the_designs_differ_tail_call_after_an_unrelated_hit(ret_targets_o):
+    """§7.3: F calls a kretprobed function, then tail-jumps to G; F and G kretprobed.
+    The redesign records the trampoline as G's return address and walks on to F's
+    instance.  The old design's function-static orig_ret_addr still holds the address
+    the unrelated hit stored (inside F): G's instance gets that stale address.  (Both
+    share one return slot; the post handler takes ip from the last, F's, so the return
+    itself lands right here -- only G's report is wrong.)"""
+    seen = {}
+    for design in ("task", "stack"):
+        m = Machine()
+        k = Kprobes(m, kretprobe_design=design)
+        m.boot()
+        m.load_module(ret_targets_o)
+        got = seen[design] = []
+        for name in ("inner", "tail_f", "tail_g"):
+            k.register_kretprobe(Kretprobe(symbol_name=name, handler=lambda ri, regs, n=name:
+                                           got.append((n, m.symbols.format(ri.ret_addr)
+                                                       .split("/")[0]))))
+        assert m.call("call_tail", 5) == 106
+    assert seen["task"] == [("inner", "tail_f_inner_ret+0x0"),
+                            ("tail_g", "kretprobe_trampoline+0x0"),
+                            ("tail_f", "call_tail_ret+0x0")]
+    assert seen["stack"] == [("inner", "tail_f_inner_ret+0x0"),
+                             ("tail_g", "tail_f_inner_ret+0x0"),      # stale
+                             ("tail_f", "call_tail_ret+0x0")]
+
+
+def test_old_design_task_from_stack_address(old):
+    """The old design derives the task from the stack address: on a stack that is not a
+    task's (here m.call's own stack), the thread_info it finds is garbage -- the reason
+    the redesign keys by current (§7.1)."""
+    m, k = old
+    seen = []
+    rp = Kretprobe(symbol_name="inner", handler=lambda ri, regs: seen.append(ri.task))
+    k.register_kretprobe(rp)
+    m.call("call_outer", 1, stack_size=64 << 10)
+    assert seen and seen[0] != m.current_addr

@@ -64,7 +64,8 @@ inner:
 	pop %rbp
 	ret
 
-/* call_tail(n) -> tail_f(n), which jumps to tail_g(n + 1): returns n + 101. */
+/* call_tail(n) -> tail_f(n), which calls inner(n) first and then jumps to
+   tail_g(n + 1): returns n + 101. */
 	.globl call_tail
 call_tail:
 	push %rbp
@@ -77,6 +78,16 @@ call_tail_ret:
 
 	.globl tail_f
 tail_f:
+	push %rbp
+	mov %rsp, %rbp
+	push %rdi
+	push %rdi
+	call inner
+	.globl tail_f_inner_ret
+tail_f_inner_ret:
+	pop %rdi
+	pop %rdi
+	pop %rbp
 	add $1, %rdi
 	jmp tail_g
 
