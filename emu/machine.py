@@ -332,8 +332,9 @@ class Machine:
             self._raise_oops(None, f"hlt with interrupts disabled at "
                              f"{self.symbols.format(ip - 1)}: the CPU would never wake")
         elif self.pit.next_deadline() == NEVER and not self.pic.pending():
-            self._raise_oops(None, f"hlt with no timer programmed at "
-                             f"{self.symbols.format(ip - 1)}: the CPU would never wake")
+            self._raise_oops(None, f"hlt at {self.symbols.format(ip - 1)} with no timer "
+                             "interrupt ever coming (PIT not programmed, or its output "
+                             "stuck): the CPU would never wake")
         else:
             self.cpu_halted = True
 

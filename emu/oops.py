@@ -15,6 +15,13 @@ REG_ORDER = ("ip", "sp", "flags", "ax", "bx", "cx", "dx", "si", "di", "bp",
              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 
 
+def _reg_label(name):
+    """RIP, RSP, RFLAGS, RAX..., R8..R15: Linux's register dump names."""
+    if name == "flags":
+        return "RFLAGS"
+    return name.upper() if name.startswith("r") else "R" + name.upper()
+
+
 @dataclass
 class Oops:
     vector: int
@@ -36,8 +43,8 @@ class Oops:
                  f"RIP: {self.extra.get('ip_sym', hex(r.get('ip', 0)))}"]
         names = [n for n in REG_ORDER if n in r]
         for i in range(0, len(names), 3):
-            lines.append("  ".join(f"R{n.upper() if len(n) > 2 else n.upper():<5}: "
-                                   f"{r[n]:016x}" for n in names[i:i + 3]))
+            lines.append("  ".join(f"{_reg_label(n):<6}: {r[n]:016x}"
+                                   for n in names[i:i + 3]))
         lines.append("Call Trace:")
         lines.extend(f" {frame}" for frame in self.backtrace)
         if self.console_tail:
