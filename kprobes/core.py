@@ -365,14 +365,18 @@ class Kprobes:
     def register_kprobes(self, probes):
         """All or nothing: on the first failure the ones already registered are
         unregistered again and the error is raised."""
+        return self._register_all(probes, self.register_kprobe, self.unregister_kprobe)
+
+    @staticmethod
+    def _register_all(items, register, unregister):
         done = []
         try:
-            for p in probes:
-                self.register_kprobe(p)
-                done.append(p)
+            for item in items:
+                register(item)
+                done.append(item)
         except KprobeError:
-            for p in reversed(done):
-                self.unregister_kprobe(p)
+            for item in reversed(done):
+                unregister(item)
             raise
         return 0
 
@@ -390,16 +394,7 @@ class Kprobes:
 
     def register_kretprobes(self, rps):
         """All or nothing, like register_kprobes."""
-        done = []
-        try:
-            for rp in rps:
-                self.register_kretprobe(rp)
-                done.append(rp)
-        except KprobeError:
-            for rp in reversed(done):
-                self.unregister_kretprobe(rp)
-            raise
-        return 0
+        return self._register_all(rps, self.register_kretprobe, self.unregister_kretprobe)
 
     def unregister_kretprobes(self, rps):
         for rp in rps:

@@ -10,24 +10,22 @@ from kprobes import Kprobes
 TARGETS = Path(__file__).resolve().parent / "targets"
 
 
-@pytest.fixture(scope="session")
-def resume_targets_o(tmp_path_factory):
+def _assemble(tmp_path_factory, name):
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed: cannot assemble the test module")
-    out = tmp_path_factory.mktemp("rt") / "resume_targets.o"
-    subprocess.run(["gcc", "-c", "-o", str(out), str(TARGETS / "resume_targets.S")],
-                   check=True)
+    out = tmp_path_factory.mktemp("targets") / f"{name}.o"
+    subprocess.run(["gcc", "-c", "-o", str(out), str(TARGETS / f"{name}.S")], check=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def resume_targets_o(tmp_path_factory):
+    return _assemble(tmp_path_factory, "resume_targets")
 
 
 @pytest.fixture(scope="session")
 def ret_targets_o(tmp_path_factory):
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not installed: cannot assemble the test module")
-    out = tmp_path_factory.mktemp("rt") / "ret_targets.o"
-    subprocess.run(["gcc", "-c", "-o", str(out), str(TARGETS / "ret_targets.S")],
-                   check=True)
-    return out
+    return _assemble(tmp_path_factory, "ret_targets")
 
 
 @pytest.fixture
