@@ -215,8 +215,12 @@ class Engine:
     # -- registers --------------------------------------------------------------------
 
     def reg(self, name):
-        uclib.uc_reg_read(self._uch, REG_IDS[name], ctypes.byref(self._regbuf))
-        return self._regbuf.value
+        # Unicorn writes only 4 bytes for EFLAGS and the selectors: clear the buffer so a
+        # previous 64-bit value does not show through in the high half.
+        buf = self._regbuf
+        buf.value = 0
+        uclib.uc_reg_read(self._uch, REG_IDS[name], ctypes.byref(buf))
+        return buf.value
 
     def set_reg(self, name, value):
         buf = _u64(value & 0xFFFFFFFFFFFFFFFF)
@@ -249,8 +253,10 @@ class Engine:
         return REG_IDS[name]
 
     def raw_reg(self, rid):
-        uclib.uc_reg_read(self._uch, rid, ctypes.byref(self._regbuf))
-        return self._regbuf.value
+        buf = self._regbuf
+        buf.value = 0
+        uclib.uc_reg_read(self._uch, rid, ctypes.byref(buf))
+        return buf.value
 
     def set_raw_reg(self, rid, value):
         buf = _u64(value & 0xFFFFFFFFFFFFFFFF)

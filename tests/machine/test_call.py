@@ -46,3 +46,11 @@ def test_call_needs_a_booted_machine():
 
     with pytest.raises(MachineError, match="boot the machine"):
         Machine().call("fib", 3)
+
+
+def test_narrow_registers_read_without_stale_high_bits(machine):
+    """Unicorn writes 4 bytes for EFLAGS and the selectors: no garbage above them."""
+    eng = machine.engine
+    eng.reg("ip")                                    # a 64-bit kernel address first
+    assert eng.reg("flags") >> 32 == 0 and eng.reg("cs") == 0x08
+    assert machine.regs_dict()["flags"] == eng.regs(("flags",))[0]
