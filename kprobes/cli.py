@@ -56,6 +56,9 @@ def build_parser():
                       help="stop after N guest instructions (exit status 4)")
     boot.add_argument("--quiet", action="store_true",
                       help="print only kpemu's summary, not the console")
+    boot.add_argument("--module", action="append", default=[], metavar="FILE.o",
+                      help="load a relocatable module (like insmod) before the run; "
+                      "repeatable")
     boot.add_argument("-e", "--event", action="append", default=[], metavar="DEF",
                       dest="events", help="attach a probe, in the kprobe_events language "
                       "(e.g. 'p:myprobe do_fork arg=%%di' or 'r:ret sys_mkdir $retval'); "
@@ -147,6 +150,8 @@ def cmd_boot(args, out, err):
     text = args.format == "text"
     echo = None if args.quiet or not text else (lambda b: (out.buffer.write(b), out.flush()))
     m = Machine(args.image, cmdline=args.cmdline, echo=echo)
+    for path in args.module:          # insmod first: events may probe module text
+        m.load_module(path)
     events = _attach(m, definitions) if definitions else None
     boot = m.boot(max_insns=args.max_insns)
     result = boot

@@ -89,3 +89,26 @@ def test_guest_oops_exit_3(tmp_path, image_path):
     assert r.returncode == 3
     assert "kpemu: Oops: invalid opcode at sys_getpid+0x0/" in r.stderr
     assert "Call Trace:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_module_on_the_command_line(tmp_path, probe_targets_o):
+    r = kpemu("boot", "--quiet", "--module", str(probe_targets_o),
+              "-e", "p:b mod_bump")
+    assert r.returncode == 0, r.stderr
+    assert "  b " in r.stdout                      # the event on module text exists
+
+
+def test_module_with_a_bad_relocation_is_one_clear_message(tmp_path):
+    import shutil
+    import subprocess as sp
+
+    if shutil.which("as") is None:
+        pytest.skip("binutils 'as' not installed: cannot build the test object")
+    src = tmp_path / "bad.s"
+    src.write_text(".text\n.globl bad\nbad:\n  movl $fib, %eax\n  ret\n")
+    obj = tmp_path / "bad.o"
+    sp.run(["as", "--64", "-o", str(obj), str(src)], check=True)
+    r = kpemu("boot", "--module", str(obj))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[-1].startswith(f"kpemu: {obj}: overflow in relocation "
+                                                "type 10 (R_X86_64_32)")
