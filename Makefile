@@ -1,5 +1,5 @@
 # The README's two commands, `make run` and `make test`, work on a fresh machine: they
-# create .venv and install kpemu (with its C clock hook) into it first.
+# create .venv and install kpemu (with its C hooks) into it first.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +10,7 @@ APPEND ?=
 
 .PHONY: run test images bench qemu clean
 
-$(STAMP): pyproject.toml setup.py emu/_icount.c
+$(STAMP): pyproject.toml setup.py emu/_fastpath.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@

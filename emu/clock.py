@@ -1,6 +1,6 @@
 """The guest clock: instructions executed, and the ledger of work done on the guest's behalf.
 
-The clock is the instruction count (emu/_icount.c counts every instruction Unicorn runs).
+The clock is the instruction count (emu/_fastpath.c counts every instruction Unicorn runs).
 Anything the host runs for its own purposes -- a kprobe's int3, a jump out of an instruction
 slot, guest code a handler runs through m.call -- is taken back out with discount() or run
 under frozen(), so a probed run is scheduled exactly like the unprobed one: the same PIT

@@ -2,9 +2,11 @@
 read lazily through the engine's fast path and written back when the handler returns.
 
 A register costs one direct ctypes call the first time it is read (a handler that reads
-nothing costs nothing); after that it is a plain attribute.  Writes are kept until flush(),
-which the trap path calls when the handler returns ("writes reach the guest when the
-handler returns"), in one crossing for all of them.
+nothing costs nothing); after that it is a plain attribute.  Writes are kept until the
+handler returns ("writes reach the guest when the handler returns"): flush() writes them
+all in one crossing; on the trap path at_trap() starts from the ip and flags the engine's
+C interrupt hook passed in, and trap_return() flushes the others and hands ip and flags
+back for that hook to write natively.
 
 Must not import: unicorn, kprobes.
 """
@@ -17,13 +19,15 @@ ALIASES = {"rax": "ax", "rbx": "bx", "rcx": "cx", "rdx": "dx", "rsi": "si", "rdi
 _CANON = {n: n for n in REG_NAMES}
 _CANON.update(ALIASES)
 _MASK = (1 << 64) - 1
+_new = object.__new__
 
 
 class PtRegs:
     """Writable view of the CPU registers.  `regs.ax`, `regs.rax`, `regs["ax"]` are one.
 
     Registers read so far live in the instance dict under their canonical names, so a
-    second read is an ordinary attribute lookup; `_engine` and `_dirty` are the only
+    second read is an ordinary attribute lookup; `_engine` and `_dirty` (the names
+    written, created by the first write: most views are never written) are the only
     other entries."""
 
     def __init__(self, engine, prefetch=()):
@@ -31,7 +35,6 @@ class PtRegs:
         it needs ip and flags)."""
         d = self.__dict__
         d["_engine"] = engine
-        d["_dirty"] = set()
         if prefetch:
             d.update(zip(prefetch, engine.regs(prefetch)))
 
@@ -41,9 +44,32 @@ class PtRegs:
         regs = cls.__new__(cls)
         d = regs.__dict__
         d["_engine"] = engine
-        d["_dirty"] = set()
         d.update(zip(names, values))
         return regs
+
+    @classmethod
+    def at_trap(cls, engine, ip, flags):
+        """The view a trap handler hands out: ip and flags as the interrupt hook read
+        them (with_values, spelled out: this runs on every kprobe hit)."""
+        regs = _new(cls)
+        d = regs.__dict__
+        d["_engine"] = engine
+        d["ip"] = ip
+        d["flags"] = flags
+        return regs
+
+    def trap_return(self):
+        """Write the changed registers other than ip and flags (rare: one crossing), and
+        return (ip, flags) -- what a trap handler returns for the engine's C interrupt
+        hook to write."""
+        d = self.__dict__
+        dirty = d.get("_dirty")
+        if dirty:
+            dirty.discard("ip")
+            dirty.discard("flags")
+            if dirty:
+                self.flush()
+        return d["ip"], d["flags"]
 
     def __getattr__(self, name):
         # Only called for names not cached yet.
@@ -64,7 +90,11 @@ class PtRegs:
             raise AttributeError(f"pt_regs has no register {name!r}") from None
         d = self.__dict__
         d[canon] = int(value) & _MASK
-        d["_dirty"].add(canon)
+        dirty = d.get("_dirty")
+        if dirty is None:
+            d["_dirty"] = {canon}
+        else:
+            dirty.add(canon)
 
     def __getitem__(self, name):
         return getattr(self, name)
@@ -75,7 +105,7 @@ class PtRegs:
     def flush(self):
         """Write the changed registers to the CPU."""
         d = self.__dict__
-        dirty = d["_dirty"]
+        dirty = d.get("_dirty")
         if dirty:
             names = tuple(sorted(dirty))
             if len(names) == 1:

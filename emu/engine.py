@@ -1,7 +1,8 @@
 """The Unicorn engine, and the only module in kpemu that imports unicorn.
 
-Owns the Uc object, guest RAM (one host mmap mapped with mem_map_ptr), the instruction
-counter that is the guest clock (emu/_icount.c), one Unicorn hook per event kind with a
+Owns the Uc object, guest RAM (one host mmap mapped with mem_map_ptr), the C callbacks
+(emu/_fastpath.c: the instruction counter that is the guest clock, and the interrupt hook
+that reads and writes ip and flags natively), one Unicorn hook per event kind with a
 Python list (or port table) behind it, the capture of exceptions raised inside hooks and
 their re-raise from start(), the register fast path (direct ctypes calls), virtual-memory
 access through uc_vmem_* (which the 2.1.4 binding does not wrap), and the translation-cache
@@ -19,7 +20,7 @@ from unicorn import unicorn_const as uc_const
 from unicorn import x86_const as x86
 from unicorn.unicorn_py3.unicorn import uclib
 
-from emu import _icount
+from emu import _fastpath
 from emu.errors import MachineError
 
 NEVER = (1 << 64) - 1
@@ -41,8 +42,7 @@ REG_IDS = {
 MSR_EFER = 0xC0000080
 
 # Callback signatures (the binding's, declared here so kpemu registers its own callbacks
-# without the binding's per-call wrapper).
-_HOOK_INTR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
+# without the binding's per-call wrapper).  UC_HOOK_INTR is the C one in _fastpath.c.
 _HOOK_OUT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                              ctypes.c_uint32, ctypes.c_void_p)
 _HOOK_IN = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
@@ -64,12 +64,18 @@ for _f in (uclib.uc_vmem_read, uclib.uc_vmem_write, uclib.uc_vmem_translate):
 
 
 class _ICount(ctypes.Structure):
-    """ctypes mirror of struct kpemu_icount in _icount.c."""
+    """ctypes mirror of struct kpemu_icount in _fastpath.c."""
     _fields_ = [("executed", _u64), ("deadline", _u64), ("emu_stop", ctypes.c_void_p),
                 ("stops", _u64)]
 
 
-assert ctypes.sizeof(_ICount) == _icount.struct_size()
+assert ctypes.sizeof(_ICount) == _fastpath.icount_struct_size()
+
+
+def _address(fn):
+    """The address of a function of the loaded libunicorn (for the C hooks to call)."""
+    return ctypes.cast(fn, ctypes.c_void_p).value
+
 
 MEM_ACCESS = {
     uc_const.UC_MEM_READ_UNMAPPED: "read", uc_const.UC_MEM_WRITE_UNMAPPED: "write",
@@ -81,11 +87,25 @@ MEM_ACCESS = {
 class Engine:
     """One x86_64 CPU and its RAM.
 
-    Hooks: `on_interrupt` (fn(vector) -> handled), `out_ports[port]`
-    (fn(port, size, value)), `in_ports[port]` (fn(port, size) -> value), `on_rdtsc`
-    (fn() -> int), `on_invalid` (fn() -> bool), `on_mem_fault` (fn(access, addr, size)).
-    All of them run inside emu_start: an exception they raise stops the guest before its
-    next instruction and is re-raised from start().
+    Hooks: `on_interrupt` (below), `out_ports[port]` (fn(port, size, value)),
+    `in_ports[port]` (fn(port, size) -> value), `on_rdtsc` (fn() -> int), `on_invalid`
+    (fn() -> bool), `on_mem_fault` (fn(access, addr, size)).  All of them run inside
+    emu_start: an exception they raise stops the guest before its next instruction and is
+    re-raised from start().
+
+    Interrupts (every one Unicorn raises) go to the C hook in _fastpath.c, which reads RIP
+    and EFLAGS natively and calls, with them, the handlers of `trap_table[vector]` (a list,
+    tried in order) and then, if none claimed it, `on_interrupt`.  Each is
+    fn(vector, ip, flags) and returns:
+      * False or None: not claimed -- the next one is tried; on_interrupt returning it
+        stops the run with MachineError("interrupt N not handled");
+      * a tuple (ip, flags): handled, the CPU resumes with these (the C hook writes, natively,
+        whichever of the two differs from the CPU's);
+      * True (any other true value): handled, nothing for the hook to write.  A handler
+        that wrote ip or flags itself (set_reg/set_regs: delivery through the guest IDT,
+        a rare path) returns True, so the hook does not write over them.
+    An exception they raise is kept by the C hook, which stops the guest the way
+    request_stop() does; start() re-raises it.
     """
 
     def __init__(self, ram_size):
@@ -97,11 +117,12 @@ class Engine:
         self.uc.mem_map_ptr(0, ram_size, uc_const.UC_PROT_ALL, ctypes.addressof(self._ram_obj))
 
         self._cbs = []  # keep the ctypes callbacks alive
-        self.icount = _ICount(0, NEVER, ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value, 0)
-        self._add_hook(uc_const.UC_HOOK_CODE, ctypes.c_void_p(_icount.hook_address()),
+        self.icount = _ICount(0, NEVER, _address(uclib.uc_emu_stop), 0)
+        self._add_hook(uc_const.UC_HOOK_CODE, ctypes.c_void_p(_fastpath.icount_hook_address()),
                        ctypes.byref(self.icount))
 
-        self.on_interrupt = lambda vector: False
+        self.trap_table = {}           # vector -> [fn(vector, ip, flags)], tried first
+        self.on_interrupt = lambda vector, ip, flags: False
         self.out_ports = {}
         self.in_ports = {}
         self.on_unhandled_out = None
@@ -139,11 +160,15 @@ class Engine:
                 return failed
         return wrapper
 
-    def _install_hooks(self):
-        def intr(_uc, vector, _ud):
-            if not self.on_interrupt(vector):
-                raise MachineError(f"interrupt {vector} not handled")
+    def _interrupt(self, vector, ip, flags):
+        """The C hook's fallback, when no trap_table handler claimed the interrupt (an
+        exception raised here is kept by the hook, like a handler's)."""
+        result = self.on_interrupt(vector, ip, flags)
+        if not result:
+            raise MachineError(f"interrupt {vector} not handled")
+        return result
 
+    def _install_hooks(self):
         def out(_uc, port, size, value, _ud):
             handler = self.out_ports.get(port)
             if handler is not None:
@@ -171,7 +196,14 @@ class Engine:
                 self.on_mem_fault(MEM_ACCESS.get(access, "access"), addr, size)
             return False
 
-        self._add_hook(uc_const.UC_HOOK_INTR, _HOOK_INTR(self._guard(intr)))
+        # Interrupts: the C hook reads ip and flags, calls trap_table[vector] then
+        # _interrupt, writes the (ip, flags) returned.
+        self._intr_hook = _fastpath.InterruptHook(
+            self.trap_table, self._interrupt, self.icount, ctypes.addressof(self.icount),
+            _address(uclib.uc_reg_read), _address(uclib.uc_reg_write),
+            x86.UC_X86_REG_RIP, x86.UC_X86_REG_EFLAGS)
+        self._add_hook(uc_const.UC_HOOK_INTR, ctypes.c_void_p(_fastpath.intr_hook_address()),
+                       ctypes.c_void_p(self._intr_hook.user_data))
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_OUT(self._guard(out)), None, 1, 0,
                        ctypes.c_int(x86.UC_X86_INS_OUT))
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_IN(self._guard(in_, 0)), None, 1, 0,
@@ -204,6 +236,9 @@ class Engine:
         finally:
             self._depth -= 1
         exc, self._exc = self._exc, None
+        intr_exc = self._intr_hook.take_error()    # raised by an interrupt handler
+        if exc is None:
+            exc = intr_exc
         if exc is not None:
             raise exc
         return status

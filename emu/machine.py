@@ -122,7 +122,9 @@ class Machine:
         self.engine.on_interrupt = self._interrupt
 
         # What other layers plug in.
-        self.trap_handlers = {}        # vector -> [fn(vector) -> bool handled]
+        # vector -> [fn(vector, ip, flags)] (register_trap_handler): the engine's own table,
+        # which its C interrupt hook walks before calling _interrupt.
+        self.trap_handlers = self.engine.trap_table
         self.unwind_resolvers = []     # fn(ret_addr, slot_addr) -> ret_addr
         self.text_originals = []       # fn(addr) -> the byte a breakpoint covers, or None
         self.observers = []            # fn(Event)
@@ -196,12 +198,11 @@ class Machine:
             for handler in self.hypercall_handlers[name]:
                 handler(*args)
 
-    def _interrupt(self, vector):
-        """Every interrupt Unicorn raises: the trap table first (kprobes takes 1 and 3),
-        then faults become an oops, and the rest enter the guest's IDT."""
-        for handler in self.trap_handlers.get(vector, ()):
-            if handler(vector):
-                return True
+    def _interrupt(self, vector, ip, flags):
+        """An interrupt no trap handler claimed (the engine's C hook tried the trap table
+        first: kprobes takes 1 and 3 there): a fault becomes an oops, the rest enter the
+        guest's IDT.  Reads the CPU, not ip/flags: a handler that declined may have
+        written them (see register_trap_handler)."""
         if vector in FAULT_VECTORS:
             self.engine.icount.executed -= 1   # the faulting instruction did not complete
             self._raise_oops(vector, f"{interrupts.vector_name(vector)} at "
@@ -209,7 +210,7 @@ class Machine:
             return True
         self.emit("trap", vector=vector, ip=self.engine.reg("ip"))
         interrupts.deliver(self.engine, self.mem, vector)
-        return True
+        return True     # deliver wrote sp, flags and ip itself
 
     def _invalid_opcode(self):
         self._raise_oops(6, f"invalid opcode at {self.symbols.format(self.engine.reg('ip'))}")
@@ -242,6 +243,19 @@ class Machine:
                 fn(event)
 
     def register_trap_handler(self, vector, fn, first=False):
+        """Let `fn(vector, ip, flags)` see interrupt `vector` before the machine does (the
+        kprobes layer takes int3 and #DB this way).  Runs inside a Unicorn hook with ip and
+        flags as trapped, and returns:
+          * False (or None): not handled -- the next handler, then the machine (an oops
+            for a fault, else delivery through the guest IDT), sees the trap.  One that
+            declines but moved ip or flags (kprobes turning a fault in its slot back into
+            a fault of the original instruction) writes them itself: later handlers get
+            the values as trapped, the machine reads the CPU;
+          * (ip, flags): handled, resume with these (written natively, no ctypes);
+          * True: handled, nothing to write (no change, or it wrote registers itself).
+        Other registers are read and written through m.engine as usual.  The engine's C
+        interrupt hook calls the handlers itself (no Python frame in between), and keeps
+        an exception one raises for m.run()/m.call() to re-raise."""
         handlers = self.trap_handlers.setdefault(vector, [])
         handlers.insert(0, fn) if first else handlers.append(fn)
 

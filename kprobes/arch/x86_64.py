@@ -178,9 +178,11 @@ def copy_for_slot(ainsn, addr, slot):
     return bytes(code) + b"\xcc" * (MAX_INSN_SIZE - len(code))
 
 
-def resume_execution(ainsn, probe_addr, regs, old_flags, read_u64, write_u64):
+def resume_execution(ainsn, probe_addr, ip, flags, old_flags, read_sp, read_u64, write_u64):
     """Fix the registers after the copy at ainsn.slot was single-stepped (like
-    resume_execution() of 2.6.13 with the later fixes).  Runs inside the #DB hook.
+    resume_execution() of 2.6.13 with the later fixes).  Runs inside the #DB hook: `ip`
+    and `flags` are the trapped ones, the fixed (ip, flags) are returned; `read_sp()`
+    gives the stack pointer (only the pushf and call cases need it).
 
       1. pushf: the pushed image has the step's TF set and IF clear: put back the
          original TF and IF;
@@ -193,21 +195,20 @@ def resume_execution(ainsn, probe_addr, regs, old_flags, read_u64, write_u64):
       6. clear TF (Unicorn never clears it on a #DB).
     """
     slot = ainsn.slot
-    flags = regs.flags & ~X86_EFLAGS_TF
+    flags &= ~X86_EFLAGS_TF
     resume = ainsn.resume
     if resume == RESUME_RET:
-        regs.flags = flags
-        return
+        return ip, flags
     if resume == RESUME_PUSHF:
-        sp = regs.sp
+        sp = read_sp()
         image = read_u64(sp)
         write_u64(sp, (image & ~(X86_EFLAGS_TF | X86_EFLAGS_IF)) | old_flags)
     elif resume in (RESUME_CALL, RESUME_CALL_ABS):
-        sp = regs.sp
+        sp = read_sp()
         write_u64(sp, probe_addr + (read_u64(sp) - slot))
     if resume not in (RESUME_CALL_ABS, RESUME_JMP_ABS):
-        regs.ip = probe_addr + (regs.ip - slot)
-    regs.flags = flags
+        ip = probe_addr + (ip - slot)
+    return ip, flags
 
 
 # -- the trap path ------------------------------------------------------------------------
@@ -221,11 +222,9 @@ KPROBE_HIT_SSDONE = 0x8
 # stepped instruction can raise).
 FAULT_VECTORS = (0, 6, 12, 13, 14, 17)
 TRAP_HANDLER_EXCEPTION = 13    # trapnr given to fault_handler for a non-memory exception
-_IP_FLAGS = ("ip", "flags")    # what every trap needs: read in one crossing
-
-
-class HandlerError(Exception):
-    """Internal: a user's handler raised; carries what is needed to report it."""
+_IP_FLAGS = ("ip", "flags")    # written through ctypes only where a trap cannot return them
+_STEPPING = (KPROBE_HIT_SS, KPROBE_REENTER)
+_regs_at_trap = PtRegs.at_trap    # the view every pre/post/fault handler gets
 
 
 class ArchKprobes:
@@ -234,8 +233,13 @@ class ArchKprobes:
     calls for vectors 3, 1 and the faults.
 
     Runs inside Unicorn interrupt hooks: no emu_start here except a handler's own m.call
-    (nested emulation), text edits go through text_poke (cache flushed), and every write
-    to the registers goes through a PtRegs view flushed before returning.
+    (nested emulation), text edits go through text_poke (cache flushed).  Registers: each
+    trap handler gets ip and flags as trapped (the engine's C interrupt hook read them)
+    and returns the (ip, flags) to resume with, which that hook writes natively -- a hit
+    crosses into Unicorn through ctypes only when a user's handler touches another
+    register (PtRegs reads lazily, trap_return() flushes what it wrote).  The return
+    value follows register_trap_handler: False not ours, True nothing to write, or
+    (ip, flags).
     """
 
     def __init__(self, core):
@@ -249,6 +253,9 @@ class ArchKprobes:
         self.old_flags = 0             # kprobe_old_rflags: TF|IF of the trapped context
         self.saved_flags = 0           # kprobe_saved_rflags: same, less IF for IF-modifiers
         self.prev = None               # save_previous_kprobe()
+        # What resume_execution reaches memory and sp with, bound once (it runs per hit).
+        self._read_u64 = self.m.mem.u64
+        self._write_u64 = self.m.mem.set_u64
 
     # -- registration side ----------------------------------------------------------
 
@@ -300,31 +307,34 @@ class ArchKprobes:
         self.current_kprobe = None
         self.status = 0
 
-    def prepare_singlestep(self, p, regs):
-        regs.flags = (regs.flags | X86_EFLAGS_TF) & ~X86_EFLAGS_IF
-        regs.ip = p.ainsn.slot
+    def prepare_singlestep(self, p, flags):
+        """prepare_singlestep(): TF on, IF off, ip at the copy in the slot.  Returns the
+        (ip, flags) the trap resumes with."""
+        slot = p.ainsn.slot
         if self.m.observers:
-            self.core.emit("singlestep", probe=p, slot=p.ainsn.slot, insn=p.ainsn.text)
+            self.core.emit("singlestep", probe=p, slot=slot, insn=p.ainsn.text)
+        return slot, (flags | X86_EFLAGS_TF) & ~X86_EFLAGS_IF
 
-    def _call(self, p, which, fn, regs, *args):
-        """Call a user handler; an exception goes to the probe's fault_handler first
-        (trapnr 14 for a guest memory fault, else 13); unhandled, it is re-raised with the
-        probe and guest location attached."""
-        try:
-            return fn(p, regs, *args)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below unless handled
-            trapnr = 14 if isinstance(exc, MemoryFault) else getattr(
-                getattr(exc, "oops", None), "vector", None) or TRAP_HANDLER_EXCEPTION
-            handler = p.fault_handler
-            if which != "fault_handler" and handler is not None:
-                try:
-                    if handler(p, regs, trapnr):
-                        return 0
-                except BaseException:  # noqa: BLE001 - the fault handler's own failure
-                    pass
-            exc.kprobe = self.core.curr_kprobe or p
-            exc.kprobe_handler = which
-            raise
+    def _read_sp(self):
+        return self.engine.reg("sp")
+
+    def _handler_raised(self, p, which, regs, exc):
+        """A user's handler raised `exc` (called from the except clause around the call,
+        so the hot path pays no extra frame): the probe's fault_handler gets it first
+        (trapnr 14 for a guest memory fault, else 13) -> True when that handled it;
+        otherwise the probe and handler are attached for the re-raise -> False."""
+        trapnr = 14 if isinstance(exc, MemoryFault) else getattr(
+            getattr(exc, "oops", None), "vector", None) or TRAP_HANDLER_EXCEPTION
+        handler = p.fault_handler
+        if which != "fault_handler" and handler is not None:
+            try:
+                if handler(p, regs, trapnr):
+                    return True
+            except BaseException:  # noqa: BLE001 - the fault handler's own failure
+                pass
+        exc.kprobe = self.core.curr_kprobe or p
+        exc.kprobe_handler = which
+        return False
 
     def _attach(self, exc, guest_ip):
         """Attach the probe and the guest location (once the guest state is settled)."""
@@ -345,75 +355,75 @@ class ArchKprobes:
 
     # -- int3 -------------------------------------------------------------------------
 
-    def kprobe_handler(self, vector):
-        """int3 (vector 3): the probe address is ip - 1.  The hot path: two crossings
-        into Unicorn (read ip+flags, write ip+flags) and the handler call."""
-        engine = self.engine
-        ip, flags = engine.regs(_IP_FLAGS)
+    def kprobe_handler(self, vector, ip, flags):
+        """int3 (vector 3), ip and flags as trapped: the probe address is ip - 1.  The hot
+        path: no register crossing of its own, the pre_handler call, and the (ip, flags)
+        of the single-step (or the ones the pre_handler set) returned to the C hook."""
         addr = ip - 1
         core = self.core
         p = core.table.get(addr)
         if self.running:
-            return self._reentered(p, addr)
+            return self._reentered(p, addr, flags)
         if p is None:
-            return self._not_ours(addr)
+            return self._not_ours(addr, flags)
         self.clock.discount(1)           # the int3 ran for us, not for the guest
         core.traps["int3"] += 1
         self.running = True
         self.status = KPROBE_HIT_ACTIVE
+        # set_current_kprobe(p, flags), inline on the hot path
         self.current_kprobe = p
         self.old_flags = self.saved_flags = flags & (X86_EFLAGS_TF | X86_EFLAGS_IF)
         if p.ainsn.if_modifier:
             self.saved_flags &= ~X86_EFLAGS_IF
         if self.m.observers:
             core.emit("trap", vector=3, ip=addr, probe=p)
-        regs = PtRegs.with_values(engine, _IP_FLAGS, (ip, flags))
         if p.disabled:
             for child in (p.children if p.is_aggregate else [p]):
                 core.missed(child, "disabled")
         elif p.pre_handler is not None:
+            regs = _regs_at_trap(self.engine, ip, flags)
             try:
-                changed = self._call(p, "pre_handler", p.pre_handler, regs)
+                changed = p.pre_handler(p, regs)
             except BaseException as exc:
-                # Leave the guest exactly as before the int3: the probe fires again when
-                # the run goes on.
-                engine.set_reg("ip", addr)
-                self._attach(exc, addr)
-                core.curr_kprobe = None
-                self.unlock()
-                raise
+                if not self._handler_raised(p, "pre_handler", regs, exc):
+                    # Leave the guest exactly as before the int3: the probe fires again
+                    # when the run goes on.  (Raising: the C hook writes nothing.)
+                    self.engine.set_reg("ip", addr)
+                    self._attach(exc, addr)
+                    core.curr_kprobe = None
+                    self.unlock()
+                    raise
+                changed = 0
+            ip, flags = regs.trap_return()
             if changed:
                 # The handler moved ip: no single-step (modern kernels also release the
                 # per-CPU state here; 2.6.13 left it to the handler).
-                regs.flush()
                 core.curr_kprobe = None
                 self.unlock()
-                return True
-        self.prepare_singlestep(p, regs)
+                return ip, flags
+        resume = self.prepare_singlestep(p, flags)
         self.status = KPROBE_HIT_SS
-        regs.flush()
-        return True
+        return resume
 
-    def _not_ours(self, addr):
+    def _not_ours(self, addr, flags):
         """No probe at addr: a breakpoint removed after this CPU trapped on it (run the
         original instruction; 2.6.13 resumed at addr+1, inside it), or a foreign int3,
         which goes to the guest's own handler."""
         core = self.core
         if self.m.read(addr, 1)[0] != BREAKPOINT_INSTRUCTION:
-            self.engine.set_reg("ip", addr)
             self.clock.discount(1)
             core.traps["int3-vanished"] += 1
-            return True
+            return addr, flags
         core.traps["int3-foreign"] += 1
         return False
 
-    def _reentered(self, p, addr):
+    def _reentered(self, p, addr, flags):
         """A breakpoint hit while kprobes is already running: from guest code a handler
         runs (m.call) or, never here, from the single-stepped copy."""
         core = self.core
         if p is None:
-            return self._not_ours(addr)
-        if self.status in (KPROBE_HIT_SS, KPROBE_REENTER):
+            return self._not_ours(addr, flags)
+        if self.status in _STEPPING:
             raise RuntimeError(f"kprobes: unrecoverable re-entry at "
                                f"{self.m.symbols.format(addr)} while single-stepping")
         # HIT_ACTIVE (a pre/fault handler) or HIT_SSDONE (a post handler; 2.6.13 disarmed
@@ -421,87 +431,96 @@ class ArchKprobes:
         # instruction, none of p's handlers, and count the miss.
         self.clock.discount(1)
         core.traps["int3"] += 1
-        regs = PtRegs(self.engine, _IP_FLAGS)
         self.save_previous_kprobe()
-        self.set_current_kprobe(p, regs.flags)
+        self.set_current_kprobe(p, flags)
         for child in (p.children if p.is_aggregate else [p]):
             core.missed(child, "reentered")
-        self.prepare_singlestep(p, regs)
+        resume = self.prepare_singlestep(p, flags)
         self.status = KPROBE_REENTER
-        regs.flush()
-        return True
+        return resume
 
     # -- debug ------------------------------------------------------------------------
 
-    def post_kprobe_handler(self, vector):
-        """#DB after the single-step (vector 1): post_handler, resume_execution, flags."""
-        if not self.running or self.status not in (KPROBE_HIT_SS, KPROBE_REENTER):
+    def post_kprobe_handler(self, vector, ip, flags):
+        """#DB after the single-step (vector 1), ip and flags as trapped; returns the
+        (ip, flags) to resume with to the C hook.  Like 2.6.13's post_kprobe_handler:
+
+          1. the post_handler (not for a re-entered step), with regs.ip still in the slot;
+          2. resume_execution() fixes ip (and the stack) for the original address;
+          3. the trapped context's TF and IF come back (kprobe_saved_rflags);
+          4. the per-CPU state is released, or the outer probe's restored after a
+             re-entered step;
+          5. still TF: the guest was single-stepping itself, its own #DB handler takes
+             the trap.
+        """
+        if not self.running or self.status not in _STEPPING:
             return False                 # not ours: the guest's #DB
         core = self.core
         p = self.current_kprobe
-        engine = self.engine
-        regs = PtRegs.with_values(engine, _IP_FLAGS, engine.regs(_IP_FLAGS))
+        m = self.m
         core.traps["debug"] += 1
-        if self.m.observers:
-            core.emit("trap", vector=1, ip=regs.ip, probe=p)
+        if m.observers:
+            core.emit("trap", vector=1, ip=ip, probe=p)
         error = None
         if self.status != KPROBE_REENTER and p.post_handler is not None and not p.disabled:
             self.status = KPROBE_HIT_SSDONE
+            regs = _regs_at_trap(self.engine, ip, flags)
             try:
-                self._call(p, "post_handler", p.post_handler, regs, 0)
+                p.post_handler(p, regs, 0)
             except BaseException as exc:  # noqa: BLE001 - finish the step, then re-raise
-                error = exc
+                if not self._handler_raised(p, "post_handler", regs, exc):
+                    error = exc
             core.curr_kprobe = None
-        self.finish_step(p, regs)
-        regs.flush()
-        if error is not None:
-            self._attach(error, regs.ip)
-            raise error
-        return not regs.flags & X86_EFLAGS_TF
-
-    def finish_step(self, p, regs):
-        """resume_execution, flags restored, state released (or the outer probe's state
-        restored after a re-entered step)."""
-        m = self.m
+            ip, flags = regs.trap_return()
         if p.resume_in_post_handler:
             # The old return-probe design's trampoline: its post handler has set ip to
             # the real return address (2.6.13 recognised it by comparing handlers).
-            regs.flags = regs.flags & ~X86_EFLAGS_TF
+            flags &= ~X86_EFLAGS_TF
         else:
-            resume_execution(p.ainsn, p.addr, regs, self.old_flags, m.mem.u64,
-                             m.mem.set_u64)
+            ip, flags = resume_execution(p.ainsn, p.addr, ip, flags, self.old_flags,
+                                         self._read_sp, self._read_u64, self._write_u64)
         if m.observers:
-            self.core.emit("fixup", probe=p, resume=p.ainsn.resume, ip=regs.ip)
-        regs.flags = regs.flags | self.saved_flags
+            core.emit("fixup", probe=p, resume=p.ainsn.resume, ip=ip)
+        flags |= self.saved_flags
         if self.status == KPROBE_REENTER:
             self.restore_previous_kprobe()
         else:
             self.unlock()
+        if error is not None:
+            self.engine.set_regs(_IP_FLAGS, (ip, flags))   # raising: the hook writes nothing
+            self._attach(error, ip)
+            raise error
+        if flags & X86_EFLAGS_TF:
+            self.engine.set_regs(_IP_FLAGS, (ip, flags))   # declining: the machine reads them
+            return False
+        return ip, flags
 
     # -- faults -----------------------------------------------------------------------
 
-    def kprobe_fault_handler(self, vector):
+    def kprobe_fault_handler(self, vector, ip, flags):
         """A fault while kprobes runs: the probe's fault_handler first; a fault in the
         stepped copy is then turned back into a fault of the original instruction."""
         if not self.running:
             return False
         core = self.core
         p = self.current_kprobe
-        regs = PtRegs(self.engine)
+        regs = _regs_at_trap(self.engine, ip, flags)
         core.traps["fault"] += 1
-        core.emit("trap", vector=vector, ip=regs.ip, probe=p)
-        try:
-            handled = p.fault_handler is not None and self._call(
-                p, "fault_handler", p.fault_handler, regs, vector)
-        except BaseException as exc:
-            self._attach(exc, regs.ip)
-            raise
+        core.emit("trap", vector=vector, ip=ip, probe=p)
+        handled = False
+        if p.fault_handler is not None:
+            try:
+                handled = p.fault_handler(p, regs, vector)
+            except BaseException as exc:
+                self._handler_raised(p, "fault_handler", regs, exc)
+                self._attach(exc, regs.ip)
+                raise
         if handled:
-            regs.flush()
-            return True
+            return regs.trap_return()
         if self.status & KPROBE_HIT_SS:
             # The copy faulted and did not complete (nothing was pushed): report the fault
-            # at the original instruction, with the original flags.
+            # at the original instruction, with the original flags.  Declining, so the
+            # machine reads the CPU: write them here.
             regs.ip = p.addr + (regs.ip - p.ainsn.slot)
             regs.flags = (regs.flags & ~X86_EFLAGS_TF) | self.old_flags
             self.unlock()

@@ -212,7 +212,7 @@ def test_breakpoint_removed_after_the_trap_rewinds_ip(km):
     p = Kprobe(symbol_name="fib")
     k.register_kprobe(p)
 
-    def racer(vector):
+    def racer(vector, ip, flags):
         k.unregister_kprobe(p)
         return False
 
