@@ -177,9 +177,11 @@ class Kprobes:
         self.table = {}             # probe address -> Kprobe or AggrKprobe
         self.armed = set()          # addresses whose byte is 0xCC now
         self.slots = InsnSlots(m.module_area)
-        # Traps taken, by kind: int3 and debug are the two of each probe hit.
-        self.traps = Counter({"int3": 0, "debug": 0, "fault": 0, "int3-foreign": 0,
-                              "int3-vanished": 0})
+        # Traps taken, by kind: int3 and debug are the two of each probe hit.  A plain
+        # dict with every kind present, not a Counter: the trap path counts twice per hit
+        # and a Counter's item update costs twice a dict's.
+        self.traps = {"int3": 0, "debug": 0, "fault": 0, "int3-foreign": 0,
+                      "int3-vanished": 0}
         self.curr_kprobe = None     # the child whose handler runs inside an aggregate
         self._enabled = True
         self.arch = arch.ArchKprobes(self)
