@@ -112,7 +112,7 @@ def dormant_cost():
             probes = [Kprobe(addr=m.symbols.lookup_name(f"never_{i}") + j)
                       for i in range(1000) for j in range(10)]
             k.register_kprobes(probes)
-            assert len(k.table) == 10_000
+            assert len(k.probes()) == 10_000     # k.table also holds the trampoline
             with_probes.append(_workload_time(m))
     t0 = statistics.median(t for t, _ in plain)
     t1 = statistics.median(t for t, _ in with_probes)
