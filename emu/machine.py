@@ -100,7 +100,7 @@ class Machine:
         self.layout = TaskLayout(self.image)
         self.module_area = ModuleArea(self.image.symbol_value("__module_area_start"),
                                       self.image.symbol_value("__module_area_end"))
-        self._kernel_text = [r for r in self.image.text_ranges]
+        self._kernel_text = list(self.image.text_ranges)
         self._modules = None
 
         # Devices
