@@ -30,27 +30,13 @@ class PtRegs:
     written, created by the first write: most views are never written) are the only
     other entries."""
 
-    def __init__(self, engine, prefetch=()):
-        """`prefetch`: register names read at once in one crossing (the trap path knows
-        it needs ip and flags)."""
-        d = self.__dict__
-        d["_engine"] = engine
-        if prefetch:
-            d.update(zip(prefetch, engine.regs(prefetch)))
-
-    @classmethod
-    def with_values(cls, engine, names, values):
-        """A view whose `names` are already known (read by the caller in its own batch)."""
-        regs = cls.__new__(cls)
-        d = regs.__dict__
-        d["_engine"] = engine
-        d.update(zip(names, values))
-        return regs
+    def __init__(self, engine):
+        self.__dict__["_engine"] = engine
 
     @classmethod
     def at_trap(cls, engine, ip, flags):
         """The view a trap handler hands out: ip and flags as the interrupt hook read
-        them (with_values, spelled out: this runs on every kprobe hit)."""
+        them (spelled out: this runs on every kprobe hit)."""
         regs = _new(cls)
         d = regs.__dict__
         d["_engine"] = engine

@@ -284,19 +284,6 @@ class Engine:
             batch = self._batches[names] = (ids, cells, ptrs)
         return batch
 
-    def reg_id(self, name):
-        return REG_IDS[name]
-
-    def raw_reg(self, rid):
-        buf = self._regbuf
-        buf.value = 0
-        uclib.uc_reg_read(self._uch, rid, ctypes.byref(buf))
-        return buf.value
-
-    def set_raw_reg(self, rid, value):
-        buf = _u64(value & 0xFFFFFFFFFFFFFFFF)
-        uclib.uc_reg_write(self._uch, rid, ctypes.byref(buf))
-
     def table_reg(self, name):
         """(base, limit) of GDTR or IDTR (base is virtual)."""
         rid = {"gdtr": x86.UC_X86_REG_GDTR, "idtr": x86.UC_X86_REG_IDTR}[name]

@@ -315,23 +315,19 @@ class Machine:
             rip = eng.reg("ip")
             self._fault = None
             status = eng.start(rip, 0, deadline)
-            if self._stop is not None:
-                reason, self._stop = self._stop, None
-                return self._result(reason, start)
-            if status:
+            if status and self._stop is None:
                 self._engine_error(status)
                 return self._result("oops", start)
-            if icount.executed < icount.deadline:
-                self._halted_cpu()
-                if self._stop is not None:
-                    reason, self._stop = self._stop, None
-                    return self._result(reason, start)
-            elif step and eng.reg("flags") & X86_EFLAGS_IF and self.text_byte(rip) == 0xFB:
-                # sti: interrupts stay blocked for one more instruction (its shadow).
-                eng.start(eng.reg("ip"), 0, icount.executed + 1)
-                if self._stop is not None:
-                    reason, self._stop = self._stop, None
-                    return self._result(reason, start)
+            if self._stop is None:
+                if icount.executed < icount.deadline:
+                    self._halted_cpu()
+                elif step and eng.reg("flags") & X86_EFLAGS_IF and \
+                        self.text_byte(rip) == 0xFB:
+                    # sti: interrupts stay blocked for one more instruction (its shadow).
+                    eng.start(eng.reg("ip"), 0, icount.executed + 1)
+            if self._stop is not None:     # a hook powered off, finished boot or oopsed
+                reason, self._stop = self._stop, None
+                return self._result(reason, start)
             if until_boot and self.booted:
                 return self._result("boot", start)
 
@@ -362,14 +358,17 @@ class Machine:
     def _engine_error(self, status):
         ip = self.engine.reg("ip")
         if self._fault is not None:
-            access, addr, _size = self._fault
-            msg = (f"{access} of physical address {addr:#x}, which has no RAM behind it, "
-                   f"at {self.symbols.format(ip)}")
+            msg = self._no_ram_message(ip)
             vector = 14
         else:
             msg = f"engine error {status} at {self.symbols.format(ip)}"
             vector = None
         self.oops = self.make_oops(vector, msg)
+
+    def _no_ram_message(self, ip):
+        access, addr, _size = self._fault
+        return (f"{access} of physical address {addr:#x}, which has no RAM behind it, "
+                f"at {self.symbols.format(ip)}")
 
     def _result(self, reason, start):
         return RunResult(reason, self.engine.icount.executed - start,
@@ -423,9 +422,7 @@ class Machine:
                 ip = eng.reg("ip")
                 if ip != self._call_ret:
                     if status and self._fault:
-                        access, faddr, _ = self._fault
-                        msg = (f"{access} of physical address {faddr:#x}, which has no "
-                               f"RAM behind it, at {self.symbols.format(ip)}")
+                        msg = self._no_ram_message(ip)
                     elif self._stop == "halt":
                         msg = f"the guest powered off inside m.call({target!r})"
                     else:
@@ -478,13 +475,12 @@ class Machine:
     @property
     def current(self):
         """The guest's `current`: %gs:PDA_pcurrent, read as the CPU would."""
-        gs = self.engine.reg("gs_base")
-        if gs == 0:
-            return None
-        return read_task(self.mem, self.layout, self.mem.u64(gs + self.layout.pda_pcurrent))
+        addr = self.current_addr
+        return read_task(self.mem, self.layout, addr) if addr else None
 
     @property
     def current_addr(self):
+        """Address of the current task_struct (0 before the per-CPU area is set up)."""
         gs = self.engine.reg("gs_base")
         return self.mem.u64(gs + self.layout.pda_pcurrent) if gs else 0
 

@@ -4,7 +4,7 @@ reads (once each) or writes (flushed when it returns)."""
 
 from kprobes import Kprobe
 
-CROSSINGS = ("reg", "set_reg", "regs", "set_regs", "raw_reg", "set_raw_reg")
+CROSSINGS = ("reg", "set_reg", "regs", "set_regs")
 
 
 def count_crossings(engine):
