@@ -1,8 +1,9 @@
 /*
- * kpemu's two Unicorn callbacks written in C: the guest clock's counter and the
- * interrupt hook's register traffic.  Both are mechanism only -- what an
- * interrupt means is decided in Python (emu/machine.py, and kprobes through its
- * trap table); this file knows neither x86 vectors nor kprobes.
+ * kpemu's C: two Unicorn callbacks -- the guest clock's counter and the
+ * interrupt hook's register traffic -- and the pt_regs view handlers get.  All
+ * three are mechanism only -- what an interrupt means is decided in Python
+ * (emu/machine.py, and kprobes through its trap table); this file knows neither
+ * x86 vectors nor kprobes, only the names of the registers.
  *
  * 1. The instruction counter (UC_HOOK_CODE on all code).
  *
@@ -34,8 +35,14 @@
  * (ip, flags) is what the CPU resumes with: each of the two is written back
  * natively when it differs from the CPU's (re-read: two native reads cost
  * nothing, and a handler may have run guest code in between); True writes
- * nothing (nothing changed, or the handler wrote registers itself).  The table is the host's own dict of lists,
- * read afresh at every interrupt, so registering a handler needs no call here.
+ * nothing (nothing changed, or the handler wrote registers itself).  The
+ * table is the host's own dict of lists, read afresh at every interrupt, so
+ * registering a handler needs no call here.
+ *
+ * A handler in the list may also be a C function (a CTrapHandler, emu/kpemu.h):
+ * it is called with ip and flags as C integers and gives them back the same
+ * way, with no Python object made for either -- kprobes' trap path registers
+ * itself like that.
  *
  * An exception raised by a handler is kept here (the first one wins) for the
  * host to take and re-raise once emu_start returns, and the guest is stopped
@@ -51,22 +58,22 @@
  * callback takes it again with PyGILState_Ensure, which nests: each level
  * releases exactly what it took.  Everything a level needs lives on its own C
  * stack, so the same hook object serves every level.
+ *
+ * 3. The pt_regs view (emu.cpu.PtRegs), below with its own comment: registers
+ * read and written natively, lazily, by Linux's pt_regs names.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <inttypes.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef int (*uc_reg_fn)(void *uc, int regid, void *value);
-typedef int (*uc_stop_fn)(void *uc);
+#include "kpemu.h"
 
 /* -- 1. the instruction counter ------------------------------------------ */
 
-struct kpemu_icount {
-	uint64_t executed;		/* guest instructions executed */
-	uint64_t deadline;		/* stop before an instruction once executed >= deadline */
-	uc_stop_fn emu_stop;		/* uc_emu_stop, filled in by the host */
-	uint64_t stops;			/* how many stops this hook requested */
-};
 
 static void kpemu_icount_hook(void *uc, uint64_t address, uint32_t size,
 			      void *user_data)
@@ -119,49 +126,104 @@ static void keep_error(InterruptHook *h)
 	h->icount->deadline = h->icount->executed;
 }
 
-/* The handlers of table[vector] in order, then the fallback: a new reference to
- * the first true result (or to the fallback's result), NULL with an exception
- * set when one raised.  args[-1] is scratch space (PY_VECTORCALL_ARGUMENTS_OFFSET:
- * a bound method then needs no new argument array). */
-static PyObject *dispatch(InterruptHook *h, PyObject **args)
+/* A C trap handler in the trap table: the function of a kpemu_trap_handler
+ * capsule and its owner (emu/kpemu.h). */
+typedef struct {
+	PyObject_HEAD
+	int (*fn)(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t *flags);
+	PyObject *owner;
+	vectorcallfunc vectorcall;
+} CTrapHandler;
+
+static PyTypeObject CTrapHandlerType;
+
+/* What a Python handler returned, as a KPEMU_TRAP_* code (steals `res`). */
+static int python_result(PyObject *res, uint64_t *ip, uint64_t *flags)
 {
-	const size_t nargsf = 3 | PY_VECTORCALL_ARGUMENTS_OFFSET;
-	PyObject *handlers, *res;
+	int code;
+
+	if (res == NULL)
+		return -1;
+	if (PyTuple_Check(res) && PyTuple_GET_SIZE(res) == 2) {
+		*ip = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(res, 0));
+		*flags = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(res, 1));
+		code = PyErr_Occurred() ? -1 : KPEMU_TRAP_RESUME;
+	} else {
+		code = PyObject_IsTrue(res);	/* -1, DECLINE or HANDLED */
+	}
+	Py_DECREF(res);
+	return code;
+}
+
+/* A Python handler (or the fallback) called with (vector, ip, flags); the
+ * arguments are made once, at the first Python handler.  args[-1] is scratch
+ * space (PY_VECTORCALL_ARGUMENTS_OFFSET: a bound method then needs no new
+ * argument array). */
+static int call_python(PyObject *fn, PyObject **args, unsigned int intno, uint64_t *ip,
+		       uint64_t *flags)
+{
+	if (args[0] == NULL) {
+		args[0] = PyLong_FromUnsignedLong(intno);
+		args[1] = PyLong_FromUnsignedLongLong(*ip);
+		args[2] = PyLong_FromUnsignedLongLong(*flags);
+		if (args[0] == NULL || args[1] == NULL || args[2] == NULL)
+			return -1;
+	}
+	return python_result(PyObject_Vectorcall(fn, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+						 NULL), ip, flags);
+}
+
+/* The handlers of table[vector] in order, then the fallback: the first
+ * KPEMU_TRAP_* code that is not DECLINE (or the fallback's), -1 with an
+ * exception set when one raised.  *ip and *flags hold the trapped values and
+ * receive the ones to resume with. */
+static int dispatch(InterruptHook *h, unsigned int intno, uint64_t *ip, uint64_t *flags)
+{
+	PyObject *argv[4] = {NULL}, **args = argv + 1, *key, *handlers;
 	Py_ssize_t i;
+	int code = KPEMU_TRAP_DECLINE;
 
 	if (h->table == NULL || h->fallback == NULL) {	/* cleared by the GC */
 		PyErr_SetString(PyExc_RuntimeError, "kpemu: interrupt hook used after its engine");
-		return NULL;
+		return -1;
 	}
-	handlers = PyDict_GetItemWithError(h->table, args[0]);
+	key = PyLong_FromUnsignedLong(intno);
+	if (key == NULL)
+		return -1;
+	handlers = PyDict_GetItemWithError(h->table, key);
+	Py_DECREF(key);
 	if (handlers == NULL && PyErr_Occurred())
-		return NULL;
+		return -1;
 	if (handlers != NULL && PyList_Check(handlers)) {
 		Py_INCREF(handlers);
 		/* Like a Python for loop: the list may change under a handler. */
-		for (i = 0; i < PyList_GET_SIZE(handlers); i++) {
+		for (i = 0; code == KPEMU_TRAP_DECLINE && i < PyList_GET_SIZE(handlers); i++) {
 			PyObject *fn = PyList_GET_ITEM(handlers, i);
-			int claimed;
 
 			Py_INCREF(fn);
-			res = PyObject_Vectorcall(fn, args, nargsf, NULL);
+			if (Py_IS_TYPE(fn, &CTrapHandlerType)) {
+				CTrapHandler *th = (CTrapHandler *)fn;
+				/* later handlers see ip and flags as trapped */
+				uint64_t new_ip = *ip, new_flags = *flags;
+
+				code = th->fn(th->owner, intno, &new_ip, &new_flags);
+				if (code == KPEMU_TRAP_RESUME) {
+					*ip = new_ip;
+					*flags = new_flags;
+				}
+			} else {
+				code = call_python(fn, args, intno, ip, flags);
+			}
 			Py_DECREF(fn);
-			if (res == NULL) {
-				Py_DECREF(handlers);
-				return NULL;
-			}
-			claimed = PyObject_IsTrue(res);
-			if (claimed != 0) {
-				Py_DECREF(handlers);
-				if (claimed < 0)
-					Py_CLEAR(res);
-				return res;
-			}
-			Py_DECREF(res);
 		}
 		Py_DECREF(handlers);
 	}
-	return PyObject_Vectorcall(h->fallback, args, nargsf, NULL);
+	if (code == KPEMU_TRAP_DECLINE)
+		code = call_python(h->fallback, args, intno, ip, flags);
+	Py_XDECREF(args[0]);
+	Py_XDECREF(args[1]);
+	Py_XDECREF(args[2]);
+	return code;
 }
 
 static void kpemu_intr_hook(void *uc, uint32_t intno, void *user_data)
@@ -169,7 +231,7 @@ static void kpemu_intr_hook(void *uc, uint32_t intno, void *user_data)
 	InterruptHook *h = user_data;
 	uint64_t ip = 0, flags = 0;	/* zeroed: EFLAGS reads fill only 4 bytes */
 	PyGILState_STATE gil;
-	PyObject *argv[4] = {NULL}, **args = argv + 1, *res = NULL;
+	int code;
 
 	h->reg_read(uc, h->ip_id, &ip);
 	h->reg_read(uc, h->flags_id, &flags);
@@ -177,41 +239,133 @@ static void kpemu_intr_hook(void *uc, uint32_t intno, void *user_data)
 	gil = PyGILState_Ensure();
 	h->calls++;
 	Py_INCREF(h);			/* a handler may drop the last other reference */
-	args[0] = PyLong_FromUnsignedLong(intno);
-	args[1] = PyLong_FromUnsignedLongLong(ip);
-	args[2] = PyLong_FromUnsignedLongLong(flags);
-	if (args[0] != NULL && args[1] != NULL && args[2] != NULL)
-		res = dispatch(h, args);
-	Py_XDECREF(args[0]);
-	Py_XDECREF(args[1]);
-	Py_XDECREF(args[2]);
-
-	if (res == NULL) {
+	code = dispatch(h, intno, &ip, &flags);
+	if (code < 0) {
 		keep_error(h);
-	} else if (PyTuple_Check(res) && PyTuple_GET_SIZE(res) == 2) {
-		uint64_t new_ip, new_flags;
+	} else if (code == KPEMU_TRAP_RESUME) {
+		uint64_t now;
 
-		new_ip = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(res, 0));
-		new_flags = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(res, 1));
-		if (PyErr_Occurred()) {
-			keep_error(h);
-		} else {
-			/* Compared with the CPU as it is now, not as trapped: a
-			 * handler may have run guest code (nested emu_start). */
-			flags = 0;	/* EFLAGS reads fill only 4 bytes */
-			h->reg_read(uc, h->flags_id, &flags);
-			if (new_flags != flags)
-				h->reg_write(uc, h->flags_id, &new_flags);
-			ip = 0;
-			h->reg_read(uc, h->ip_id, &ip);
-			if (new_ip != ip)
-				h->reg_write(uc, h->ip_id, &new_ip);
-		}
+		/* Compared with the CPU as it is now, not as trapped: a handler
+		 * may have run guest code (nested emu_start). */
+		now = 0;	/* EFLAGS reads fill only 4 bytes */
+		h->reg_read(uc, h->flags_id, &now);
+		if (flags != now)
+			h->reg_write(uc, h->flags_id, &flags);
+		now = 0;
+		h->reg_read(uc, h->ip_id, &now);
+		if (ip != now)
+			h->reg_write(uc, h->ip_id, &ip);
 	}
-	Py_XDECREF(res);
 	Py_DECREF(h);
 	PyGILState_Release(gil);
 }
+
+/* Called from Python (a direct call, a test): the same contract as a Python
+ * handler -- False, True or (ip, flags). */
+static PyObject *cth_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+				PyObject *kwnames)
+{
+	CTrapHandler *th = (CTrapHandler *)self;
+	unsigned long vector;
+	uint64_t ip, flags;
+	int code;
+
+	if (PyVectorcall_NARGS(nargsf) != 3 || kwnames != NULL) {
+		PyErr_SetString(PyExc_TypeError, "a trap handler takes (vector, ip, flags)");
+		return NULL;
+	}
+	vector = PyLong_AsUnsignedLong(args[0]);
+	ip = PyLong_AsUnsignedLongLongMask(args[1]);
+	flags = PyLong_AsUnsignedLongLongMask(args[2]);
+	if (PyErr_Occurred())
+		return NULL;
+	code = th->fn(th->owner, (unsigned int)vector, &ip, &flags);
+	if (code < 0)
+		return NULL;
+	if (code == KPEMU_TRAP_RESUME)
+		return Py_BuildValue("(KK)", (unsigned long long)ip, (unsigned long long)flags);
+	return PyBool_FromLong(code == KPEMU_TRAP_HANDLED);
+}
+
+static PyObject *cth_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = {"capsule", "owner", NULL};
+	PyObject *capsule, *owner;
+	struct kpemu_trap_handler *spec;
+	CTrapHandler *th;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:CTrapHandler", kwlist, &capsule, &owner))
+		return NULL;
+	spec = PyCapsule_GetPointer(capsule, KPEMU_TRAP_CAPSULE);
+	if (spec == NULL)
+		return NULL;
+	th = (CTrapHandler *)type->tp_alloc(type, 0);
+	if (th == NULL)
+		return NULL;
+	th->fn = spec->fn;
+	Py_INCREF(owner);
+	th->owner = owner;
+	th->vectorcall = cth_vectorcall;
+	return (PyObject *)th;
+}
+
+static int cth_traverse(CTrapHandler *th, visitproc visit, void *arg)
+{
+	Py_VISIT(th->owner);
+	return 0;
+}
+
+static int cth_clear(CTrapHandler *th)
+{
+	Py_CLEAR(th->owner);
+	return 0;
+}
+
+static void cth_dealloc(CTrapHandler *th)
+{
+	PyObject_GC_UnTrack(th);
+	Py_CLEAR(th->owner);
+	Py_TYPE(th)->tp_free((PyObject *)th);
+}
+
+static PyObject *cth_richcompare(PyObject *a, PyObject *b, int op)
+{
+	int same;
+
+	if (!Py_IS_TYPE(b, &CTrapHandlerType) || (op != Py_EQ && op != Py_NE))
+		Py_RETURN_NOTIMPLEMENTED;
+	same = ((CTrapHandler *)a)->fn == ((CTrapHandler *)b)->fn &&
+	       ((CTrapHandler *)a)->owner == ((CTrapHandler *)b)->owner;
+	return PyBool_FromLong(op == Py_EQ ? same : !same);
+}
+
+static PyObject *cth_repr(CTrapHandler *th)
+{
+	return PyUnicode_FromFormat("<C trap handler of %R>", th->owner);
+}
+
+static PyMemberDef cth_members[] = {
+	{"owner", T_OBJECT, offsetof(CTrapHandler, owner), READONLY, "what the handler serves"},
+	{NULL},
+};
+
+static PyTypeObject CTrapHandlerType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "emu._fastpath.CTrapHandler",
+	.tp_doc = "CTrapHandler(capsule, owner): a trap handler written in C (emu/kpemu.h),\n"
+		  "for the engine's trap table; callable as fn(vector, ip, flags).",
+	.tp_basicsize = sizeof(CTrapHandler),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+	.tp_vectorcall_offset = offsetof(CTrapHandler, vectorcall),
+	.tp_call = PyVectorcall_Call,
+	.tp_new = cth_new,
+	.tp_traverse = (traverseproc)cth_traverse,
+	.tp_clear = (inquiry)cth_clear,
+	.tp_dealloc = (destructor)cth_dealloc,
+	.tp_richcompare = cth_richcompare,
+	.tp_repr = (reprfunc)cth_repr,
+	.tp_members = cth_members,
+};
 
 static int ih_init(InterruptHook *self, PyObject *args, PyObject *kwds)
 {
@@ -324,6 +478,469 @@ static PyTypeObject InterruptHookType = {
 	.tp_getset = ih_getset,
 };
 
+/* -- 3. the pt_regs view ------------------------------------------------- */
+
+/*
+ * What every kprobe handler gets as `regs` (emu/cpu.py documents it): the CPU's
+ * registers by Linux's x86_64 pt_regs names, read lazily and written back when
+ * the handler returns.  A register is read from Unicorn natively the first time
+ * it is asked for, then kept; a write is kept and marked, and flush() (or
+ * trap_return() on the trap path) writes the marked ones natively.  A view costs
+ * no Unicorn call unless a register is used, and a used register costs one
+ * native call instead of a ctypes crossing.
+ *
+ * RegFile is the engine's half: the uc handle, uc_reg_read/uc_reg_write and the
+ * Unicorn id of each pt_regs register; it keeps the Uc object alive.
+ */
+
+#define NREGS 20
+enum { REG_IP = 15, REG_FLAGS = 17 };
+
+/* Linux's struct pt_regs order (orig_ax aside). */
+static const char *const reg_names[NREGS] = {
+	"r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8",
+	"ax", "cx", "dx", "si", "di", "ip", "cs", "flags", "sp", "ss",
+};
+/* The 2.6-era spellings, which handlers written for 2.6.13 use. */
+static const char *const reg_aliases[][2] = {
+	{"rax", "ax"}, {"rbx", "bx"}, {"rcx", "cx"}, {"rdx", "dx"}, {"rsi", "si"},
+	{"rdi", "di"}, {"rbp", "bp"}, {"rsp", "sp"}, {"rip", "ip"}, {"eflags", "flags"},
+};
+
+static PyObject *reg_index;		/* dict: name or alias -> index */
+static PyObject *reg_name_objs[NREGS];	/* the canonical names, interned */
+
+typedef struct {
+	PyObject_HEAD
+	PyObject *owner;		/* the Uc object: keeps the handle valid */
+	void *uc;
+	uc_reg_fn reg_read;
+	uc_reg_fn reg_write;
+	int ids[NREGS];
+} RegFile;
+
+static int rf_init(RegFile *self, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = {"owner", "uc", "reg_read", "reg_write", "ids", NULL};
+	PyObject *owner, *ids;
+	unsigned long long uc, rd, wr;
+	int i;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKKO!", kwlist, &owner, &uc, &rd, &wr,
+					 &PyDict_Type, &ids))
+		return -1;
+	if (!uc || !rd || !wr) {
+		PyErr_SetString(PyExc_ValueError, "null address");
+		return -1;
+	}
+	for (i = 0; i < NREGS; i++) {
+		PyObject *id = PyDict_GetItemWithError(ids, reg_name_objs[i]);
+
+		if (id == NULL) {
+			if (!PyErr_Occurred())
+				PyErr_Format(PyExc_KeyError, "no Unicorn id for register %s",
+					     reg_names[i]);
+			return -1;
+		}
+		self->ids[i] = (int)PyLong_AsLong(id);
+		if (PyErr_Occurred())
+			return -1;
+	}
+	Py_INCREF(owner);
+	Py_XSETREF(self->owner, owner);
+	self->uc = (void *)(uintptr_t)uc;
+	self->reg_read = (uc_reg_fn)(uintptr_t)rd;
+	self->reg_write = (uc_reg_fn)(uintptr_t)wr;
+	return 0;
+}
+
+static void rf_dealloc(RegFile *self)
+{
+	Py_CLEAR(self->owner);
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject RegFileType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "emu._fastpath.RegFile",
+	.tp_doc = "RegFile(owner, uc, reg_read, reg_write, ids)\n"
+		  "The engine's registers for pt_regs views (see _fastpath.c).",
+	.tp_basicsize = sizeof(RegFile),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)rf_init,
+	.tp_dealloc = (destructor)rf_dealloc,
+};
+
+typedef struct {
+	PyObject_HEAD
+	RegFile *rf;
+	uint32_t valid;			/* registers read (or written) so far */
+	uint32_t dirty;			/* registers written, not yet flushed */
+	uint64_t val[NREGS];
+} PtRegsObject;
+
+static PyTypeObject PtRegsType;
+
+static PtRegsObject *pr_alloc(PyTypeObject *type, PyObject *engine)
+{
+	static PyObject *regfile_name;
+	PyObject *rf;
+	PtRegsObject *r;
+
+	if (regfile_name == NULL &&
+	    (regfile_name = PyUnicode_InternFromString("regfile")) == NULL)
+		return NULL;
+	rf = PyObject_GetAttr(engine, regfile_name);
+	if (rf == NULL && PyErr_ExceptionMatches(PyExc_AttributeError))
+		PyErr_Clear();
+	else if (rf == NULL)
+		return NULL;
+	if (rf == NULL || !PyObject_TypeCheck(rf, &RegFileType)) {
+		PyErr_Format(PyExc_TypeError, "PtRegs needs an emu engine (with a RegFile), not %R",
+			     engine);
+		Py_XDECREF(rf);
+		return NULL;
+	}
+	r = (PtRegsObject *)type->tp_alloc(type, 0);
+	if (r == NULL) {
+		Py_DECREF(rf);
+		return NULL;
+	}
+	r->rf = (RegFile *)rf;		/* takes the reference */
+	return r;
+}
+
+static PyObject *pr_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+	PyObject *engine;
+
+	if (!PyArg_ParseTuple(args, "O:PtRegs", &engine))
+		return NULL;
+	if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
+		PyErr_SetString(PyExc_TypeError, "PtRegs(engine) takes no keyword arguments");
+		return NULL;
+	}
+	return (PyObject *)pr_alloc(type, engine);
+}
+
+/* PtRegs.at_trap(engine, ip, flags): the view a trap handler hands out, with ip
+ * and flags as the interrupt hook read them. */
+static PyObject *pr_at_trap(PyObject *type, PyObject *const *args, Py_ssize_t nargs)
+{
+	PtRegsObject *r;
+	uint64_t ip, flags;
+
+	if (nargs != 3) {
+		PyErr_SetString(PyExc_TypeError, "at_trap(engine, ip, flags)");
+		return NULL;
+	}
+	ip = PyLong_AsUnsignedLongLongMask(args[1]);
+	flags = PyLong_AsUnsignedLongLongMask(args[2]);
+	if (PyErr_Occurred())
+		return NULL;
+	r = pr_alloc((PyTypeObject *)type, args[0]);
+	if (r == NULL)
+		return NULL;
+	r->val[REG_IP] = ip;
+	r->val[REG_FLAGS] = flags;
+	r->valid = (1u << REG_IP) | (1u << REG_FLAGS);
+	return (PyObject *)r;
+}
+
+static void pr_dealloc(PtRegsObject *r)
+{
+	Py_CLEAR(r->rf);
+	Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+/* Index of a register name or alias; -1 (no exception) when it is none. */
+static int reg_lookup(PyObject *name)
+{
+	PyObject *idx;
+
+	if (!PyUnicode_Check(name))
+		return -1;
+	idx = PyDict_GetItemWithError(reg_index, name);
+	if (idx == NULL) {
+		PyErr_Clear();
+		return -1;
+	}
+	return (int)PyLong_AsLong(idx);
+}
+
+static uint64_t reg_get(PtRegsObject *r, int i)
+{
+	if (!(r->valid & (1u << i))) {
+		uint64_t v = 0;		/* EFLAGS and selectors fill only part of it */
+
+		r->rf->reg_read(r->rf->uc, r->rf->ids[i], &v);
+		r->val[i] = v;
+		r->valid |= 1u << i;
+	}
+	return r->val[i];
+}
+
+static PyObject *no_register(PyObject *name)
+{
+	PyErr_Format(PyExc_AttributeError, "pt_regs has no register %R", name);
+	return NULL;
+}
+
+static int reg_set(PtRegsObject *r, int i, PyObject *value)
+{
+	PyObject *num;
+	uint64_t v;
+
+	if (value == NULL) {
+		PyErr_Format(PyExc_TypeError, "a pt_regs register cannot be deleted: %s",
+			     reg_names[i]);
+		return -1;
+	}
+	num = PyNumber_Index(value);	/* an integer: a float or a string is a bug */
+	if (num == NULL)
+		return -1;
+	v = PyLong_AsUnsignedLongLongMask(num);	/* & 0xffffffffffffffff */
+	Py_DECREF(num);
+	if (PyErr_Occurred())
+		return -1;
+	r->val[i] = v;
+	r->valid |= 1u << i;
+	r->dirty |= 1u << i;
+	return 0;
+}
+
+/* Registers are getset descriptors (the closure is the index), so attribute
+ * access stays the generic one -- and method calls on a view stay fast. */
+static PyObject *pr_get(PtRegsObject *r, void *closure)
+{
+	return PyLong_FromUnsignedLongLong(reg_get(r, (int)(intptr_t)closure));
+}
+
+static int pr_set(PtRegsObject *r, PyObject *value, void *closure)
+{
+	return reg_set(r, (int)(intptr_t)closure, value);
+}
+
+static PyGetSetDef pr_getset[NREGS + sizeof(reg_aliases) / sizeof(reg_aliases[0]) + 1];
+
+/* Writing a name that is not a register is a typo, not a new attribute. */
+static int pr_setattro(PyObject *r, PyObject *name, PyObject *value)
+{
+	int rc = PyObject_GenericSetAttr(r, name, value);
+
+	if (rc < 0 && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+		PyErr_Clear();
+		no_register(name);
+	}
+	return rc;
+}
+
+static void pr_write_dirty(PtRegsObject *r)
+{
+	int i;
+
+	for (i = 0; i < NREGS; i++)
+		if (r->dirty & (1u << i))
+			r->rf->reg_write(r->rf->uc, r->rf->ids[i], &r->val[i]);
+	r->dirty = 0;
+}
+
+static PyObject *pr_flush(PtRegsObject *r, PyObject *unused)
+{
+	pr_write_dirty(r);
+	Py_RETURN_NONE;
+}
+
+static int api_regs_trap_return(PyObject *regs, uint64_t *ip, uint64_t *flags);
+
+static PyObject *pr_trap_return(PtRegsObject *r, PyObject *unused)
+{
+	uint64_t ip, flags;
+
+	if (api_regs_trap_return((PyObject *)r, &ip, &flags) < 0)
+		return NULL;
+	return Py_BuildValue("(KK)", (unsigned long long)ip, (unsigned long long)flags);
+}
+
+static PyObject *pr_refresh(PtRegsObject *r, PyObject *unused)
+{
+	pr_write_dirty(r);
+	r->valid = 0;
+	Py_RETURN_NONE;
+}
+
+static PyObject *pr_as_dict(PtRegsObject *r, PyObject *unused)
+{
+	PyObject *d = PyDict_New();
+	int i;
+
+	if (d == NULL)
+		return NULL;
+	for (i = 0; i < NREGS; i++) {
+		PyObject *v = PyLong_FromUnsignedLongLong(reg_get(r, i));
+
+		if (v == NULL || PyDict_SetItem(d, reg_name_objs[i], v) < 0) {
+			Py_XDECREF(v);
+			Py_DECREF(d);
+			return NULL;
+		}
+		Py_DECREF(v);
+	}
+	return d;
+}
+
+static PyObject *pr_repr(PtRegsObject *r)
+{
+	static const int shown[] = {REG_IP, 18, 4, 10, 14, 13, REG_FLAGS};	/* ip sp bp ax di si flags */
+	char buf[256];
+	size_t i, n = 0;
+
+	n += snprintf(buf + n, sizeof(buf) - n, "<pt_regs");
+	for (i = 0; i < sizeof(shown) / sizeof(shown[0]); i++)
+		n += snprintf(buf + n, sizeof(buf) - n, " %s=%#" PRIx64, reg_names[shown[i]],
+			      reg_get(r, shown[i]));
+	snprintf(buf + n, sizeof(buf) - n, ">");
+	return PyUnicode_FromString(buf);
+}
+
+static PyObject *pr_subscript(PtRegsObject *r, PyObject *name)
+{
+	int i = reg_lookup(name);
+
+	if (i < 0) {
+		PyErr_Format(PyExc_KeyError, "pt_regs has no register %R", name);
+		return NULL;
+	}
+	return PyLong_FromUnsignedLongLong(reg_get(r, i));
+}
+
+static int pr_ass_subscript(PtRegsObject *r, PyObject *name, PyObject *value)
+{
+	if (reg_lookup(name) < 0) {
+		PyErr_Format(PyExc_KeyError, "pt_regs has no register %R", name);
+		return -1;
+	}
+	return reg_set(r, reg_lookup(name), value);
+}
+
+static PyMappingMethods pr_mapping = {
+	.mp_subscript = (binaryfunc)pr_subscript,
+	.mp_ass_subscript = (objobjargproc)pr_ass_subscript,
+};
+
+static PyMethodDef pr_methods[] = {
+	{"at_trap", (PyCFunction)(void (*)(void))pr_at_trap, METH_FASTCALL | METH_CLASS,
+	 "at_trap(engine, ip, flags): the view a trap handler hands out."},
+	{"trap_return", (PyCFunction)pr_trap_return, METH_NOARGS,
+	 "Write the changed registers other than ip and flags, and return (ip, flags)\n"
+	 "for the interrupt hook to write."},
+	{"flush", (PyCFunction)pr_flush, METH_NOARGS, "Write the changed registers."},
+	{"refresh", (PyCFunction)pr_refresh, METH_NOARGS,
+	 "Write the changed registers and forget the values read (the CPU moved on)."},
+	{"as_dict", (PyCFunction)pr_as_dict, METH_NOARGS, "Every register, by name."},
+	{NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PtRegsType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "emu.cpu.PtRegs",
+	.tp_doc = "PtRegs(engine): writable view of the CPU registers by pt_regs names\n"
+		  "(regs.ax, regs.rax and regs[\"ax\"] are one); see emu/cpu.py.",
+	.tp_basicsize = sizeof(PtRegsObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_new = pr_new,
+	.tp_dealloc = (destructor)pr_dealloc,
+	.tp_setattro = pr_setattro,
+	.tp_getset = pr_getset,
+	.tp_repr = (reprfunc)pr_repr,
+	.tp_as_mapping = &pr_mapping,
+	.tp_methods = pr_methods,
+};
+
+/* -- the C API (emu/kpemu.h) for C trap handlers ------------------------- */
+
+static PyObject *api_regs_at_trap(PyObject *regfile, uint64_t ip, uint64_t flags)
+{
+	PtRegsObject *r;
+
+	if (!PyObject_TypeCheck(regfile, &RegFileType)) {
+		PyErr_SetString(PyExc_TypeError, "regs_at_trap needs an emu._fastpath.RegFile");
+		return NULL;
+	}
+	r = (PtRegsObject *)PtRegsType.tp_alloc(&PtRegsType, 0);
+	if (r == NULL)
+		return NULL;
+	Py_INCREF(regfile);
+	r->rf = (RegFile *)regfile;
+	r->val[REG_IP] = ip;
+	r->val[REG_FLAGS] = flags;
+	r->valid = (1u << REG_IP) | (1u << REG_FLAGS);
+	return (PyObject *)r;
+}
+
+static int api_regs_trap_return(PyObject *regs, uint64_t *ip, uint64_t *flags)
+{
+	PtRegsObject *r = (PtRegsObject *)regs;
+
+	if (!PyObject_TypeCheck(regs, &PtRegsType)) {
+		PyErr_SetString(PyExc_TypeError, "regs_trap_return needs a PtRegs");
+		return -1;
+	}
+	*ip = reg_get(r, REG_IP);
+	*flags = reg_get(r, REG_FLAGS);
+	r->dirty &= ~((1u << REG_IP) | (1u << REG_FLAGS));
+	pr_write_dirty(r);
+	return 0;
+}
+
+static struct kpemu_api c_api = {
+	.regs_at_trap = api_regs_at_trap,
+	.regs_trap_return = api_regs_trap_return,
+};
+
+static int init_reg_index(void)
+{
+	size_t i, n = 0;
+
+	reg_index = PyDict_New();
+	if (reg_index == NULL)
+		return -1;
+	for (i = 0; i < NREGS; i++) {
+		PyObject *idx = PyLong_FromSize_t(i);
+
+		reg_name_objs[i] = PyUnicode_InternFromString(reg_names[i]);
+		if (idx == NULL || reg_name_objs[i] == NULL ||
+		    PyDict_SetItem(reg_index, reg_name_objs[i], idx) < 0) {
+			Py_XDECREF(idx);
+			return -1;
+		}
+		Py_DECREF(idx);
+	}
+	for (i = 0; i < sizeof(reg_aliases) / sizeof(reg_aliases[0]); i++) {
+		PyObject *idx = PyDict_GetItemString(reg_index, reg_aliases[i][1]);
+
+		if (idx == NULL || PyDict_SetItemString(reg_index, reg_aliases[i][0], idx) < 0)
+			return -1;
+	}
+	/* the getset table, filled before PyType_Ready reads it */
+	for (i = 0; i < NREGS; i++) {
+		pr_getset[n].name = reg_names[i];
+		pr_getset[n].get = (getter)pr_get;
+		pr_getset[n].set = (setter)pr_set;
+		pr_getset[n++].closure = (void *)(intptr_t)i;
+	}
+	for (i = 0; i < sizeof(reg_aliases) / sizeof(reg_aliases[0]); i++) {
+		int target = (int)PyLong_AsLong(PyDict_GetItemString(reg_index, reg_aliases[i][1]));
+
+		pr_getset[n].name = reg_aliases[i][0];
+		pr_getset[n].get = (getter)pr_get;
+		pr_getset[n].set = (setter)pr_set;
+		pr_getset[n++].closure = (void *)(intptr_t)target;
+	}
+	return 0;
+}
+
 /* -- module -------------------------------------------------------------- */
 
 static PyObject *icount_hook_address(PyObject *self, PyObject *unused)
@@ -353,24 +970,33 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
 	PyModuleDef_HEAD_INIT, "_fastpath",
-	"kpemu's C Unicorn callbacks: instruction counter, interrupt register traffic "
+	"kpemu's C: instruction counter, interrupt register traffic, the pt_regs view "
 	"(see _fastpath.c).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
-	PyObject *m;
+	PyObject *m, *api;
 
-	if (PyType_Ready(&InterruptHookType) < 0)
+	if (init_reg_index() < 0 || PyType_Ready(&InterruptHookType) < 0 ||
+	    PyType_Ready(&CTrapHandlerType) < 0 ||
+	    PyType_Ready(&RegFileType) < 0 || PyType_Ready(&PtRegsType) < 0)
 		return NULL;
 	m = PyModule_Create(&module);
 	if (m == NULL)
 		return NULL;
-	Py_INCREF(&InterruptHookType);
-	if (PyModule_AddObject(m, "InterruptHook", (PyObject *)&InterruptHookType) < 0) {
-		Py_DECREF(&InterruptHookType);
-		Py_DECREF(m);
-		return NULL;
+	if (PyModule_AddObjectRef(m, "InterruptHook", (PyObject *)&InterruptHookType) < 0 ||
+	    PyModule_AddObjectRef(m, "CTrapHandler", (PyObject *)&CTrapHandlerType) < 0 ||
+	    PyModule_AddObjectRef(m, "RegFile", (PyObject *)&RegFileType) < 0 ||
+	    PyModule_AddObjectRef(m, "PtRegs", (PyObject *)&PtRegsType) < 0)
+		goto fail;
+	api = PyCapsule_New(&c_api, KPEMU_API_CAPSULE, NULL);
+	if (api == NULL || PyModule_AddObject(m, "_C_API", api) < 0) {
+		Py_XDECREF(api);
+		goto fail;
 	}
 	return m;
+fail:
+	Py_DECREF(m);
+	return NULL;
 }

@@ -4,7 +4,9 @@ The clock is the instruction count (emu/_fastpath.c counts every instruction Uni
 Anything the host runs for its own purposes -- a kprobe's int3, a jump out of an instruction
 slot, guest code a handler runs through m.call -- is taken back out with discount() or run
 under frozen(), so a probed run is scheduled exactly like the unprobed one: the same PIT
-ticks at the same guest instructions.  `hidden` totals what was taken out.
+ticks at the same guest instructions.  `hidden` totals what was taken out.  Both live in the
+C counter struct (emu/kpemu_icount.h), which C code outside emu may adjust too: kprobes'
+trap path takes its int3s out there (`counter`).
 
 Must not import: unicorn, kprobes.
 """
@@ -15,8 +17,18 @@ from contextlib import contextmanager
 class Clock:
     def __init__(self, engine):
         self._icount = engine.icount
-        self.hidden = 0          # instructions executed on the guest's behalf, not counted
         self.idle = 0            # clock advanced by hlt (no instruction ran)
+
+    @property
+    def hidden(self):
+        """Instructions executed on the guest's behalf and taken back out of the clock."""
+        return self._icount.hidden
+
+    @property
+    def counter(self):
+        """The C counter struct itself (a ctypes object): for C code that takes host work
+        out of the clock without a Python call, as discount() does (keep a reference)."""
+        return self._icount
 
     @property
     def now(self):
@@ -45,7 +57,7 @@ class Clock:
         """Take back `n` instructions just executed for the host (e.g. an int3 the
         kprobes layer handled).  Runs inside hooks: cheap, no Unicorn call."""
         self._icount.executed -= n
-        self.hidden += n
+        self._icount.hidden += n
 
     @contextmanager
     def frozen(self):
@@ -56,6 +68,6 @@ class Clock:
         try:
             yield
         finally:
-            self.hidden += icount.executed - executed
+            icount.hidden += icount.executed - executed
             icount.executed = executed
             icount.deadline = deadline

@@ -64,9 +64,9 @@ for _f in (uclib.uc_vmem_read, uclib.uc_vmem_write, uclib.uc_vmem_translate):
 
 
 class _ICount(ctypes.Structure):
-    """ctypes mirror of struct kpemu_icount in _fastpath.c."""
+    """ctypes mirror of struct kpemu_icount (emu/kpemu_icount.h)."""
     _fields_ = [("executed", _u64), ("deadline", _u64), ("emu_stop", ctypes.c_void_p),
-                ("stops", _u64)]
+                ("stops", _u64), ("hidden", _u64)]
 
 
 assert ctypes.sizeof(_ICount) == _fastpath.icount_struct_size()
@@ -117,7 +117,7 @@ class Engine:
         self.uc.mem_map_ptr(0, ram_size, uc_const.UC_PROT_ALL, ctypes.addressof(self._ram_obj))
 
         self._cbs = []  # keep the ctypes callbacks alive
-        self.icount = _ICount(0, NEVER, _address(uclib.uc_emu_stop), 0)
+        self.icount = _ICount(0, NEVER, _address(uclib.uc_emu_stop), 0, 0)
         self._add_hook(uc_const.UC_HOOK_CODE, ctypes.c_void_p(_fastpath.icount_hook_address()),
                        ctypes.byref(self.icount))
 
@@ -204,6 +204,10 @@ class Engine:
             x86.UC_X86_REG_RIP, x86.UC_X86_REG_EFLAGS)
         self._add_hook(uc_const.UC_HOOK_INTR, ctypes.c_void_p(_fastpath.intr_hook_address()),
                        ctypes.c_void_p(self._intr_hook.user_data))
+        # What emu.cpu.PtRegs views read and write registers through, natively.
+        self.regfile = _fastpath.RegFile(
+            self.uc, ctypes.cast(self._uch, ctypes.c_void_p).value,
+            _address(uclib.uc_reg_read), _address(uclib.uc_reg_write), REG_IDS)
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_OUT(self._guard(out)), None, 1, 0,
                        ctypes.c_int(x86.UC_X86_INS_OUT))
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_IN(self._guard(in_, 0)), None, 1, 0,

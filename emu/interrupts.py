@@ -10,6 +10,7 @@ Must not import: unicorn, kprobes.
 
 import struct
 
+from emu._fastpath import CTrapHandler  # noqa: F401 - re-exported: a trap handler in C
 from emu.errors import MachineError
 
 X86_EFLAGS_TF = 0x100

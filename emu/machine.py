@@ -255,7 +255,9 @@ class Machine:
           * True: handled, nothing to write (no change, or it wrote registers itself).
         Other registers are read and written through m.engine as usual.  The engine's C
         interrupt hook calls the handlers itself (no Python frame in between), and keeps
-        an exception one raises for m.run()/m.call() to re-raise."""
+        an exception one raises for m.run()/m.call() to re-raise.  `fn` may also be an
+        emu.interrupts.CTrapHandler: a handler written in C (emu/kpemu.h), called with
+        ip and flags as C integers."""
         handlers = self.trap_handlers.setdefault(vector, [])
         handlers.insert(0, fn) if first else handlers.append(fn)
 

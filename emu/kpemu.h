@@ -1,0 +1,60 @@
+/*
+ * The C contract between emu's extension (emu/_fastpath.c) and C code of the
+ * layers above it (kprobes/_trapfast.c): what one may call or touch of the
+ * other without a Python call in between.
+ *
+ *   struct kpemu_icount   the guest clock's counter (Python face: emu/clock.py,
+ *                         ctypes mirror: _ICount in emu/engine.py);
+ *   struct kpemu_trap_handler
+ *                         a trap handler written in C (in the engine's trap
+ *                         table as an emu._fastpath.CTrapHandler);
+ *   struct kpemu_api      the pt_regs view's constructor and trap_return() for
+ *                         C callers, exported as the capsule KPEMU_API_CAPSULE.
+ */
+#ifndef KPEMU_H
+#define KPEMU_H
+
+#include <Python.h>
+#include <stdint.h>
+
+typedef int (*uc_stop_fn)(void *uc);
+
+struct kpemu_icount {
+	uint64_t executed;	/* guest instructions executed (the clock) */
+	uint64_t deadline;	/* stop before an instruction once executed >= deadline */
+	uc_stop_fn emu_stop;	/* uc_emu_stop, filled in by the host */
+	uint64_t stops;		/* how many stops the hook requested */
+	uint64_t hidden;	/* instructions run for the host and taken back out */
+};
+
+/* What a C trap handler returns -- the same contract as a Python one's
+ * False / True / (ip, flags), and -1 with a Python exception set. */
+enum {
+	KPEMU_TRAP_DECLINE = 0,		/* not mine: try the next handler */
+	KPEMU_TRAP_HANDLED = 1,		/* handled, nothing to write */
+	KPEMU_TRAP_RESUME = 2,		/* handled: resume with *ip and *flags */
+};
+
+/* A C trap handler: a capsule of this name holding a struct
+ * kpemu_trap_handler, given with its owner to emu._fastpath.CTrapHandler, which
+ * is what goes in the trap table (it keeps the owner alive, visibly to the GC,
+ * and is callable from Python like any handler). */
+#define KPEMU_TRAP_CAPSULE "emu._fastpath.trap_handler"
+
+struct kpemu_trap_handler {
+	/* Called with the GIL held, *ip and *flags as trapped. */
+	int (*fn)(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t *flags);
+};
+
+#define KPEMU_API_CAPSULE "emu._fastpath._C_API"
+
+struct kpemu_api {
+	/* PtRegs.at_trap(): a new view of the CPU behind `regfile` (the engine's
+	 * RegFile) with ip and flags as trapped; NULL with an exception set. */
+	PyObject *(*regs_at_trap)(PyObject *regfile, uint64_t ip, uint64_t flags);
+	/* PtRegs.trap_return(): write the changed registers other than ip and
+	 * flags and give those two back; -1 with an exception set. */
+	int (*regs_trap_return)(PyObject *regs, uint64_t *ip, uint64_t *flags);
+};
+
+#endif
