@@ -3,7 +3,8 @@
 * A kprobe hit with no-op pre and post handlers (int3 + out-of-line single-step + #DB,
   the 2005 mechanism) vs the emulator-peer way: a Unicorn UC_HOOK_CODE on the one address,
   calling the same no-op pre and post with the same pt_regs view.  Both measured on the
-  image's recursive fib through m.call, less the unprobed time, per hit.
+  image's recursive fib through m.call, less the unprobed time, per hit.  The hit is
+  also timed on the Python reference trap path (k.arch.fastpath = False), for scale.
 * Unprobed guest throughput with 10,000 kprobes registered on code that never runs (a
   generated module of 1,000 ten-instruction functions) vs with none: the default workload.
 """
@@ -55,6 +56,9 @@ def hit_cost():
     p = Kprobe(symbol_name="fib", pre_handler=noop_pre, post_handler=noop_post)
     k.register_kprobe(p)
     probed = _median_call(m, FIB_N)
+    k.arch.fastpath = False             # every trap through the Python reference path
+    python_path = _median_call(m, FIB_N)
+    k.arch.fastpath = True
     k.unregister_kprobe(p)
 
     # The peer: a code hook on fib's first instruction, same handlers, same regs view.
@@ -71,9 +75,11 @@ def hit_cost():
     engine.flush_code(addr, 1)     # a hook added after translation needs the flush
     hooked = _median_call(m, FIB_N)
     kp_us = (probed - base) / hits * 1e6
+    py_us = (python_path - base) / hits * 1e6
     peer_us = (hooked - base) / hits * 1e6
     return [(f"fib({FIB_N}): hits per call", hits, "probed calls"),
             ("kprobe hit, no-op pre+post (2 traps)", kp_us, "us per hit"),
+            ("  the same on the Python reference path", py_us, "us per hit"),
             ("peer: UC_HOOK_CODE on the address", peer_us, "us per hit"),
             ("kprobe hit / peer hook", kp_us / peer_us, "ratio (target <= 2)")]
 

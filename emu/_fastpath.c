@@ -897,6 +897,7 @@ static int api_regs_trap_return(PyObject *regs, uint64_t *ip, uint64_t *flags)
 static struct kpemu_api c_api = {
 	.regs_at_trap = api_regs_at_trap,
 	.regs_trap_return = api_regs_trap_return,
+	.trap_result = python_result,
 };
 
 static int init_reg_index(void)

@@ -9,7 +9,8 @@
  *                         a trap handler written in C (in the engine's trap
  *                         table as an emu._fastpath.CTrapHandler);
  *   struct kpemu_api      the pt_regs view's constructor and trap_return() for
- *                         C callers, exported as the capsule KPEMU_API_CAPSULE.
+ *                         C callers, and the reading of a Python trap handler's
+ *                         result, exported as the capsule KPEMU_API_CAPSULE.
  */
 #ifndef KPEMU_H
 #define KPEMU_H
@@ -55,6 +56,9 @@ struct kpemu_api {
 	/* PtRegs.trap_return(): write the changed registers other than ip and
 	 * flags and give those two back; -1 with an exception set. */
 	int (*regs_trap_return)(PyObject *regs, uint64_t *ip, uint64_t *flags);
+	/* What a Python trap handler returned (`res`, stolen; NULL if it raised)
+	 * as a KPEMU_TRAP_* code, a tuple's ip and flags stored; -1 on error. */
+	int (*trap_result)(PyObject *res, uint64_t *ip, uint64_t *flags);
 };
 
 #endif

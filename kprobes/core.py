@@ -177,22 +177,29 @@ class Kprobes:
         self.table = {}             # probe address -> Kprobe or AggrKprobe
         self.armed = set()          # addresses whose byte is 0xCC now
         self.slots = InsnSlots(m.module_area)
-        # Traps taken, by kind: int3 and debug are the two of each probe hit.  A plain
-        # dict with every kind present, not a Counter: the trap path counts twice per hit
-        # and a Counter's item update costs twice a dict's.
-        self.traps = {"int3": 0, "debug": 0, "fault": 0, "int3-foreign": 0,
-                      "int3-vanished": 0}
+        # Traps taken, by the kinds the trap path sees rarely (see `traps`).
+        self.rare_traps = {"fault": 0, "int3-foreign": 0, "int3-vanished": 0}
         self.curr_kprobe = None     # the child whose handler runs inside an aggregate
         self._enabled = True
         self.arch = arch.ArchKprobes(self)
-        m.register_trap_handler(3, self.arch.kprobe_handler, first=True)
-        m.register_trap_handler(1, self.arch.post_kprobe_handler, first=True)
+        # The trap path's C entry points (they hand all but the plain hit to
+        # arch.kprobe_handler / arch.post_kprobe_handler).
+        m.register_trap_handler(3, self.arch.int3, first=True)
+        m.register_trap_handler(1, self.arch.debug, first=True)
         for vector in arch.FAULT_VECTORS:
             m.register_trap_handler(vector, self.arch.kprobe_fault_handler, first=True)
         m.text_originals.append(self.original_byte)
         from kprobes.kretprobe import KretprobeManager
 
         self.kretprobes = KretprobeManager(self, kretprobe_design, flush_on_exec)
+
+    @property
+    def traps(self):
+        """Traps taken, by kind: "int3" and "debug" are the two of each probe hit (counted
+        by the per-CPU state, in C on the plain hit), "fault" a fault while kprobes ran,
+        "int3-foreign" an int3 that is not a probe's, "int3-vanished" one whose probe was
+        removed after the CPU trapped on it."""
+        return {"int3": self.arch.n_int3, "debug": self.arch.n_debug, **self.rare_traps}
 
     # -- events -----------------------------------------------------------------------
 

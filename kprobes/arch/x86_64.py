@@ -20,6 +20,7 @@ instead of breaking the guest at the first hit.
 Must not be imported by emu.  Runs partly inside Unicorn hooks (see core.py).
 """
 
+import ctypes
 from dataclasses import dataclass
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs, CsError
@@ -27,6 +28,9 @@ from capstone import x86_const as cx
 
 from emu import MemoryFault
 from emu.cpu import PtRegs
+from emu.interrupts import CTrapHandler
+from kprobes import _trapfast
+from kprobes._trapfast import TrapState
 
 BREAKPOINT_INSTRUCTION = 0xCC
 MAX_INSN_SIZE = 15
@@ -72,9 +76,10 @@ class ArchError(Exception):
         self.errno_name = errno_name
 
 
-@dataclass
+@dataclass(slots=True)
 class ArchInsn:
-    """p.ainsn: the out-of-line copy and what resume_execution must do for it."""
+    """p.ainsn: the out-of-line copy and what resume_execution must do for it (slots: the
+    C trap path reads slot, resume and if_modifier on every hit)."""
     slot: int            # address of the copy (0 until a slot is taken)
     length: int          # length of the original instruction
     insn: bytes          # the original instruction bytes
@@ -225,34 +230,51 @@ TRAP_HANDLER_EXCEPTION = 13    # trapnr given to fault_handler for a non-memory 
 _IP_FLAGS = ("ip", "flags")    # written through ctypes only where a trap cannot return them
 _STEPPING = (KPROBE_HIT_SS, KPROBE_REENTER)
 _regs_at_trap = PtRegs.at_trap    # the view every pre/post/fault handler gets
+# The trap path new Kprobes objects take: True, the C path of _trapfast.c for the plain hit
+# (Python for the rest); False, this file's Python methods for every trap -- the reference,
+# which the tests run too (k.arch.fastpath switches one Kprobes object).
+TRAP_FASTPATH = True
 
 
-class ArchKprobes:
+class ArchKprobes(TrapState):
     """The per-CPU trap-path state of 2.6.13 (one CPU: current_kprobe, kprobe_status, the
     saved flags, the one-deep `prev` save area) and the three trap handlers the machine
     calls for vectors 3, 1 and the faults.
 
+    The state fields (running, status, current_kprobe, old_flags, saved_flags) and the
+    trap counters live in the C base TrapState (kprobes/_trapfast.c), and `int3` and
+    `debug`, what the machine's trap table calls, are its C handlers: they do the plain
+    hit's bookkeeping in C -- the same steps as kprobe_handler and post_kprobe_handler
+    below, which stay the reference -- and hand every other case to those methods.
+    `fastpath = False` sends every trap here.
+
     Runs inside Unicorn interrupt hooks: no emu_start here except a handler's own m.call
     (nested emulation), text edits go through text_poke (cache flushed).  Registers: each
     trap handler gets ip and flags as trapped (the engine's C interrupt hook read them)
-    and returns the (ip, flags) to resume with, which that hook writes natively -- a hit
-    crosses into Unicorn through ctypes only when a user's handler touches another
-    register (PtRegs reads lazily, trap_return() flushes what it wrote).  The return
-    value follows register_trap_handler: False not ours, True nothing to write, or
+    and returns the (ip, flags) to resume with, which that hook writes natively; the
+    other registers a user's handler touches are read and written natively by the
+    pt_regs view (lazily; trap_return() writes what it changed).  The return value
+    follows register_trap_handler: False not ours, True nothing to write, or
     (ip, flags).
     """
 
     def __init__(self, core):
+        super().__init__()
         self.core = core
         self.m = core.m
         self.engine = core.m.engine
         self.clock = core.m.clock
-        self.running = False           # kprobe_running(): inside kprobe processing
-        self.current_kprobe = None
-        self.status = 0
-        self.old_flags = 0             # kprobe_old_rflags: TF|IF of the trapped context
-        self.saved_flags = 0           # kprobe_saved_rflags: same, less IF for IF-modifiers
         self.prev = None               # save_previous_kprobe()
+        self.fastpath = TRAP_FASTPATH
+        counter = self.clock.counter
+        self.setup_fastpath(core.table, self.m.observers, self.engine.regfile, core,
+                            RESUME_RELOCATE, RESUME_RET, RESUME_JMP_ABS, counter,
+                            ctypes.addressof(counter))
+        # The machine's trap-table entries for vectors 3 and 1: the C trap path of
+        # _trapfast.c, which calls kprobe_handler / post_kprobe_handler for all but the
+        # plain hit.
+        self.int3 = CTrapHandler(_trapfast.INT3, self)
+        self.debug = CTrapHandler(_trapfast.DEBUG, self)
         # What resume_execution reaches memory and sp with, bound once (it runs per hit).
         self._read_u64 = self.m.mem.u64
         self._write_u64 = self.m.mem.set_u64
@@ -306,6 +328,7 @@ class ArchKprobes:
         self.running = False
         self.current_kprobe = None
         self.status = 0
+        self.hit_probe = None
 
     def prepare_singlestep(self, p, flags):
         """prepare_singlestep(): TF on, IF off, ip at the copy in the slot.  Returns the
@@ -367,7 +390,8 @@ class ArchKprobes:
         if p is None:
             return self._not_ours(addr, flags)
         self.clock.discount(1)           # the int3 ran for us, not for the guest
-        core.traps["int3"] += 1
+        self.n_int3 += 1
+        self.hit_probe = None            # this hit's #DB is handled here too
         self.running = True
         self.status = KPROBE_HIT_ACTIVE
         # set_current_kprobe(p, flags), inline on the hot path
@@ -384,16 +408,8 @@ class ArchKprobes:
             regs = _regs_at_trap(self.engine, ip, flags)
             try:
                 changed = p.pre_handler(p, regs)
-            except BaseException as exc:
-                if not self._handler_raised(p, "pre_handler", regs, exc):
-                    # Leave the guest exactly as before the int3: the probe fires again
-                    # when the run goes on.  (Raising: the C hook writes nothing.)
-                    self.engine.set_reg("ip", addr)
-                    self._attach(exc, addr)
-                    core.curr_kprobe = None
-                    self.unlock()
-                    raise
-                changed = 0
+            except BaseException as exc:  # noqa: BLE001 - handled or re-raised there
+                changed = self._pre_handler_raised(p, regs, exc)
             ip, flags = regs.trap_return()
             if changed:
                 # The handler moved ip: no single-step (modern kernels also release the
@@ -405,6 +421,20 @@ class ArchKprobes:
         self.status = KPROBE_HIT_SS
         return resume
 
+    def _pre_handler_raised(self, p, regs, exc):
+        """The pre_handler raised `exc`: 0 when the probe's fault_handler handled it (the
+        hit goes on); otherwise the guest is put back exactly as before the int3 -- the
+        probe fires again when the run goes on -- and `exc` is re-raised with the probe
+        and location attached (raising: the C hook writes nothing)."""
+        if self._handler_raised(p, "pre_handler", regs, exc):
+            return 0
+        addr = p.addr
+        self.engine.set_reg("ip", addr)
+        self._attach(exc, addr)
+        self.core.curr_kprobe = None
+        self.unlock()
+        raise exc
+
     def _not_ours(self, addr, flags):
         """No probe at addr: a breakpoint removed after this CPU trapped on it (run the
         original instruction; 2.6.13 resumed at addr+1, inside it), or a foreign int3,
@@ -412,9 +442,9 @@ class ArchKprobes:
         core = self.core
         if self.m.read(addr, 1)[0] != BREAKPOINT_INSTRUCTION:
             self.clock.discount(1)
-            core.traps["int3-vanished"] += 1
+            core.rare_traps["int3-vanished"] += 1
             return addr, flags
-        core.traps["int3-foreign"] += 1
+        core.rare_traps["int3-foreign"] += 1
         return False
 
     def _reentered(self, p, addr, flags):
@@ -430,7 +460,7 @@ class ArchKprobes:
         # the probe for good here, later kernels treat it like ACTIVE): run the
         # instruction, none of p's handlers, and count the miss.
         self.clock.discount(1)
-        core.traps["int3"] += 1
+        self.n_int3 += 1
         self.save_previous_kprobe()
         self.set_current_kprobe(p, flags)
         for child in (p.children if p.is_aggregate else [p]):
@@ -458,7 +488,7 @@ class ArchKprobes:
         core = self.core
         p = self.current_kprobe
         m = self.m
-        core.traps["debug"] += 1
+        self.n_debug += 1
         if m.observers:
             core.emit("trap", vector=1, ip=ip, probe=p)
         error = None
@@ -487,13 +517,23 @@ class ArchKprobes:
         else:
             self.unlock()
         if error is not None:
-            self.engine.set_regs(_IP_FLAGS, (ip, flags))   # raising: the hook writes nothing
-            self._attach(error, ip)
-            raise error
+            self._raise_after_step(error, ip, flags)
         if flags & X86_EFLAGS_TF:
-            self.engine.set_regs(_IP_FLAGS, (ip, flags))   # declining: the machine reads them
-            return False
+            return self._decline_debug(ip, flags)
         return ip, flags
+
+    def _raise_after_step(self, error, ip, flags):
+        """The step is finished and the state released: re-raise the post_handler's
+        exception with the guest at (ip, flags) (raising: the hook writes nothing)."""
+        self.engine.set_regs(_IP_FLAGS, (ip, flags))
+        self._attach(error, ip)
+        raise error
+
+    def _decline_debug(self, ip, flags):
+        """TF still set after the fix-up: the guest was single-stepping itself, and its
+        own #DB handler takes this trap (declining: the machine reads ip and flags)."""
+        self.engine.set_regs(_IP_FLAGS, (ip, flags))
+        return False
 
     # -- faults -----------------------------------------------------------------------
 
@@ -505,7 +545,7 @@ class ArchKprobes:
         core = self.core
         p = self.current_kprobe
         regs = _regs_at_trap(self.engine, ip, flags)
-        core.traps["fault"] += 1
+        core.rare_traps["fault"] += 1
         core.emit("trap", vector=vector, ip=ip, probe=p)
         handled = False
         if p.fault_handler is not None:

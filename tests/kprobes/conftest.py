@@ -6,6 +6,7 @@ import pytest
 
 from emu import Machine
 from kprobes import Kprobes
+from kprobes.arch import x86_64 as arch
 
 TARGETS = Path(__file__).resolve().parent / "targets"
 
@@ -26,6 +27,14 @@ def resume_targets_o(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ret_targets_o(tmp_path_factory):
     return _assemble(tmp_path_factory, "ret_targets")
+
+
+@pytest.fixture(autouse=True, params=["c-path", "python-path"])
+def trap_path(request, monkeypatch):
+    """Every kprobes test runs on both trap paths: the C bookkeeping of the plain hit
+    (kprobes/_trapfast.c, the default) and the Python reference for every trap."""
+    monkeypatch.setattr(arch, "TRAP_FASTPATH", request.param == "c-path")
+    return request.param
 
 
 @pytest.fixture

@@ -1,14 +1,21 @@
-"""The trap path's register traffic: ip and flags come from the engine's C interrupt hook and
-go back to it; the registers a handler reads (once each) or writes (when it returns) are
-read and written natively by the pt_regs view: a hit makes no ctypes crossing."""
+"""The trap path's plumbing: ip and flags come from the engine's C interrupt hook and go
+back to it; the pt_regs view reads and writes registers natively; the plain hit's
+bookkeeping is done in C (kprobes/_trapfast.c) and every other case by the Python
+reference.  Like every kprobes test, these run on both paths (conftest.trap_path)."""
 
-from kprobes import Kprobe
+import gc
+import weakref
+
+from emu import Machine
+from emu.interrupts import CTrapHandler
+from kprobes import Kprobe, Kprobes
 
 CROSSINGS = ("reg", "set_reg", "regs", "set_regs")
+TF, IF = 0x100, 0x200
 
 
 def count_crossings(engine):
-    """Wrap the engine's register calls (instance attributes shadow the methods)."""
+    """Wrap the engine's ctypes register calls (instance attributes shadow the methods)."""
     counts = {name: 0 for name in CROSSINGS}
     for name in CROSSINGS:
         method = getattr(engine, name)
@@ -78,8 +85,113 @@ def test_a_post_handler_can_change_other_registers(km):
     assert k.traps["int3"] == k.traps["debug"] == 25
 
 
-def test_engine_trap_table_is_the_machines(km):
+def test_engine_trap_table_holds_the_c_handlers(km, trap_path):
     m, k = km
     assert m.trap_handlers is m.engine.trap_table
-    assert m.trap_handlers[3][0] == k.arch.kprobe_handler
-    assert m.trap_handlers[1][0] == k.arch.post_kprobe_handler
+    assert m.trap_handlers[3][0] == k.arch.int3 and m.trap_handlers[1][0] == k.arch.debug
+    assert isinstance(k.arch.int3, CTrapHandler) and k.arch.int3.owner is k.arch
+    assert k.arch.fastpath == (trap_path == "c-path")
+
+
+def test_plain_hits_are_handled_in_c(km, trap_path):
+    m, k = km
+    k.register_kprobe(Kprobe(symbol_name="fib", pre_handler=lambda p, r: 0,
+                             post_handler=lambda p, r, f: None))
+    assert m.call("fib", 5) == 5
+    assert k.arch.fast_hits == (15 if trap_path == "c-path" else 0)
+
+
+def test_what_the_c_path_hands_to_python(km, resume_targets_o, trap_path):
+    """Observed, disabled and stack-fixing hits take the Python path (wholly, or for the
+    #DB), with the same results."""
+    m, k = km
+    c = trap_path == "c-path"
+    m.load_module(resume_targets_o)
+    log = []
+    p = Kprobe(symbol_name="fib", pre_handler=lambda p, r: log.append("pre") or 0,
+               post_handler=lambda p, r, f: log.append("post"))
+    k.register_kprobe(p)
+    events = []
+    m.observers.append(events.append)            # someone watches: every trap in Python
+    assert m.call("fib", 2) == 1
+    assert k.arch.fast_hits == 0 and log == ["pre", "post"] * 3
+    assert [e.kind for e in events].count("kprobes.trap") == 6
+    m.observers.remove(events.append)
+    p.disabled = True                # disabled but still armed (as an aggregate's child)
+    assert m.call("fib", 2) == 1
+    assert k.arch.fast_hits == 0 and p.misses["disabled"] == 3 and len(log) == 6
+    p.disabled = False
+    # call rel32 pushes a return address resume_execution fixes: int3 in C, #DB in Python.
+    call = Kprobe(symbol_name="t_call_rel32_insn")
+    k.register_kprobe(call)
+    assert m.call("t_call_rel32") == 0
+    assert k.arch.fast_hits == (1 if c else 0)
+    assert k.traps["int3"] == k.traps["debug"] == 3 + 3 + 1
+    assert not k.arch.running and k.arch.current_kprobe is None
+
+
+def test_the_c_handlers_called_directly(km):
+    """The trap table's entries are callable like Python handlers: int3 at fib sets up
+    the single-step of the copy, the #DB after it resumes after the original."""
+    m, k = km
+    p = Kprobe(symbol_name="fib")
+    k.register_kprobe(p)
+    slot, length = p.ainsn.slot, p.ainsn.length
+    assert k.arch.int3(3, p.addr + 1, 0x202) == (slot, 0x102)
+    assert (k.arch.running, k.arch.status, k.arch.current_kprobe) == (True, 2, p)
+    assert (k.arch.old_flags, k.arch.saved_flags) == (IF, IF)
+    assert k.arch.debug(1, slot + length, 0x102) == (p.addr + length, 0x202)
+    assert (k.arch.running, k.arch.status, k.arch.current_kprobe) == (False, 0, None)
+    assert k.traps["int3"] == k.traps["debug"] == 1
+    assert k.arch.debug(1, 0x1234, 0x102) is False          # not ours: the guest's #DB
+    # No probe and no int3 there: a breakpoint removed after the CPU trapped on it.
+    assert k.arch.int3(3, p.addr + 5, 0x202) == (p.addr + 4, 0x202)
+    assert k.traps["int3-vanished"] == 1
+
+
+def test_a_hit_takes_its_int3_out_of_the_clock(km):
+    m, k = km
+    k.register_kprobe(Kprobe(symbol_name="fib", pre_handler=lambda p, r: 0))
+    before = m.clock.hidden
+    assert m.call("fib", 5) == 5
+    # m.call runs frozen (its instructions are hidden too); the int3s come on top.
+    unprobed = Machine()
+    unprobed.boot()
+    base = unprobed.clock.hidden
+    assert unprobed.call("fib", 5) == 5
+    assert m.clock.hidden - before == unprobed.clock.hidden - base + 15
+
+
+def test_a_machine_with_kprobes_is_collected():
+    """The C handlers in the trap table keep kprobes alive, visibly to the GC."""
+    m = Machine()
+    k = Kprobes(m)
+    m.boot()
+    k.register_kprobe(Kprobe(symbol_name="fib"))
+    assert m.call("fib", 3) == 2
+    refs = weakref.ref(m), weakref.ref(k), weakref.ref(k.arch)
+    del m, k
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+
+
+def test_an_observer_coming_and_going_inside_handlers(km, trap_path):
+    """Each hit attaches or detaches an observer from its pre_handler: the hits that
+    start unobserved take the C path for their int3 and Python for their #DB, the
+    others Python for both -- and the guest gets the unprobed result."""
+    m, k = km
+    events = []
+
+    def pre(p, regs):
+        if events.append in m.observers:
+            m.observers.remove(events.append)
+        else:
+            m.observers.append(events.append)
+        return 0
+
+    k.register_kprobe(Kprobe(symbol_name="fib", pre_handler=pre,
+                             post_handler=lambda p, r, f: None))
+    assert m.call("fib", 5) == 5
+    assert k.traps["int3"] == k.traps["debug"] == 15
+    assert k.arch.fast_hits == (8 if trap_path == "c-path" else 0)
+    assert not k.arch.running and k.arch.hit_probe is None
