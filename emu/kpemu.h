@@ -1,6 +1,6 @@
 /*
  * The C contract between emu's extension (emu/_fastpath.c) and C code of the
- * layers above it (kprobes/_trapfast.c): what one may call or touch of the
+ * layers above it (kprobes/arch/x86_64_trap.c): what one may call or touch of the
  * other without a Python call in between.
  *
  *   struct kpemu_icount   the guest clock's counter (Python face: emu/clock.py,

@@ -29,8 +29,8 @@ from capstone import x86_const as cx
 from emu import MemoryFault
 from emu.cpu import PtRegs
 from emu.interrupts import CTrapHandler
-from kprobes import _trapfast
-from kprobes._trapfast import TrapState
+from kprobes.arch import _x86_64_trap
+from kprobes.arch._x86_64_trap import TrapState
 
 BREAKPOINT_INSTRUCTION = 0xCC
 MAX_INSN_SIZE = 15
@@ -230,7 +230,7 @@ TRAP_HANDLER_EXCEPTION = 13    # trapnr given to fault_handler for a non-memory 
 _IP_FLAGS = ("ip", "flags")    # written through ctypes only where a trap cannot return them
 _STEPPING = (KPROBE_HIT_SS, KPROBE_REENTER)
 _regs_at_trap = PtRegs.at_trap    # the view every pre/post/fault handler gets
-# The trap path new Kprobes objects take: True, the C path of _trapfast.c for the plain hit
+# The trap path new Kprobes objects take: True, the C path of x86_64_trap.c for the plain hit
 # (Python for the rest); False, this file's Python methods for every trap -- the reference,
 # which the tests run too (k.arch.fastpath switches one Kprobes object).
 TRAP_FASTPATH = True
@@ -242,7 +242,7 @@ class ArchKprobes(TrapState):
     calls for vectors 3, 1 and the faults.
 
     The state fields (running, status, current_kprobe, old_flags, saved_flags) and the
-    trap counters live in the C base TrapState (kprobes/_trapfast.c), and `int3` and
+    trap counters live in the C base TrapState (kprobes/arch/x86_64_trap.c), and `int3` and
     `debug`, what the machine's trap table calls, are its C handlers: they do the plain
     hit's bookkeeping in C -- the same steps as kprobe_handler and post_kprobe_handler
     below, which stay the reference -- and hand every other case to those methods.
@@ -271,10 +271,10 @@ class ArchKprobes(TrapState):
                             RESUME_RELOCATE, RESUME_RET, RESUME_JMP_ABS, counter,
                             ctypes.addressof(counter))
         # The machine's trap-table entries for vectors 3 and 1: the C trap path of
-        # _trapfast.c, which calls kprobe_handler / post_kprobe_handler for all but the
+        # x86_64_trap.c, which calls kprobe_handler / post_kprobe_handler for all but the
         # plain hit.
-        self.int3 = CTrapHandler(_trapfast.INT3, self)
-        self.debug = CTrapHandler(_trapfast.DEBUG, self)
+        self.int3 = CTrapHandler(_x86_64_trap.INT3, self)
+        self.debug = CTrapHandler(_x86_64_trap.DEBUG, self)
         # What resume_execution reaches memory and sp with, bound once (it runs per hit).
         self._read_u64 = self.m.mem.u64
         self._write_u64 = self.m.mem.set_u64

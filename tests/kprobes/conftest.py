@@ -32,7 +32,7 @@ def ret_targets_o(tmp_path_factory):
 @pytest.fixture(autouse=True, params=["c-path", "python-path"])
 def trap_path(request, monkeypatch):
     """Every kprobes test runs on both trap paths: the C bookkeeping of the plain hit
-    (kprobes/_trapfast.c, the default) and the Python reference for every trap."""
+    (kprobes/arch/x86_64_trap.c, the default) and the Python reference for every trap."""
     monkeypatch.setattr(arch, "TRAP_FASTPATH", request.param == "c-path")
     return request.param
 

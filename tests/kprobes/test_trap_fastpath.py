@@ -1,6 +1,6 @@
 """The trap path's plumbing: ip and flags come from the engine's C interrupt hook and go
 back to it; the pt_regs view reads and writes registers natively; the plain hit's
-bookkeeping is done in C (kprobes/_trapfast.c) and every other case by the Python
+bookkeeping is done in C (kprobes/arch/x86_64_trap.c) and every other case by the Python
 reference.  Like every kprobes test, these run on both paths (conftest.trap_path)."""
 
 import gc

@@ -1,5 +1,5 @@
 /*
- * kprobes' trap path for the plain hit, in C.
+ * kprobes, x86_64: the trap path of the plain hit, in C.
  *
  * kprobes/arch/x86_64.py holds the whole 2.6.13 trap path in Python
  * (kprobe_handler for the int3, post_kprobe_handler for the #DB after the
@@ -41,7 +41,7 @@
 #include <structmember.h>
 #include <stdint.h>
 
-#include "../emu/kpemu.h"
+#include "../../emu/kpemu.h"
 
 #define X86_EFLAGS_TF 0x100ULL
 #define X86_EFLAGS_IF 0x200ULL
@@ -477,9 +477,9 @@ static PyMethodDef ts_methods[] = {
 
 static PyTypeObject TrapStateType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
-	.tp_name = "kprobes._trapfast.TrapState",
+	.tp_name = "kprobes.arch._x86_64_trap.TrapState",
 	.tp_doc = "The per-CPU kprobes state and the C trap path of the plain hit "
-		  "(see _trapfast.c); kprobes.arch.x86_64.ArchKprobes derives from it.",
+		  "(see x86_64_trap.c); kprobes.arch.x86_64.ArchKprobes derives from it.",
 	.tp_basicsize = sizeof(TrapState),
 	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
 	.tp_new = ts_new,
@@ -491,8 +491,8 @@ static PyTypeObject TrapStateType = {
 };
 
 static struct PyModuleDef module = {
-	PyModuleDef_HEAD_INIT, "_trapfast",
-	"kprobes' trap path for the plain hit, in C (see _trapfast.c).", -1, NULL,
+	PyModuleDef_HEAD_INIT, "_x86_64_trap",
+	"kprobes' trap path for the plain hit, in C (see x86_64_trap.c).", -1, NULL,
 };
 
 static int intern(PyObject **slot, const char *text)
@@ -501,7 +501,7 @@ static int intern(PyObject **slot, const char *text)
 	return *slot == NULL ? -1 : 0;
 }
 
-PyMODINIT_FUNC PyInit__trapfast(void)
+PyMODINIT_FUNC PyInit__x86_64_trap(void)
 {
 	PyObject *m, *int3, *debug;
 
