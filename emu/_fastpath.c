@@ -582,11 +582,13 @@ typedef struct {
 
 static PyTypeObject PtRegsType;
 
-static PtRegsObject *pr_alloc(PyTypeObject *type, PyObject *engine)
+static PyObject *api_regs_at_trap(PyObject *regfile, uint64_t ip, uint64_t flags);
+
+/* engine.regfile (a new reference), or NULL with a TypeError naming `engine`. */
+static PyObject *engine_regfile(PyObject *engine)
 {
 	static PyObject *regfile_name;
 	PyObject *rf;
-	PtRegsObject *r;
 
 	if (regfile_name == NULL &&
 	    (regfile_name = PyUnicode_InternFromString("regfile")) == NULL)
@@ -602,18 +604,24 @@ static PtRegsObject *pr_alloc(PyTypeObject *type, PyObject *engine)
 		Py_XDECREF(rf);
 		return NULL;
 	}
-	r = (PtRegsObject *)type->tp_alloc(type, 0);
-	if (r == NULL) {
-		Py_DECREF(rf);
-		return NULL;
+	return rf;
+}
+
+/* A new view of the CPU behind `rf` (a RegFile), nothing read yet. */
+static PtRegsObject *view_new(PyObject *rf)
+{
+	PtRegsObject *r = (PtRegsObject *)PtRegsType.tp_alloc(&PtRegsType, 0);
+
+	if (r != NULL) {
+		Py_INCREF(rf);
+		r->rf = (RegFile *)rf;
 	}
-	r->rf = (RegFile *)rf;		/* takes the reference */
 	return r;
 }
 
 static PyObject *pr_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-	PyObject *engine;
+	PyObject *engine, *rf, *r;
 
 	if (!PyArg_ParseTuple(args, "O:PtRegs", &engine))
 		return NULL;
@@ -621,14 +629,19 @@ static PyObject *pr_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 		PyErr_SetString(PyExc_TypeError, "PtRegs(engine) takes no keyword arguments");
 		return NULL;
 	}
-	return (PyObject *)pr_alloc(type, engine);
+	rf = engine_regfile(engine);
+	if (rf == NULL)
+		return NULL;
+	r = (PyObject *)view_new(rf);
+	Py_DECREF(rf);
+	return r;
 }
 
 /* PtRegs.at_trap(engine, ip, flags): the view a trap handler hands out, with ip
  * and flags as the interrupt hook read them. */
 static PyObject *pr_at_trap(PyObject *type, PyObject *const *args, Py_ssize_t nargs)
 {
-	PtRegsObject *r;
+	PyObject *rf, *r;
 	uint64_t ip, flags;
 
 	if (nargs != 3) {
@@ -639,13 +652,12 @@ static PyObject *pr_at_trap(PyObject *type, PyObject *const *args, Py_ssize_t na
 	flags = PyLong_AsUnsignedLongLongMask(args[2]);
 	if (PyErr_Occurred())
 		return NULL;
-	r = pr_alloc((PyTypeObject *)type, args[0]);
-	if (r == NULL)
+	rf = engine_regfile(args[0]);
+	if (rf == NULL)
 		return NULL;
-	r->val[REG_IP] = ip;
-	r->val[REG_FLAGS] = flags;
-	r->valid = (1u << REG_IP) | (1u << REG_FLAGS);
-	return (PyObject *)r;
+	r = api_regs_at_trap(rf, ip, flags);
+	Py_DECREF(rf);
+	return r;
 }
 
 static void pr_dealloc(PtRegsObject *r)
@@ -868,11 +880,9 @@ static PyObject *api_regs_at_trap(PyObject *regfile, uint64_t ip, uint64_t flags
 		PyErr_SetString(PyExc_TypeError, "regs_at_trap needs an emu._fastpath.RegFile");
 		return NULL;
 	}
-	r = (PtRegsObject *)PtRegsType.tp_alloc(&PtRegsType, 0);
+	r = view_new(regfile);
 	if (r == NULL)
 		return NULL;
-	Py_INCREF(regfile);
-	r->rf = (RegFile *)regfile;
 	r->val[REG_IP] = ip;
 	r->val[REG_FLAGS] = flags;
 	r->valid = (1u << REG_IP) | (1u << REG_FLAGS);

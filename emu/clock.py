@@ -5,7 +5,7 @@ Anything the host runs for its own purposes -- a kprobe's int3, a jump out of an
 slot, guest code a handler runs through m.call -- is taken back out with discount() or run
 under frozen(), so a probed run is scheduled exactly like the unprobed one: the same PIT
 ticks at the same guest instructions.  `hidden` totals what was taken out.  Both live in the
-C counter struct (emu/kpemu_icount.h), which C code outside emu may adjust too: kprobes'
+C counter struct (emu/kpemu.h), which C code outside emu may adjust too: kprobes'
 trap path takes its int3s out there (`counter`).
 
 Must not import: unicorn, kprobes.

@@ -64,7 +64,7 @@ for _f in (uclib.uc_vmem_read, uclib.uc_vmem_write, uclib.uc_vmem_translate):
 
 
 class _ICount(ctypes.Structure):
-    """ctypes mirror of struct kpemu_icount (emu/kpemu_icount.h)."""
+    """ctypes mirror of struct kpemu_icount (emu/kpemu.h)."""
     _fields_ = [("executed", _u64), ("deadline", _u64), ("emu_stop", ctypes.c_void_p),
                 ("stops", _u64), ("hidden", _u64)]
 

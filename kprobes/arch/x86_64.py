@@ -20,7 +20,6 @@ instead of breaking the guest at the first hit.
 Must not be imported by emu.  Runs partly inside Unicorn hooks (see core.py).
 """
 
-import ctypes
 from dataclasses import dataclass
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs, CsError
@@ -266,10 +265,8 @@ class ArchKprobes(TrapState):
         self.clock = core.m.clock
         self.prev = None               # save_previous_kprobe()
         self.fastpath = TRAP_FASTPATH
-        counter = self.clock.counter
         self.setup_fastpath(core.table, self.m.observers, self.engine.regfile, core,
-                            RESUME_RELOCATE, RESUME_RET, RESUME_JMP_ABS, counter,
-                            ctypes.addressof(counter))
+                            RESUME_RELOCATE, RESUME_RET, RESUME_JMP_ABS, self.clock.counter)
         # The machine's trap-table entries for vectors 3 and 1: the C trap path of
         # x86_64_trap.c, which calls kprobe_handler / post_kprobe_handler for all but the
         # plain hit.
@@ -391,7 +388,6 @@ class ArchKprobes(TrapState):
             return self._not_ours(addr, flags)
         self.clock.discount(1)           # the int3 ran for us, not for the guest
         self.n_int3 += 1
-        self.hit_probe = None            # this hit's #DB is handled here too
         self.running = True
         self.status = KPROBE_HIT_ACTIVE
         # set_current_kprobe(p, flags), inline on the hot path

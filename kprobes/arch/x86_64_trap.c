@@ -367,19 +367,24 @@ static struct kpemu_trap_handler debug_handler = {ts_debug};
 static PyObject *ts_setup_fastpath(TrapState *s, PyObject *args, PyObject *kwds)
 {
 	static char *kwlist[] = {"table", "observers", "regfile", "core", "resume_relocate",
-				 "resume_ret", "resume_jmp_abs", "counter", "counter_address",
-				 NULL};
-	PyObject *table, *observers, *regfile, *core, *rel, *ret, *jmp, *owner;
-	unsigned long long address;
+				 "resume_ret", "resume_jmp_abs", "counter", NULL};
+	PyObject *table, *observers, *regfile, *core, *rel, *ret, *jmp, *counter;
+	Py_buffer view;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OOOOOOK", kwlist, &PyDict_Type,
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OOOOOO", kwlist, &PyDict_Type,
 					 &table, &PyList_Type, &observers, &regfile, &core, &rel,
-					 &ret, &jmp, &owner, &address))
+					 &ret, &jmp, &counter))
 		return NULL;
-	if (!address) {
-		PyErr_SetString(PyExc_ValueError, "null counter address");
+	/* The clock's counter is a ctypes struct: its memory, through the buffer protocol. */
+	if (PyObject_GetBuffer(counter, &view, PyBUF_SIMPLE) < 0)
+		return NULL;
+	if (view.len != (Py_ssize_t)sizeof(struct kpemu_icount)) {
+		PyBuffer_Release(&view);
+		PyErr_SetString(PyExc_TypeError, "counter must be the clock's kpemu_icount struct");
 		return NULL;
 	}
+	s->counter = view.buf;	/* valid while counter_owner is held */
+	PyBuffer_Release(&view);
 #define KEEP(field, value) do { Py_INCREF(value); Py_XSETREF(s->field, value); } while (0)
 	KEEP(table, table);
 	KEEP(observers, observers);
@@ -388,9 +393,8 @@ static PyObject *ts_setup_fastpath(TrapState *s, PyObject *args, PyObject *kwds)
 	KEEP(resume_relocate, rel);
 	KEEP(resume_ret, ret);
 	KEEP(resume_jmp_abs, jmp);
-	KEEP(counter_owner, owner);
+	KEEP(counter_owner, counter);
 #undef KEEP
-	s->counter = (struct kpemu_icount *)(uintptr_t)address;
 	Py_RETURN_NONE;
 }
 
@@ -471,7 +475,7 @@ static PyMethodDef ts_methods[] = {
 	{"setup_fastpath", (PyCFunction)(void (*)(void))ts_setup_fastpath,
 	 METH_VARARGS | METH_KEYWORDS,
 	 "setup_fastpath(table, observers, regfile, core, resume_relocate, resume_ret,\n"
-	 "               resume_jmp_abs, counter, counter_address)"},
+	 "               resume_jmp_abs, counter)"},
 	{NULL, NULL, 0, NULL},
 };
 
