@@ -10,7 +10,7 @@ APPEND ?=
 
 .PHONY: run test images bench qemu clean
 
-$(STAMP): pyproject.toml setup.py emu/_fastpath.c emu/kpemu.h kprobes/arch/x86_64_trap.c
+$(STAMP): pyproject.toml setup.py emu/_fastpath.c emu/kpemu.h kprobes/arch/x86_64/trap.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@

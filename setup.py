@@ -2,11 +2,12 @@
 # two C extensions, built when the package is installed.
 #   emu._fastpath              the C Unicorn callbacks (the instruction counter that is
 #                              the guest clock, the interrupt hook) and the pt_regs view;
-#   kprobes.arch._x86_64_trap  the bookkeeping of a plain kprobe hit (int3 + #DB).
+#   kprobes.arch.x86_64._trap  the per-CPU kprobes state and the bookkeeping of a plain
+#                              kprobe hit (int3 + #DB).
 from setuptools import Extension, setup
 
 setup(ext_modules=[
     Extension("emu._fastpath", sources=["emu/_fastpath.c"], depends=["emu/kpemu.h"]),
-    Extension("kprobes.arch._x86_64_trap", sources=["kprobes/arch/x86_64_trap.c"],
+    Extension("kprobes.arch.x86_64._trap", sources=["kprobes/arch/x86_64/trap.c"],
               depends=["emu/kpemu.h"]),
 ])

@@ -4,8 +4,9 @@ Layers point one way: kprobes -> emu -> unicorn.  Only emu.engine imports unicor
 in emu imports kprobes.
 """
 
-from emu.errors import EmuError, GuestFault, ImageError, MachineError, MemoryFault, ModuleLoadError
+from emu.errors import (EmuError, GuestFault, ImageError, KpemuError, MachineError, MemoryFault,
+                        ModuleLoadError)
 from emu.machine import Machine, RunResult
 
-__all__ = ["Machine", "RunResult", "EmuError", "GuestFault", "ImageError", "MachineError",
-           "MemoryFault", "ModuleLoadError"]
+__all__ = ["Machine", "RunResult", "KpemuError", "EmuError", "GuestFault", "ImageError",
+           "MachineError", "MemoryFault", "ModuleLoadError"]

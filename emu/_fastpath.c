@@ -999,7 +999,11 @@ PyMODINIT_FUNC PyInit__fastpath(void)
 	if (PyModule_AddObjectRef(m, "InterruptHook", (PyObject *)&InterruptHookType) < 0 ||
 	    PyModule_AddObjectRef(m, "CTrapHandler", (PyObject *)&CTrapHandlerType) < 0 ||
 	    PyModule_AddObjectRef(m, "RegFile", (PyObject *)&RegFileType) < 0 ||
-	    PyModule_AddObjectRef(m, "PtRegs", (PyObject *)&PtRegsType) < 0)
+	    PyModule_AddObjectRef(m, "PtRegs", (PyObject *)&PtRegsType) < 0 ||
+	    PyModule_AddIntConstant(m, "X86_EFLAGS_TF", X86_EFLAGS_TF) < 0 ||
+	    PyModule_AddIntConstant(m, "X86_EFLAGS_IF", X86_EFLAGS_IF) < 0 ||
+	    PyModule_AddIntConstant(m, "X86_EFLAGS_NT", X86_EFLAGS_NT) < 0 ||
+	    PyModule_AddIntConstant(m, "X86_EFLAGS_RF", X86_EFLAGS_RF) < 0)
 		goto fail;
 	api = PyCapsule_New(&c_api, KPEMU_API_CAPSULE, NULL);
 	if (api == NULL || PyModule_AddObject(m, "_C_API", api) < 0) {

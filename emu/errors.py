@@ -1,5 +1,8 @@
 """The emu layer's one error root and its kinds.
 
+The root of the whole project, KpemuError, lives here too: the layers above import emu,
+never the other way round, so this is the one place every layer can derive from.
+
 Foreign errors (UcError, ELFError, OSError from opening an image) are wrapped here, at the
 boundary, so callers catch EmuError and never a library's exception.
 
@@ -9,7 +12,13 @@ Must not import: unicorn, kprobes.
 import errno as _errno
 
 
-class EmuError(Exception):
+class KpemuError(Exception):
+    """The project's one error root: every error kpemu raises on purpose (the machine's,
+    kprobes', the probe-event language's) derives from it, so `except KpemuError` catches
+    all of them and nothing else."""
+
+
+class EmuError(KpemuError):
     """Root of every error the machine layer raises."""
 
 

@@ -11,12 +11,8 @@ Must not import: unicorn, kprobes.
 import struct
 
 from emu._fastpath import CTrapHandler  # noqa: F401 - re-exported: a trap handler in C
+from emu.cpu import X86_EFLAGS_IF, X86_EFLAGS_NT, X86_EFLAGS_RF, X86_EFLAGS_TF
 from emu.errors import MachineError
-
-X86_EFLAGS_TF = 0x100
-X86_EFLAGS_IF = 0x200
-X86_EFLAGS_NT = 0x4000
-X86_EFLAGS_RF = 0x10000
 
 VECTOR_NAMES = {
     0: "divide error", 1: "debug", 2: "NMI", 3: "int3", 4: "overflow", 5: "bounds",

@@ -1,6 +1,6 @@
 /*
  * The C contract between emu's extension (emu/_fastpath.c) and C code of the
- * layers above it (kprobes/arch/x86_64_trap.c): what one may call or touch of the
+ * layers above it (kprobes/arch/x86_64/trap.c): what one may call or touch of the
  * other without a Python call in between.
  *
  *   struct kpemu_icount   the guest clock's counter (Python face: emu/clock.py,
@@ -10,7 +10,9 @@
  *                         table as an emu._fastpath.CTrapHandler);
  *   struct kpemu_api      the pt_regs view's constructor and trap_return() for
  *                         C callers, and the reading of a Python trap handler's
- *                         result, exported as the capsule KPEMU_API_CAPSULE.
+ *                         result, exported as the capsule KPEMU_API_CAPSULE;
+ *   X86_EFLAGS_*          the EFLAGS bits the host changes, defined here once
+ *                         (emu._fastpath exports them to Python, emu.cpu re-exports).
  */
 #ifndef KPEMU_H
 #define KPEMU_H
@@ -19,6 +21,11 @@
 #include <stdint.h>
 
 typedef int (*uc_stop_fn)(void *uc);
+
+#define X86_EFLAGS_TF 0x00000100ULL	/* trap flag: #DB after the next instruction */
+#define X86_EFLAGS_IF 0x00000200ULL	/* interrupts enabled */
+#define X86_EFLAGS_NT 0x00004000ULL	/* nested task */
+#define X86_EFLAGS_RF 0x00010000ULL	/* resume flag */
 
 struct kpemu_icount {
 	uint64_t executed;	/* guest instructions executed (the clock) */

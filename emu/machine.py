@@ -29,6 +29,7 @@ from pathlib import Path
 
 from emu import interrupts
 from emu.clock import Clock
+from emu.cpu import X86_EFLAGS_IF, X86_EFLAGS_TF
 from emu.devices.debug_exit import DebugExit
 from emu.devices.pic8259 import PicPair
 from emu.devices.pit8254 import Pit8254
@@ -45,8 +46,6 @@ from emu.tasks import TaskLayout, read_task, walk_tasks
 RAM_SIZE = 128 << 20
 DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "kernel_images" / "toykernel" / "vmlinux"
 
-X86_EFLAGS_TF = 0x100
-X86_EFLAGS_IF = 0x200
 X86_CR0_PG = 0x80000000
 X86_CR4_PAE = 0x20
 
@@ -493,10 +492,7 @@ class Machine:
         return any(a <= addr < b for a, b in self._kernel_text) or self._in_module_text(addr)
 
     def _in_module_text(self, addr):
-        if self._modules is None:
-            return False
-        return any(a <= addr < b for mod in self._modules.modules.values()
-                   for a, b in mod.text_ranges)
+        return any(a <= addr < b for mod in self.loaded_modules() for a, b in mod.text_ranges)
 
     # -- modules ----------------------------------------------------------------------
 
@@ -506,6 +502,11 @@ class Machine:
             from emu.modules import ModuleLoader
             self._modules = ModuleLoader(self.mem, self.symbols, self.module_area)
         return self._modules
+
+    def loaded_modules(self):
+        """The modules loaded now, in load order (an empty list before the first load;
+        unlike `modules`, asking never creates the loader)."""
+        return [] if self._modules is None else list(self._modules.modules.values())
 
     def load_module(self, path, name=None):
         """Load a relocatable ELF .o like insmod; its symbols join kallsyms."""

@@ -19,9 +19,13 @@ import argparse
 import json
 import sys
 
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
 from emu import EmuError, Machine
 from emu.machine import DEFAULT_IMAGE
-from kprobes.events import ProbeCommandError, ProbeSyntaxError
+from emu.qemu import compare
+from kprobes import Kprobes
+from kprobes.events import KprobeEvents, ProbeCommandError, ProbeSyntaxError
 
 EXIT_BAD_INPUT = 2
 EXIT_OOPS = 3
@@ -113,9 +117,6 @@ def _definitions(args):
 def _attach(m, definitions):
     """Install kprobes and create every event (kprobe_events writes), still disabled:
     a bad definition fails here, before the guest prints anything."""
-    from kprobes import Kprobes
-    from kprobes.events import KprobeEvents
-
     events = KprobeEvents(Kprobes(m))
     for line in definitions:
         events.command(line)
@@ -220,8 +221,6 @@ def _qemu_end(c):
 def cmd_compare_qemu(args, out, err):
     """kpemu boot --compare-qemu: kpemu's console, then one verdict on QEMU icount's run
     of the same image and command line (emu/qemu.py, docs/qemu.md)."""
-    from emu.qemu import compare
-
     echo = None if args.quiet else (lambda b: (out.buffer.write(b), out.flush()))
     c = compare(args.image, args.cmdline, echo=echo, max_insns=args.max_insns)
     if c.oops:
@@ -256,8 +255,6 @@ def cmd_symbols(args, out, err):
 
 
 def cmd_disasm(args, out, err):
-    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-
     m = Machine(args.image)
     sym = m.symbols.get(args.symbol)
     if sym is None:

@@ -1,166 +1,25 @@
-"""The generic kprobes core (like Linux's kernel/kprobes.c): probe objects, the registry
-keyed by address, aggregate probes, enable/disable, batches with rollback, nmissed and the
-causes of misses, instruction slots, the debugfs `list`, trap counters and mechanism events.
+"""The generic kprobes core (like Linux's kernel/kprobes.c): the registry keyed by address,
+aggregate probes, enable/disable, batches with rollback, nmissed and the causes of misses,
+the instruction slots, the blacklist, the debugfs `list`, trap counters and mechanism
+events.  The probe objects themselves are kprobes/probe.py.
 
-It never looks at an opcode: the x86_64 part (kprobes/arch/x86_64.py) decides what can be
-probed, copies and re-targets instructions, arms and disarms bytes, and owns the trap path.
-Errors carry the errno Linux's register_kprobe returns for the same case.
+It never looks at an opcode, a vector or an EFLAGS bit: the arch part (kprobes/arch/)
+installs the trap path, decides what can be probed, copies and re-targets instructions and
+arms and disarms bytes.  Errors carry the errno Linux's register_kprobe returns for the same
+case.
 
 Reaches the machine only through emu.Machine's public methods.  Registration runs on the
 host between runs or inside a handler (then arming takes effect at the next instruction).
+
+Must not import: unicorn.
 """
 
 import errno as _errno
-from collections import Counter
 
-from emu import MemoryFault
-from kprobes.arch import x86_64 as arch
-
-PAGE_SIZE = 4096
-
-
-class KprobeError(Exception):
-    """A refused registration; `.errno` is what Linux returns for the same case."""
-
-    def __init__(self, errno, message):
-        super().__init__(f"{message} ({_errno.errorcode.get(errno, errno)})")
-        self.errno = errno
-
-
-class Kprobe:
-    """struct kprobe: where to probe and what to call.
-
-    pre_handler(p, regs) -> int   non-zero: "I changed regs.ip, do not single-step"
-    post_handler(p, regs, flags)  after the single-step; regs.ip is still in the slot
-    fault_handler(p, regs, trapnr) -> int   non-zero: fault handled
-    """
-
-    is_aggregate = False
-    internal = False
-    kretprobe = None
-    resume_in_post_handler = False
-    kind = "k"
-
-    def __init__(self, addr=None, symbol_name=None, offset=0, pre_handler=None,
-                 post_handler=None, fault_handler=None):
-        self.addr = addr
-        self.symbol_name = symbol_name
-        self.offset = offset
-        self.pre_handler = pre_handler
-        self.post_handler = post_handler
-        self.fault_handler = fault_handler
-        self.nmissed = 0
-        self.misses = Counter()      # nmissed by cause
-        self.opcode = None           # the byte the int3 replaced
-        self.ainsn = None            # arch data: the out-of-line copy
-        self.disabled = False
-        self._owner = None
-        self._filled_addr = None     # the addr registration resolved and wrote back
-
-    @property
-    def registered(self):
-        return self._owner is not None
-
-    def __repr__(self):
-        where = (f"{self.symbol_name}+{self.offset:#x}" if self.symbol_name
-                 else f"{self.addr:#x}" if self.addr is not None else "?")
-        state = " disabled" if self.disabled else ""
-        return f"<{type(self).__name__} {where}{state} nmissed={self.nmissed}>"
-
-
-class AggrKprobe(Kprobe):
-    """The manager probe that takes a second probe's address over: it holds the slot and
-    calls its children in order (newest first, as 2.6.13's list_add_rcu at the head),
-    stopping at the first pre_handler that returns non-zero."""
-
-    is_aggregate = True
-
-    def __init__(self, core, first):
-        super().__init__(addr=first.addr)
-        self.core = core
-        self.opcode = first.opcode
-        self.ainsn = first.ainsn
-        self.children = [first]
-        self.pre_handler = self.aggr_pre_handler
-        self.post_handler = self.aggr_post_handler
-        self.fault_handler = self.aggr_fault_handler
-
-    @property
-    def disabled(self):
-        return all(c.disabled for c in self.children) if hasattr(self, "children") else False
-
-    @disabled.setter
-    def disabled(self, value):
-        pass    # derived from the children
-
-    def aggr_pre_handler(self, _p, regs):
-        for kp in list(self.children):
-            if kp.pre_handler is not None and not kp.disabled:
-                self.core.curr_kprobe = kp
-                if kp.pre_handler(kp, regs):
-                    return 1
-            self.core.curr_kprobe = None
-        return 0
-
-    def aggr_post_handler(self, _p, regs, flags):
-        for kp in list(self.children):
-            if kp.post_handler is not None and not kp.disabled:
-                self.core.curr_kprobe = kp
-                kp.post_handler(kp, regs, flags)
-        self.core.curr_kprobe = None
-
-    def aggr_fault_handler(self, _p, regs, trapnr):
-        cur = self.core.curr_kprobe
-        if cur is not None and cur.fault_handler is not None:
-            return cur.fault_handler(cur, regs, trapnr)
-        return 0
-
-
-class InsnSlots:
-    """Executable instruction slots (get_insn_slot/free_insn_slot of kernel/kprobes.c):
-    pages of MAX_INSN_SIZE-byte slots from the module area, within +-2 GiB of kernel and
-    module text so a %rip-relative displacement can be re-targeted.  An emptied page is
-    given back unless it is the only one."""
-
-    SLOT_SIZE = arch.MAX_INSN_SIZE
-    PER_PAGE = PAGE_SIZE // arch.MAX_INSN_SIZE      # 273
-
-    def __init__(self, area):
-        self.area = area
-        self.pages = []     # [base, used flags bytearray, nused]
-
-    def get_insn_slot(self):
-        for page in self.pages:
-            if page[2] < self.PER_PAGE:
-                i = page[1].index(0)
-                page[1][i] = 1
-                page[2] += 1
-                return page[0] + i * self.SLOT_SIZE
-        try:
-            base = self.area.alloc(PAGE_SIZE, PAGE_SIZE, tag="kprobe insn page")
-        except Exception as exc:   # noqa: BLE001 - the area's own error, as ENOMEM
-            raise KprobeError(_errno.ENOMEM, f"no memory for an instruction slot: {exc}") \
-                from None
-        page = [base, bytearray(self.PER_PAGE), 1]
-        page[1][0] = 1
-        self.pages.insert(0, page)
-        return base
-
-    def free_insn_slot(self, slot):
-        for page in self.pages:
-            if page[0] <= slot < page[0] + PAGE_SIZE:
-                i = (slot - page[0]) // self.SLOT_SIZE
-                page[1][i] = 0
-                page[2] -= 1
-                if page[2] == 0 and len(self.pages) > 1:
-                    self.pages.remove(page)
-                    self.area.free(page[0])
-                return
-        raise ValueError(f"{slot:#x} is not an instruction slot")
-
-    @property
-    def used(self):
-        return sum(p[2] for p in self.pages)
+from kprobes import arch
+from kprobes.errors import KprobeError
+from kprobes.kretprobe import KretprobeManager
+from kprobes.probe import AggrKprobe, InsnSlots, kprobe_addr
 
 
 class Kprobes:
@@ -176,21 +35,13 @@ class Kprobes:
         self.m = m
         self.table = {}             # probe address -> Kprobe or AggrKprobe
         self.armed = set()          # addresses whose byte is 0xCC now
-        self.slots = InsnSlots(m.module_area)
+        self.slots = InsnSlots(m.module_area, arch.MAX_INSN_SIZE)
         # Traps taken, by the kinds the trap path sees rarely (see `traps`).
         self.rare_traps = {"fault": 0, "int3-foreign": 0, "int3-vanished": 0}
-        self.curr_kprobe = None     # the child whose handler runs inside an aggregate
+        self.curr_kprobe = None     # kprobe_instance: the child whose handler runs in an aggregate
         self._enabled = True
-        self.arch = arch.ArchKprobes(self)
-        # The trap path's C entry points (they hand all but the plain hit to
-        # arch.kprobe_handler / arch.post_kprobe_handler).
-        m.register_trap_handler(3, self.arch.int3, first=True)
-        m.register_trap_handler(1, self.arch.debug, first=True)
-        for vector in arch.FAULT_VECTORS:
-            m.register_trap_handler(vector, self.arch.kprobe_fault_handler, first=True)
+        self.arch = arch.arch_init_kprobes(self)
         m.text_originals.append(self.original_byte)
-        from kprobes.kretprobe import KretprobeManager
-
         self.kretprobes = KretprobeManager(self, kretprobe_design, flush_on_exec)
 
     @property
@@ -199,7 +50,8 @@ class Kprobes:
         by the per-CPU state, in C on the plain hit), "fault" a fault while kprobes ran,
         "int3-foreign" an int3 that is not a probe's, "int3-vanished" one whose probe was
         removed after the CPU trapped on it."""
-        return {"int3": self.arch.n_int3, "debug": self.arch.n_debug, **self.rare_traps}
+        kcb = self.arch.kcb
+        return {"int3": kcb.n_int3, "debug": kcb.n_debug, **self.rare_traps}
 
     # -- events -----------------------------------------------------------------------
 
@@ -213,10 +65,13 @@ class Kprobes:
         p.misses[cause] += 1
         self.emit("miss", probe=p, cause=cause)
 
-    # -- lookups ----------------------------------------------------------------------
+    def missed_all(self, p, cause):
+        """kprobes_inc_nmissed_count(): a missed activation of the probe at an address --
+        every child's, when `p` is an aggregate."""
+        for child in (p.children if p.is_aggregate else (p,)):
+            self.missed(child, cause)
 
-    def get_kprobe(self, addr):
-        return self.table.get(addr)
+    # -- lookups ----------------------------------------------------------------------
 
     def original_byte(self, addr):
         p = self.table.get(addr)
@@ -241,21 +96,6 @@ class Kprobes:
 
     # -- registration -----------------------------------------------------------------
 
-    def _resolve(self, p):
-        """_kprobe_addr(): the address a probe asks for -- addr, or symbol_name + offset.
-        An addr that an earlier registration filled in does not count as asked for."""
-        addr = None if p.addr == p._filled_addr else p.addr
-        name = p.symbol_name
-        if (addr is None) == (name is None):
-            raise KprobeError(_errno.EINVAL, "give either addr or symbol_name, not "
-                              + ("both" if addr is not None else "neither"))
-        if name is not None:
-            base = self.m.symbols.lookup_name(name)
-            if base is None:
-                raise KprobeError(_errno.ENOENT, f"unknown symbol '{name}'")
-            return base + p.offset
-        return addr + p.offset
-
     def blacklisted(self, addr):
         """within_kprobe_blacklist(): the guest's .kprobes.text (trap entry code and what
         runs while a kprobe trap is in progress), the trampoline, and modules'
@@ -268,17 +108,16 @@ class Kprobes:
         tramp = m.symbols.get("kretprobe_trampoline")
         if tramp is not None and tramp.addr <= addr < tramp.addr + max(tramp.elf_size, 1):
             return "kretprobe_trampoline"
-        if m._modules is not None:
-            for mod in m._modules.modules.values():
-                start, size, _flags = mod.sections.get(".kprobes.text", (0, 0, 0))
-                if start <= addr < start + size:
-                    return f"in {mod.name}'s .kprobes.text"
+        for mod in m.loaded_modules():
+            start, size, _flags = mod.sections.get(".kprobes.text", (0, 0, 0))
+            if start <= addr < start + size:
+                return f"in {mod.name}'s .kprobes.text"
         return None
 
     def check_address(self, addr):
-        """check_kprobe_address_safe() + can_probe(): EINVAL outside text, in the
-        blacklist, on a foreign int3 or an instruction that cannot be stepped out of
-        line; EILSEQ off an instruction boundary."""
+        """check_kprobe_address_safe() + the arch's can_probe(): EINVAL outside text or
+        in the blacklist, then what the arch refuses (a foreign int3, EINVAL; off an
+        instruction boundary, EILSEQ)."""
         m = self.m
         where = m.symbols.format(addr)
         if not m.is_kernel_text(addr):
@@ -286,18 +125,11 @@ class Kprobes:
         why = self.blacklisted(addr)
         if why:
             raise KprobeError(_errno.EINVAL, f"{where}: blacklisted ({why})")
-        if addr not in self.table:
-            try:
-                if m.read(addr, 1)[0] == arch.BREAKPOINT_INSTRUCTION:
-                    raise KprobeError(_errno.EINVAL, f"{where}: an int3 is already there "
-                                      "and it is not a kprobe's")
-            except MemoryFault:
-                raise KprobeError(_errno.EINVAL, f"{where}: not mapped") from None
-        sym = m.symbols.symbol_at(addr)
-        if sym is not None and sym.addr != addr:
-            code = self.original_bytes(sym.addr, addr - sym.addr + arch.MAX_INSN_SIZE)
-            if not arch.on_boundary(code, sym.addr, addr):
-                raise KprobeError(_errno.EILSEQ, f"{where}: not an instruction boundary")
+        self.arch.can_probe(addr, probed=addr in self.table)
+
+    def kprobe_addr(self, p):
+        """_kprobe_addr(): the address `p` asks for, in this machine's symbols."""
+        return kprobe_addr(p, self.m.symbols)
 
     def register_internal(self, p):
         """Register one of the subsystem's own probes (the kretprobe trampoline): no
@@ -305,24 +137,18 @@ class Kprobes:
         and it stays armed whatever the global switch says."""
         p.internal = True
         self.arch.prepare(p, p.addr)
-        p._owner = self
+        p.owner = self
         self.table[p.addr] = p
         self._arm(p)
 
     def register_kprobe(self, p):
         if p.registered:
             raise KprobeError(_errno.EINVAL, f"{p!r} is already registered")
-        if any(c is p for c in self.probes()):
-            raise KprobeError(_errno.EINVAL, f"{p!r} is already registered")
-        addr = self._resolve(p)
+        addr = self.kprobe_addr(p)
         self.check_address(addr)
         old = self.table.get(addr)
         if old is None:
-            try:
-                self.arch.prepare(p, addr)
-            except arch.ArchError as exc:
-                raise KprobeError(getattr(_errno, exc.errno_name),
-                                  f"{self.m.symbols.format(addr)}: {exc}") from None
+            self.arch.prepare(p, addr)
             p.addr = p._filled_addr = addr
             self.table[addr] = p
             if self._enabled and not p.disabled:
@@ -332,7 +158,7 @@ class Kprobes:
             self._register_aggr(old, p)
         p.nmissed = 0
         p.misses.clear()
-        p._owner = self
+        p.owner = self
         self.emit("register", probe=p, addr=addr)
         return 0
 
@@ -362,7 +188,7 @@ class Kprobes:
                 self._disarm(top)
         else:
             self._remove(top)
-        p._owner = None
+        p.owner = None
         self.emit("unregister", probe=p, addr=p.addr)
 
     def _remove(self, top):

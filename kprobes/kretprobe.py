@@ -18,15 +18,21 @@ probed call; the flush writes ret_addr back into the stack.
 Also what later kernels added on top (modern-kprobes-and-events.md §1.3): entry_handler
 with per-instance data, misses counted by cause, stack traces through the trampoline.
 
-The generic part lives here; the few lines that know x86_64 (where the return address is,
-how the task is derived from a stack address) are in kprobes/arch/x86_64_kretprobe.py.
+The generic part lives here, as in modern Linux (kretprobe_trampoline_handler and the
+instance bookkeeping); what knows x86_64 -- where the return address is, which slot `ret`
+popped, how a task is derived from a stack address, the trampoline probe's thin handlers
+that set the return ip -- is kprobes/arch/x86_64/kretprobe.py.
+
+Must not import: unicorn, kprobes.core (the core hands itself in).
 """
 
 import errno as _errno
 from collections import Counter
 
-from kprobes.arch import x86_64_kretprobe as arch_rp
-from kprobes.core import Kprobe, KprobeError
+from emu.tasks import read_task
+from kprobes.arch import ArchKretprobes
+from kprobes.errors import KprobeError
+from kprobes.probe import Kprobe
 
 KPROBE_HASH_BITS = 6
 KPROBE_TABLE_SIZE = 1 << KPROBE_HASH_BITS
@@ -136,7 +142,7 @@ class KretprobeManager:
         self.table = [[] for _ in range(KPROBE_TABLE_SIZE)]   # kretprobe_inst_table
         self.orphans_returned = 0
         self.handling = None          # the instance whose handler runs now
-        self.orig_ret_addr = 0        # design "stack": arch_prepare_kretprobe's static
+        self.arch = ArchKretprobes(self)
         self._flushers = None
         self.layout = self.m.layout
         tramp = self.m.symbols.lookup_name("kretprobe_trampoline")
@@ -146,10 +152,10 @@ class KretprobeManager:
         # arch_init_kprobes(): the trampoline's probe, armed from the start.
         self.trampoline_p = Kprobe(addr=tramp)
         if design == "task":
-            self.trampoline_p.pre_handler = self.trampoline_probe_handler
+            self.trampoline_p.pre_handler = self.arch.trampoline_probe_handler
         else:
-            self.trampoline_p.pre_handler = self.trampoline_probe_handler_stack
-            self.trampoline_p.post_handler = self.trampoline_post_handler
+            self.trampoline_p.pre_handler = self.arch.trampoline_probe_handler_stack
+            self.trampoline_p.post_handler = self.arch.trampoline_post_handler
             self.trampoline_p.resume_in_post_handler = True
         core.register_internal(self.trampoline_p)
         self.m.hypercall_handlers["HC_KPROBE_FLUSH_TASK"].append(self.kprobe_flush_task)
@@ -160,7 +166,7 @@ class KretprobeManager:
     def register(self, rp):
         if rp.registered:
             raise KprobeError(_errno.EINVAL, f"{rp!r} is already registered")
-        addr = self.core._resolve(rp.kp)
+        addr = self.core.kprobe_addr(rp.kp)
         sym = self.m.symbols.symbol_at(addr)
         if sym is None or sym.addr != addr:
             raise KprobeError(_errno.EINVAL, f"{self.m.symbols.format(addr)}: a return "
@@ -191,11 +197,7 @@ class KretprobeManager:
         decoding the kernel's text."""
         if self._flushers is None:
             target = self.m.symbols.lookup_name("kprobe_flush_task")
-            self._flushers = set()
-            for fn in self.m.symbols.functions():
-                if fn.module is None and target is not None and \
-                        target in arch_rp.direct_call_targets(self.m, fn):
-                    self._flushers.add(fn.name)
+            self._flushers = set() if target is None else self.arch.functions_calling(target)
             if not self.flush_on_exec:
                 self._flushers.discard("flush_thread")
         return self._flushers
@@ -225,19 +227,19 @@ class KretprobeManager:
             return 0
         ri = rp.free_instances.pop()
         ri.rp = rp
-        sara = regs.sp
-        ri.stack_addr = sara
+        slot = self.arch.return_slot(regs)
+        ri.stack_addr = slot
         if self.design == "task":
             ri.task = self.m.current_addr          # the guest's own current
         else:
-            ri.task = arch_rp.task_of_stack(self.m, sara)
+            ri.task = self.arch.task_of_stack(slot)
         if rp.entry_handler is not None:
             ri.data[:] = bytes(rp.data_size)
             if rp.entry_handler(ri, regs):
                 rp.free_instances.append(ri)
                 rp.misses["entry_handler"] += 1
                 return 0
-        ri.ret_addr = arch_rp.arch_prepare_kretprobe(self, sara, self.tramp)
+        ri.ret_addr = self.arch.arch_prepare_kretprobe(slot, self.tramp)
         self.table[self._bucket(ri)].append(ri)      # at the head of its bucket
         rp.used_instances.append(ri)
         self.core.emit("instance", what="taken", instance=ri)
@@ -248,9 +250,11 @@ class KretprobeManager:
 
     # -- return (design "task") -------------------------------------------------------
 
-    def trampoline_probe_handler(self, p, regs):
-        """The trampoline's pre_handler: every return of the current task's instances
-        until the real return address is found; no single-step (returns 1)."""
+    def kretprobe_trampoline_handler(self, regs):
+        """Every return of the current task's instances, newest first, until the one
+        whose ret_addr is not the trampoline: that is the real return address, returned
+        (the arch's trampoline handler resumes there).  None, with the machine stopped by
+        a BUG, when the task has no such instance."""
         task = self.m.current_addr
         bucket = self.table[hash_ptr(task)]
         orig = 0
@@ -268,9 +272,8 @@ class KretprobeManager:
         if orig == 0 or orig == self.tramp:
             self.m.bug(f"kretprobe BUG: return through kretprobe_trampoline with no "
                        f"instance for task {task:#x} ({self._task_name(task)})")
-            return 1
-        regs.ip = orig
-        return 1
+            return None
+        return orig
 
     def _report_return(self, ri, regs):
         rp = ri.rp
@@ -298,34 +301,29 @@ class KretprobeManager:
 
     # -- return (design "stack") ------------------------------------------------------
 
-    def trampoline_probe_handler_stack(self, p, regs):
-        """Design "stack": call the handler of every instance whose return slot is the
-        one `ret` just popped; the nop is then single-stepped."""
-        sara = regs.sp - 8
-        task = arch_rp.task_of_stack(self.m, sara)
+    def report_slot_returns(self, slot, regs):
+        """Design "stack": call the handler of every instance whose return slot is
+        `slot` (the one `ret` just popped)."""
+        task = self.arch.task_of_stack(slot)
         for ri in self.table[hash_ptr(task)][::-1]:
-            if ri.stack_addr == sara and ri.rp is not None:
+            if ri.stack_addr == slot and ri.rp is not None:
                 self._report_return(ri, regs)
-        return 0
 
-    def trampoline_post_handler(self, p, regs, flags):
-        """Design "stack", after the nop's single-step: resume at the real return
-        address, recycling every instance of that slot."""
-        sara = regs.sp - 8
-        task = arch_rp.task_of_stack(self.m, sara)
-        found = False
+    def recycle_slot(self, slot):
+        """Design "stack", after the nop's single-step: recycle every instance of
+        `slot` and return the real return address (the oldest instance's); None, with
+        the machine stopped by a BUG, when the slot has none."""
+        task = self.arch.task_of_stack(slot)
+        ret_addr = None
         for ri in self.table[hash_ptr(task)][::-1]:
-            if ri.stack_addr == sara:
+            if ri.stack_addr == slot:
                 if ri.rp is None:
                     self.orphans_returned += 1
-                regs.ip = ri.ret_addr
+                ret_addr = ri.ret_addr
                 self.recycle(ri)
-                found = True
-        if not found:
-            self.m.bug(f"kretprobe BUG: no instance for the return slot {sara:#x}")
-        # The nop stepped for the trampoline ran for kprobes, not for the guest.
-        self.m.clock.discount(1)
-        regs.flags = regs.flags & ~0x100
+        if ret_addr is None:
+            self.m.bug(f"kretprobe BUG: no instance for the return slot {slot:#x}")
+        return ret_addr
 
     # -- task exit ----------------------------------------------------------------------
 
@@ -368,8 +366,6 @@ class KretprobeManager:
 
     def _task_name(self, task):
         try:
-            from emu.tasks import read_task
-
             return str(read_task(self.m.mem, self.layout, task))
         except Exception:  # noqa: BLE001 - a bad task pointer still gets a report
             return "?"

@@ -11,7 +11,7 @@ import errno as _errno
 from dataclasses import dataclass, field
 
 from emu import MemoryFault
-from kprobes.core import Kprobe, KprobeError
+from kprobes import Kprobe, KprobeError, Kretprobe
 from kprobes.events.trace_probe import (
     DeleteCommand,
     ProbeCommandError,
@@ -25,7 +25,6 @@ from kprobes.events.trace_probe import (
     registration_error,
     split_commands,
 )
-from kprobes.kretprobe import Kretprobe
 
 
 class _Ctx:

@@ -6,7 +6,7 @@ import pytest
 
 from emu import Machine
 from kprobes import Kprobes
-from kprobes.arch import x86_64 as arch
+from kprobes.arch.x86_64 import trap as arch_trap
 
 TARGETS = Path(__file__).resolve().parent / "targets"
 
@@ -32,8 +32,8 @@ def ret_targets_o(tmp_path_factory):
 @pytest.fixture(autouse=True, params=["c-path", "python-path"])
 def trap_path(request, monkeypatch):
     """Every kprobes test runs on both trap paths: the C bookkeeping of the plain hit
-    (kprobes/arch/x86_64_trap.c, the default) and the Python reference for every trap."""
-    monkeypatch.setattr(arch, "TRAP_FASTPATH", request.param == "c-path")
+    (kprobes/arch/x86_64/trap.c, the default) and the Python reference for every trap."""
+    monkeypatch.setattr(arch_trap, "TRAP_FASTPATH", request.param == "c-path")
     return request.param
 
 

@@ -48,7 +48,7 @@ def test_pre_handler_changing_ip_skips_the_single_step(km):
                              post_handler=lambda *a: post_called.append(1)))
     assert m.call("fib", 20) == 42
     assert post_called == [] and k.traps["int3"] == 1 and k.traps["debug"] == 0
-    assert not k.arch.running
+    assert not k.arch.kcb.running
 
 
 def test_aggregate_order_stop_on_nonzero_and_unregister_one(km):
@@ -249,7 +249,7 @@ def test_exception_in_pre_handler_stops_the_run_and_keeps_the_guest_consistent(
     assert any("raised by the pre_handler of the kprobe at sys_mkdir+0x0/" in n
                and "task mkdir-3" in n for n in exc.__notes__)
     # Stopped with ip at the probe, the int3 not run: take the probe away and go on.
-    assert m.engine.reg("ip") == p.addr and not k.arch.running
+    assert m.engine.reg("ip") == p.addr and not k.arch.kcb.running
     k.unregister_kprobe(p)
     assert m.run().reason == "halt"
     assert m.console == reference_run["console"]
@@ -266,7 +266,7 @@ def test_exception_in_post_handler_finishes_the_step_first(km):
     k.register_kprobe(p)
     with pytest.raises(KeyError):
         m.call("fib", 4)
-    assert not k.arch.running and m.engine.reg("flags") & 0x100 == 0
+    assert not k.arch.kcb.running and m.engine.reg("flags") & 0x100 == 0
     k.unregister_kprobe(p)
     assert m.call("fib", 4) == 3
 
@@ -307,7 +307,7 @@ def test_fault_in_the_single_stepped_copy(km, probe_targets_o):
     assert seen == [(14, p.ainsn.slot)]
     assert info.value.oops.regs["ip"] == load
     assert info.value.oops.message.startswith("page fault at mod_read+")
-    assert not k.arch.running
+    assert not k.arch.kcb.running
     assert m.call("mod_read", m.symbols.lookup_name("jiffies")) >= 0
 
 

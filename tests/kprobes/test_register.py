@@ -115,15 +115,3 @@ def test_slots_are_in_reach_and_pages_are_shared(km):
     assert len(k.slots.pages) == 1
     for p in probes:
         assert abs(p.ainsn.slot - p.addr) < 2**31
-
-
-def test_rip_relative_copy_out_of_reach_is_refused():
-    from kprobes.arch.x86_64 import ArchError, copy_for_slot, decode
-
-    code = bytes.fromhex("488b0500100000")        # mov 0x1000(%rip),%rax
-    ainsn = decode(code, 0xFFFFFFFF81000000)
-    assert ainsn.riprel and ainsn.disp_offset == 3
-    near = copy_for_slot(ainsn, 0xFFFFFFFF81000000, 0xFFFFFFFF81200000)
-    assert int.from_bytes(near[3:7], "little", signed=True) == 0x1000 - 0x200000
-    with pytest.raises(ArchError):
-        copy_for_slot(ainsn, 0xFFFFFFFF81000000, 0xFFFFFFFF81000000 - 2**32)

@@ -4,27 +4,28 @@ its slot and the guest gets exactly the result it gets unprobed."""
 import pytest
 
 from kprobes import Kprobe
+from kprobes.arch.x86_64.insn import Resume
 
 ROWS = [
     # (function, args, expected result, resume action)
-    ("t_call_rel32", (), 0, "call"),
-    ("t_ret_imm16", (3, 4), 7, "ret"),
-    ("t_jcc", (1, 2), 1, "relocate"),          # taken
-    ("t_jcc", (3, 2), 2, "relocate"),          # not taken
-    ("t_loop", (10,), 55, "relocate"),
-    ("t_pushf", (), 0x200, "pushf"),
-    ("t_cli", (), 0, "relocate"),
-    ("t_sti", (), 0x200, "relocate"),
-    ("t_popf", (0x202,), 0x200, "relocate"),
-    ("t_popf", (0x2,), 0, "relocate"),
-    ("t_riprel_load", (), 0x1122334455667788, "relocate"),
-    ("t_riprel_store", (0x5A5A,), 0x5A5A, "relocate"),
-    ("t_riprel_lea", (), "t_cell", "relocate"),
-    ("t_call_reg", (), 223, "call-indirect"),
-    ("t_call_mem", (0,), 112, "call-indirect"),
-    ("t_call_mem", (1,), 223, "call-indirect"),
-    ("t_jmp_reg", (), 111, "jmp-indirect"),
-    ("t_jmp_mem", (1,), 222, "jmp-indirect"),
+    ("t_call_rel32", (), 0, Resume.CALL),
+    ("t_ret_imm16", (3, 4), 7, Resume.RET),
+    ("t_jcc", (1, 2), 1, Resume.RELOCATE),          # taken
+    ("t_jcc", (3, 2), 2, Resume.RELOCATE),          # not taken
+    ("t_loop", (10,), 55, Resume.RELOCATE),
+    ("t_pushf", (), 0x200, Resume.PUSHF),
+    ("t_cli", (), 0, Resume.RELOCATE),
+    ("t_sti", (), 0x200, Resume.RELOCATE),
+    ("t_popf", (0x202,), 0x200, Resume.RELOCATE),
+    ("t_popf", (0x2,), 0, Resume.RELOCATE),
+    ("t_riprel_load", (), 0x1122334455667788, Resume.RELOCATE),
+    ("t_riprel_store", (0x5A5A,), 0x5A5A, Resume.RELOCATE),
+    ("t_riprel_lea", (), "t_cell", Resume.RELOCATE),
+    ("t_call_reg", (), 223, Resume.CALL_ABS),
+    ("t_call_mem", (0,), 112, Resume.CALL_ABS),
+    ("t_call_mem", (1,), 223, Resume.CALL_ABS),
+    ("t_jmp_reg", (), 111, Resume.JMP_ABS),
+    ("t_jmp_mem", (1,), 222, Resume.JMP_ABS),
 ]
 
 
@@ -95,6 +96,6 @@ def test_jump_table_in_the_kernel(km):
     unprobed = [m.call("mix_switch", i, 1000 + i) for i in range(12)]
     p = Kprobe(addr=jmp.address, pre_handler=lambda p, r: 0)
     k.register_kprobe(p)
-    assert p.ainsn.resume == "jmp-indirect"
+    assert p.ainsn.resume == Resume.JMP_ABS
     assert [m.call("mix_switch", i, 1000 + i) for i in range(12)] == unprobed
     assert k.traps["int3"] == 11      # cases 0..10 go through the table, 11 is the default

@@ -1,14 +1,18 @@
 """The trap path's plumbing: ip and flags come from the engine's C interrupt hook and go
 back to it; the pt_regs view reads and writes registers natively; the plain hit's
-bookkeeping is done in C (kprobes/arch/x86_64_trap.c) and every other case by the Python
+bookkeeping is done in C (kprobes/arch/x86_64/trap.c) and every other case by the Python
 reference.  Like every kprobes test, these run on both paths (conftest.trap_path)."""
 
 import gc
 import weakref
 
-from emu import Machine
+import pytest
+
+from emu import KpemuError, Machine
 from emu.interrupts import CTrapHandler
-from kprobes import Kprobe, Kprobes
+from kprobes import Kprobe, KprobeBug, KprobeError, Kprobes
+from kprobes.arch.x86_64 import _trap
+from kprobes.arch.x86_64._trap import KprobeCtlblk
 
 CROSSINGS = ("reg", "set_reg", "regs", "set_regs")
 TF, IF = 0x100, 0x200
@@ -69,7 +73,7 @@ def test_a_pre_handler_that_returns_0_can_change_other_registers(km):
 
     k.register_kprobe(Kprobe(symbol_name="fib", pre_handler=pre))
     assert m.call("fib", 10) == 5
-    assert not k.arch.running
+    assert not k.arch.kcb.running
 
 
 def test_a_post_handler_can_change_other_registers(km):
@@ -89,7 +93,7 @@ def test_engine_trap_table_holds_the_c_handlers(km, trap_path):
     m, k = km
     assert m.trap_handlers is m.engine.trap_table
     assert m.trap_handlers[3][0] == k.arch.int3 and m.trap_handlers[1][0] == k.arch.debug
-    assert isinstance(k.arch.int3, CTrapHandler) and k.arch.int3.owner is k.arch
+    assert isinstance(k.arch.int3, CTrapHandler) and k.arch.int3.owner is k.arch.kcb
     assert k.arch.fastpath == (trap_path == "c-path")
 
 
@@ -127,7 +131,7 @@ def test_what_the_c_path_hands_to_python(km, resume_targets_o, trap_path):
     assert m.call("t_call_rel32") == 0
     assert k.arch.fast_hits == (1 if c else 0)
     assert k.traps["int3"] == k.traps["debug"] == 3 + 3 + 1
-    assert not k.arch.running and k.arch.current_kprobe is None
+    assert not k.arch.kcb.running and k.arch.kcb.current_kprobe is None
 
 
 def test_the_c_handlers_called_directly(km):
@@ -138,10 +142,10 @@ def test_the_c_handlers_called_directly(km):
     k.register_kprobe(p)
     slot, length = p.ainsn.slot, p.ainsn.length
     assert k.arch.int3(3, p.addr + 1, 0x202) == (slot, 0x102)
-    assert (k.arch.running, k.arch.status, k.arch.current_kprobe) == (True, 2, p)
-    assert (k.arch.old_flags, k.arch.saved_flags) == (IF, IF)
+    assert (k.arch.kcb.running, k.arch.kcb.status, k.arch.kcb.current_kprobe) == (True, 2, p)
+    assert (k.arch.kcb.old_flags, k.arch.kcb.saved_flags) == (IF, IF)
     assert k.arch.debug(1, slot + length, 0x102) == (p.addr + length, 0x202)
-    assert (k.arch.running, k.arch.status, k.arch.current_kprobe) == (False, 0, None)
+    assert (k.arch.kcb.running, k.arch.kcb.status, k.arch.kcb.current_kprobe) == (False, 0, None)
     assert k.traps["int3"] == k.traps["debug"] == 1
     assert k.arch.debug(1, 0x1234, 0x102) is False          # not ours: the guest's #DB
     # No probe and no int3 there: a breakpoint removed after the CPU trapped on it.
@@ -194,4 +198,59 @@ def test_an_observer_coming_and_going_inside_handlers(km, trap_path):
     assert m.call("fib", 5) == 5
     assert k.traps["int3"] == k.traps["debug"] == 15
     assert k.arch.fast_hits == (8 if trap_path == "c-path" else 0)
-    assert not k.arch.running and k.arch.hit_probe is None
+    assert not k.arch.kcb.running and k.arch.kcb.hit_probe is None
+
+
+def test_trap_entries_assert_their_precondition(km):
+    """Context: trap.  Each entry (C and Python alike) checks the vector it is for and a
+    consistent state, and raises KprobeBug -- never a bare RuntimeError."""
+    m, k = km
+    p = Kprobe(symbol_name="fib")
+    k.register_kprobe(p)
+    with pytest.raises(KprobeBug, match="int3 handler called for vector 1, not 3"):
+        k.arch.int3(1, p.addr + 1, 0x202)
+    with pytest.raises(KprobeBug, match="debug handler called for vector 3, not 1"):
+        k.arch.debug(3, p.addr + 1, 0x202)
+    with pytest.raises(KprobeBug, match="fault handler called for vector 3"):
+        k.arch.kprobe_fault_handler(3, p.addr + 1, 0x202)
+    k.arch.kcb.running = True                  # running, but no current probe
+    with pytest.raises(KprobeBug, match="running=1 but current_kprobe None"):
+        k.arch.int3(3, p.addr + 1, 0x202)
+    k.arch.kcb.unlock()
+    # An int3 while the copy is being single-stepped cannot be recovered from.
+    assert k.arch.int3(3, p.addr + 1, 0x202) == (p.ainsn.slot, 0x102)
+    with pytest.raises(KprobeBug, match="unrecoverable re-entry at fib"):
+        k.arch.int3(3, p.addr + 1, 0x102)
+    assert issubclass(KprobeBug, KpemuError) and issubclass(KprobeError, KpemuError)
+
+
+def test_the_slow_path_is_three_callables(km):
+    """trap.c hands what it does not take to the callables the state was made with --
+    nothing looked up by name (a method renamed on ArchKprobes cannot break it)."""
+    m, k = km
+    calls = []
+    kcb = KprobeCtlblk(k.table, m.observers, m.engine.regfile, m.clock.counter,
+                       lambda *a: calls.append(("int3",) + a) or False,
+                       lambda *a: calls.append(("debug",) + a) or False,
+                       lambda *a: calls.append(("raised",) + a[:2]) or False)
+    int3 = CTrapHandler(_trap.INT3, kcb)
+    debug = CTrapHandler(_trap.DEBUG, kcb)
+    assert int3(3, 0x1001, 0x202) is False          # no probe at 0x1000: the slow path's
+    assert debug(1, 0x1234, 0x102) is False         # not a C hit: the slow path's
+    p = Kprobe(symbol_name="fib", pre_handler=lambda p, regs: 1 / 0)
+    k.register_kprobe(p)
+    assert int3(3, p.addr + 1, 0x202) is False      # the raise goes to the third
+    assert calls == [("int3", 3, 0x1001, 0x202), ("debug", 1, 0x1234, 0x102),
+                     ("raised", "pre_handler", p)]
+    with pytest.raises(TypeError, match="three callables"):
+        KprobeCtlblk(k.table, m.observers, m.engine.regfile, m.clock.counter, None, None,
+                     None)
+
+
+def test_an_aggregate_counts_a_miss_on_every_child(km):
+    """kprobes_inc_nmissed_count(): the core walks the aggregate, not the arch."""
+    m, k = km
+    a, b = Kprobe(symbol_name="fib"), Kprobe(symbol_name="fib")
+    k.register_kprobes([a, b])
+    k.missed_all(k.table[a.addr], "reentered")
+    assert (a.nmissed, b.nmissed) == (1, 1) and a.misses == b.misses == {"reentered": 1}

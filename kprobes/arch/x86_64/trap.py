@@ -1,0 +1,439 @@
+"""kprobes, x86_64: the trap path (like arch/x86_64/kernel/kprobes.c of 2.6.13, with the
+later fixes that keep the machine right):
+
+  * arch_init_kprobes(): the int3, debug and fault handlers put in the machine's trap
+    table -- the only place that names a vector;
+  * arch_prepare_kprobe / arm / disarm / remove: the copy in its slot, 0xCC written and
+    the byte restored through the machine's text_poke (the translation cache is
+    flushed, so it holds even from inside a handler);
+  * can_probe(): the placement checks that read instructions;
+  * kprobe_handler (int3), post_kprobe_handler (#DB after the step, with
+    resume_execution() of insn.py) and kprobe_fault_handler, and prepare_singlestep's
+    flags bookkeeping.
+
+The per-CPU state (current_kprobe, kprobe_status, the saved flags, the one-deep `prev`
+save area) is a C KprobeCtlblk (trap.c), `ArchKprobes.kcb`.  What the machine's trap table
+calls for vectors 3 and 1 are trap.c's C handlers: they do the plain hit's bookkeeping in C
+-- the same steps as kprobe_handler and post_kprobe_handler here, which stay the reference
+-- and hand every other case to this file through trap.c's slow-path protocol
+(kprobe_handler, post_kprobe_handler, handler_raised).  `fastpath = False` sends every
+trap here.
+
+Context: trap.  Every handler here runs inside a Unicorn interrupt hook (or is called
+directly like one): no emu_start except a user handler's own m.call (nested emulation),
+text edits through text_poke.  Each trap handler gets ip and flags as trapped (the
+engine's C interrupt hook read them) and returns what register_trap_handler says: False
+(not ours), True (nothing to write) or the (ip, flags) to resume with, which that hook
+writes natively; the other registers a user's handler touches are read and written by
+the pt_regs view.  Each entry checks its precondition and raises KprobeBug when it does
+not hold.
+
+Must not be imported by emu.
+"""
+
+import errno as _errno
+
+from emu import MemoryFault
+from emu.cpu import X86_EFLAGS_IF, X86_EFLAGS_TF, PtRegs
+from emu.interrupts import CTrapHandler
+from kprobes.arch.x86_64 import _trap
+from kprobes.arch.x86_64.insn import (BREAKPOINT_INSTRUCTION, MAX_INSN_SIZE, InsnError,
+                                      copy_for_slot, decode, on_boundary, resume_execution)
+from kprobes.errors import KprobeBug, KprobeError
+
+# kprobe_status values (defined in trap.c)
+KPROBE_HIT_ACTIVE = _trap.KPROBE_HIT_ACTIVE
+KPROBE_HIT_SS = _trap.KPROBE_HIT_SS
+KPROBE_REENTER = _trap.KPROBE_REENTER
+KPROBE_HIT_SSDONE = _trap.KPROBE_HIT_SSDONE
+_STEPPING = (KPROBE_HIT_SS, KPROBE_REENTER)
+
+INT3_VECTOR = 3
+DEBUG_VECTOR = 1
+# Faults kprobes looks at while it is running (DIE_GPF, DIE_PAGE_FAULT, and the rest a
+# stepped instruction can raise).
+FAULT_VECTORS = (0, 6, 12, 13, 14, 17)
+PAGE_FAULT_VECTOR = 14
+TRAP_HANDLER_EXCEPTION = 13    # trapnr given to fault_handler for a non-memory exception
+_IP_FLAGS = ("ip", "flags")    # written through the engine only where a trap cannot return them
+_regs_at_trap = PtRegs.at_trap    # the view every pre/post/fault handler gets
+# The trap path new Kprobes objects take: True, the C path of trap.c for the plain hit
+# (Python for the rest); False, this file's Python methods for every trap -- the reference,
+# which the tests run too (k.arch.fastpath switches one Kprobes object).
+TRAP_FASTPATH = True
+
+
+def arch_init_kprobes(core):
+    """The arch half of init_kprobes(): the trap path for `core` (a kprobes.Kprobes), its
+    handlers first in the machine's trap table for int3, #DB and the faults."""
+    arch = ArchKprobes(core)
+    m = core.m
+    m.register_trap_handler(INT3_VECTOR, arch.int3, first=True)
+    m.register_trap_handler(DEBUG_VECTOR, arch.debug, first=True)
+    for vector in FAULT_VECTORS:
+        m.register_trap_handler(vector, arch.kprobe_fault_handler, first=True)
+    return arch
+
+
+def _check_entry(kcb, entry, vector, want):
+    """The precondition of every trap entry: the vector it is for, and a state whose
+    `running` and `current_kprobe` agree (trap.c's check_entry)."""
+    if vector != want:
+        raise KprobeBug(f"kprobes: {entry} called for vector {vector}, not {want}")
+    if kcb.running != (kcb.current_kprobe is not None):
+        raise KprobeBug(f"kprobes: {entry} entered with running={int(kcb.running)} but "
+                        f"current_kprobe {'set' if kcb.current_kprobe else 'None'}")
+
+
+class ArchKprobes:
+    """The x86_64 part of one Kprobes: its trap handlers, its per-CPU state (`kcb`) and the
+    arch_* operations the generic core calls."""
+
+    def __init__(self, core):
+        self.core = core
+        self.m = core.m
+        self.engine = core.m.engine
+        self.clock = core.m.clock
+        self.kcb = _trap.KprobeCtlblk(core.table, self.m.observers, self.engine.regfile,
+                                      self.clock.counter, self.kprobe_handler,
+                                      self.post_kprobe_handler, self.handler_raised)
+        self.kcb.fastpath = TRAP_FASTPATH
+        # The machine's trap-table entries for vectors 3 and 1: trap.c's C handlers.
+        self.int3 = CTrapHandler(_trap.INT3, self.kcb)
+        self.debug = CTrapHandler(_trap.DEBUG, self.kcb)
+        # What resume_execution reaches memory with, bound once (it runs per hit).
+        self._read_u64 = self.m.mem.u64
+        self._write_u64 = self.m.mem.set_u64
+
+    @property
+    def fastpath(self):
+        """True: trap.c takes the plain hit; False: every trap runs this file's methods."""
+        return self.kcb.fastpath
+
+    @fastpath.setter
+    def fastpath(self, value):
+        self.kcb.fastpath = value
+
+    @property
+    def fast_hits(self):
+        """Hits whose int3 the C path took."""
+        return self.kcb.fast_hits
+
+    # -- registration side ----------------------------------------------------------
+
+    def can_probe(self, addr, probed):
+        """The placement checks that read the text: EINVAL on an int3 that is not a
+        kprobe's (unless `probed`: the address already carries one of ours) or on
+        unmapped text, EILSEQ off an instruction boundary of the function holding addr."""
+        m = self.m
+        where = m.symbols.format(addr)
+        if not probed:
+            try:
+                if m.read(addr, 1)[0] == BREAKPOINT_INSTRUCTION:
+                    raise KprobeError(_errno.EINVAL, f"{where}: an int3 is already there "
+                                      "and it is not a kprobe's")
+            except MemoryFault:
+                raise KprobeError(_errno.EINVAL, f"{where}: not mapped") from None
+        sym = m.symbols.symbol_at(addr)
+        if sym is not None and sym.addr != addr:
+            code = self.core.original_bytes(sym.addr, addr - sym.addr + MAX_INSN_SIZE)
+            if not on_boundary(code, sym.addr, addr):
+                raise KprobeError(_errno.EILSEQ, f"{where}: not an instruction boundary")
+
+    def prepare(self, p, addr):
+        """arch_prepare_kprobe + arch_copy_kprobe: decode, take a slot, write the copy."""
+        code = self.core.original_bytes(addr, MAX_INSN_SIZE)
+        slot = None
+        try:
+            ainsn = decode(code, addr)
+            slot = self.core.slots.get_insn_slot()
+            ainsn.copy = copy_for_slot(ainsn, addr, slot)
+        except InsnError as exc:
+            if slot is not None:
+                self.core.slots.free_insn_slot(slot)
+            raise KprobeError(exc.errno, f"{self.m.symbols.format(addr)}: {exc}") from None
+        ainsn.slot = slot
+        self.m.text_poke(slot, ainsn.copy)
+        p.ainsn = ainsn
+        p.opcode = code[0]
+
+    def arm(self, p):
+        self.m.text_poke(p.addr, bytes((BREAKPOINT_INSTRUCTION,)))
+
+    def disarm(self, p):
+        self.m.text_poke(p.addr, bytes((p.opcode,)))
+
+    def remove(self, p):
+        self.core.slots.free_insn_slot(p.ainsn.slot)
+
+    # -- state helpers ----------------------------------------------------------------
+
+    def set_current_kprobe(self, p, flags):
+        kcb = self.kcb
+        kcb.current_kprobe = p
+        kcb.old_flags = kcb.saved_flags = flags & (X86_EFLAGS_TF | X86_EFLAGS_IF)
+        if p.ainsn.if_modifier:
+            kcb.saved_flags &= ~X86_EFLAGS_IF
+
+    def save_previous_kprobe(self):
+        kcb = self.kcb
+        if kcb.prev is not None:
+            raise KprobeBug("kprobes: recursion deeper than one level while single-"
+                            "stepping (unrecoverable, as in Linux)")
+        kcb.prev = (kcb.current_kprobe, kcb.status, kcb.old_flags, kcb.saved_flags)
+
+    def restore_previous_kprobe(self):
+        kcb = self.kcb
+        kcb.current_kprobe, kcb.status, kcb.old_flags, kcb.saved_flags = kcb.prev
+        kcb.prev = None
+
+    def prepare_singlestep(self, p, flags):
+        """prepare_singlestep(): TF on, IF off, ip at the copy in the slot.  Returns the
+        (ip, flags) the trap resumes with."""
+        slot = p.ainsn.slot
+        if self.m.observers:
+            self.core.emit("singlestep", probe=p, slot=slot, insn=p.ainsn.text)
+        return slot, (flags | X86_EFLAGS_TF) & ~X86_EFLAGS_IF
+
+    def _read_sp(self):
+        return self.engine.reg("sp")
+
+    # -- int3 -------------------------------------------------------------------------
+
+    def kprobe_handler(self, vector, ip, flags):
+        """int3 (vector 3), ip and flags as trapped: the probe address is ip - 1.
+        Context: trap (the slow-path entry for the int3s trap.c does not take)."""
+        kcb = self.kcb
+        _check_entry(kcb, "the int3 handler", vector, INT3_VECTOR)
+        addr = ip - 1
+        core = self.core
+        p = core.table.get(addr)
+        if kcb.running:
+            return self._reentered(p, addr, flags)
+        if p is None:
+            return self._not_ours(addr, flags)
+        self.clock.discount(1)           # the int3 ran for us, not for the guest
+        kcb.n_int3 += 1
+        kcb.running = True
+        kcb.status = KPROBE_HIT_ACTIVE
+        self.set_current_kprobe(p, flags)
+        if self.m.observers:
+            core.emit("trap", vector=INT3_VECTOR, ip=addr, probe=p)
+        if p.disabled:
+            core.missed_all(p, "disabled")
+        elif p.pre_handler is not None:
+            regs = _regs_at_trap(self.engine, ip, flags)
+            try:
+                changed = p.pre_handler(p, regs)
+            except BaseException as exc:  # noqa: BLE001 - handled or re-raised there
+                return self.handler_raised("pre_handler", p, regs, exc, ip, flags)
+            ip, flags = regs.trap_return()
+            if changed:
+                # The handler moved ip: no single-step (modern kernels also release the
+                # per-CPU state here; 2.6.13 left it to the handler).
+                kcb.unlock()
+                return ip, flags
+        return self._singlestep(p, flags)
+
+    def _singlestep(self, p, flags):
+        resume = self.prepare_singlestep(p, flags)
+        self.kcb.status = KPROBE_HIT_SS
+        return resume
+
+    def _not_ours(self, addr, flags):
+        """No probe at addr: a breakpoint removed after this CPU trapped on it (run the
+        original instruction; 2.6.13 resumed at addr+1, inside it), or a foreign int3,
+        which goes to the guest's own handler."""
+        core = self.core
+        if self.m.read(addr, 1)[0] != BREAKPOINT_INSTRUCTION:
+            self.clock.discount(1)
+            core.rare_traps["int3-vanished"] += 1
+            return addr, flags
+        core.rare_traps["int3-foreign"] += 1
+        return False
+
+    def _reentered(self, p, addr, flags):
+        """A breakpoint hit while kprobes is already running: from guest code a handler
+        runs (m.call) or, never here, from the single-stepped copy."""
+        kcb = self.kcb
+        if p is None:
+            return self._not_ours(addr, flags)
+        if kcb.status in _STEPPING:
+            raise KprobeBug(f"kprobes: unrecoverable re-entry at "
+                            f"{self.m.symbols.format(addr)} while single-stepping")
+        # HIT_ACTIVE (a pre/fault handler) or HIT_SSDONE (a post handler; 2.6.13 disarmed
+        # the probe for good here, later kernels treat it like ACTIVE): run the
+        # instruction, none of p's handlers, and count the miss.
+        self.clock.discount(1)
+        kcb.n_int3 += 1
+        self.save_previous_kprobe()
+        self.set_current_kprobe(p, flags)
+        self.core.missed_all(p, "reentered")
+        resume = self.prepare_singlestep(p, flags)
+        kcb.status = KPROBE_REENTER
+        return resume
+
+    # -- debug ------------------------------------------------------------------------
+
+    def post_kprobe_handler(self, vector, ip, flags):
+        """#DB after the single-step (vector 1), ip and flags as trapped; returns the
+        (ip, flags) to resume with.  Context: trap (the slow-path entry for the #DBs
+        trap.c does not take).  Like 2.6.13's post_kprobe_handler:
+
+          1. the post_handler (not for a re-entered step), with regs.ip still in the slot;
+          2. the rest is _finish_step().
+        """
+        kcb = self.kcb
+        _check_entry(kcb, "the debug handler", vector, DEBUG_VECTOR)
+        if not kcb.running or kcb.status not in _STEPPING:
+            return False                 # not ours: the guest's #DB
+        p = kcb.current_kprobe
+        kcb.n_debug += 1
+        if self.m.observers:
+            self.core.emit("trap", vector=DEBUG_VECTOR, ip=ip, probe=p)
+        if kcb.status != KPROBE_REENTER and p.post_handler is not None and not p.disabled:
+            kcb.status = KPROBE_HIT_SSDONE
+            regs = _regs_at_trap(self.engine, ip, flags)
+            try:
+                p.post_handler(p, regs, 0)
+            except BaseException as exc:  # noqa: BLE001 - finish the step, then re-raise
+                return self.handler_raised("post_handler", p, regs, exc, ip, flags)
+            ip, flags = regs.trap_return()
+        return self._finish_step(p, ip, flags)
+
+    def _finish_step(self, p, ip, flags, error=None):
+        """The end of post_kprobe_handler, after the post_handler:
+
+          1. resume_execution() fixes ip (and the stack) for the original address;
+          2. the trapped context's TF and IF come back (kprobe_saved_rflags);
+          3. the per-CPU state is released, or the outer probe's restored after a
+             re-entered step;
+          4. a post_handler's exception (`error`) is re-raised now, with the guest at the
+             resume point;
+          5. still TF: the guest was single-stepping itself, its own #DB handler takes
+             the trap (declining: the machine reads ip and flags, so they are written).
+        """
+        kcb = self.kcb
+        if p.resume_in_post_handler:
+            # The old return-probe design's trampoline: its post handler has set ip to
+            # the real return address (2.6.13 recognised it by comparing handlers).
+            flags &= ~X86_EFLAGS_TF
+        else:
+            ip, flags = resume_execution(p.ainsn, p.addr, ip, flags, kcb.old_flags,
+                                         self._read_sp, self._read_u64, self._write_u64)
+        if self.m.observers:
+            self.core.emit("fixup", probe=p, resume=p.ainsn.resume, ip=ip)
+        flags |= kcb.saved_flags
+        if kcb.status == KPROBE_REENTER:
+            self.restore_previous_kprobe()
+        else:
+            kcb.unlock()
+        if error is not None:
+            self.engine.set_regs(_IP_FLAGS, (ip, flags))
+            self._attach(error, ip)
+            raise error
+        if flags & X86_EFLAGS_TF:
+            self.engine.set_regs(_IP_FLAGS, (ip, flags))
+            return False
+        return ip, flags
+
+    # -- a user's handler raised ------------------------------------------------------
+
+    def handler_raised(self, which, p, regs, exc, ip, flags):
+        """The `which` handler ("pre_handler" or "post_handler") of `p` raised `exc` in
+        the trap at (ip, flags), `regs` the view it was given; this takes the hit over
+        (the slow-path entry of trap.c for it too).  Context: trap.
+
+          1. the probe's fault_handler gets it first (trapnr 14 for a guest memory fault,
+             else 13); when it handles it the hit goes on as if the handler had
+             returned 0;
+          2. otherwise the probe and handler are attached to `exc` and:
+             a pre_handler's: the guest is put back exactly as before the int3 (the
+             probe fires again when the run goes on), the state released, `exc`
+             re-raised (raising: the C hook writes nothing);
+             a post_handler's: the step is finished first, then `exc` re-raised with the
+             guest at the resume point.
+        """
+        handled = self._fault_handler_took(p, which, regs, exc)
+        if which == "pre_handler":
+            if handled:
+                ip, flags = regs.trap_return()
+                return self._singlestep(p, flags)
+            self.engine.set_reg("ip", p.addr)
+            self._attach(exc, p.addr)
+            self.kcb.unlock()
+            raise exc
+        ip, flags = regs.trap_return()
+        return self._finish_step(p, ip, flags, None if handled else exc)
+
+    def _fault_handler_took(self, p, which, regs, exc):
+        """Offer `exc` to p's fault_handler; blame the probe when it does not take it."""
+        trapnr = PAGE_FAULT_VECTOR if isinstance(exc, MemoryFault) else getattr(
+            getattr(exc, "oops", None), "vector", None) or TRAP_HANDLER_EXCEPTION
+        handled = False
+        if p.fault_handler is not None:
+            try:
+                handled = bool(p.fault_handler(p, regs, trapnr))
+            except BaseException:  # noqa: BLE001 - the fault handler's own failure
+                pass
+        if not handled:
+            self._blame(exc, p, which)
+        self.core.curr_kprobe = None
+        return handled
+
+    def _blame(self, exc, p, which):
+        """Attach the probe whose handler raised (the aggregate's child, if one ran)."""
+        exc.kprobe = self.core.curr_kprobe or p
+        exc.kprobe_handler = which
+
+    def _attach(self, exc, guest_ip):
+        """Attach the guest location, once the guest state is settled."""
+        p = getattr(exc, "kprobe", None) or self.kcb.current_kprobe
+        which = getattr(exc, "kprobe_handler", "handler")
+        m = self.m
+        where = m.symbols.format(p.addr) if p is not None else "?"
+        exc.kprobe = p
+        exc.guest_ip = guest_ip
+        try:
+            task = str(m.current)
+        except Exception:  # noqa: BLE001
+            task = "?"
+        note = (f"kpemu: raised by the {which} of the kprobe at {where}; guest at "
+                f"{m.symbols.format(exc.guest_ip)}, task {task}, clock {m.clock.now}")
+        if hasattr(exc, "add_note") and note not in getattr(exc, "__notes__", ()):
+            exc.add_note(note)
+
+    # -- faults -----------------------------------------------------------------------
+
+    def kprobe_fault_handler(self, vector, ip, flags):
+        """A fault while kprobes runs: the probe's fault_handler first; a fault in the
+        stepped copy is then turned back into a fault of the original instruction.
+        Context: trap."""
+        kcb = self.kcb
+        if vector not in FAULT_VECTORS:
+            raise KprobeBug(f"kprobes: the fault handler called for vector {vector}")
+        if not kcb.running:
+            return False
+        p = kcb.current_kprobe
+        regs = _regs_at_trap(self.engine, ip, flags)
+        self.core.rare_traps["fault"] += 1
+        self.core.emit("trap", vector=vector, ip=ip, probe=p)
+        handled = False
+        if p.fault_handler is not None:
+            try:
+                handled = p.fault_handler(p, regs, vector)
+            except BaseException as exc:
+                self._blame(exc, p, "fault_handler")
+                self._attach(exc, regs.ip)
+                raise
+        if handled:
+            return regs.trap_return()
+        if kcb.status & KPROBE_HIT_SS:
+            # The copy faulted and did not complete (nothing was pushed): report the fault
+            # at the original instruction, with the original flags.  Declining, so the
+            # machine reads the CPU: write them here.
+            regs.ip = p.addr + (regs.ip - p.ainsn.slot)
+            regs.flags = (regs.flags & ~X86_EFLAGS_TF) | kcb.old_flags
+            kcb.unlock()
+            regs.flush()
+        return False
