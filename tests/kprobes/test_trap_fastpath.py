@@ -221,6 +221,9 @@ def test_trap_entries_assert_their_precondition(km):
     assert k.arch.int3(3, p.addr + 1, 0x202) == (p.ainsn.slot, 0x102)
     with pytest.raises(KprobeBug, match="unrecoverable re-entry at fib"):
         k.arch.int3(3, p.addr + 1, 0x102)
+    k.arch.kcb.unlock()
+    with pytest.raises(KprobeBug, match="handler_raised"):   # no hit in progress
+        k.arch.handler_raised("pre_handler", p, None, ValueError(), p.addr + 1, 0x202)
     assert issubclass(KprobeBug, KpemuError) and issubclass(KprobeError, KpemuError)
 
 

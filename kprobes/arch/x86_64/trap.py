@@ -354,6 +354,11 @@ class ArchKprobes:
              a post_handler's: the step is finished first, then `exc` re-raised with the
              guest at the resume point.
         """
+        kcb = self.kcb
+        if not kcb.running or kcb.current_kprobe is not p or \
+                which not in ("pre_handler", "post_handler"):
+            raise KprobeBug(f"kprobes: handler_raised({which!r}) for {p!r} while "
+                            f"current_kprobe is {kcb.current_kprobe!r}")
         handled = self._fault_handler_took(p, which, regs, exc)
         if which == "pre_handler":
             if handled:
@@ -361,7 +366,7 @@ class ArchKprobes:
                 return self._singlestep(p, flags)
             self.engine.set_reg("ip", p.addr)
             self._attach(exc, p.addr)
-            self.kcb.unlock()
+            kcb.unlock()
             raise exc
         ip, flags = regs.trap_return()
         return self._finish_step(p, ip, flags, None if handled else exc)
