@@ -19,7 +19,7 @@ import errno as _errno
 from kprobes import arch
 from kprobes.errors import KprobeError
 from kprobes.kretprobe import KretprobeManager
-from kprobes.probe import AggrKprobe, InsnSlots, kprobe_addr
+from kprobes.probe import AggrKprobe, InsnSlots, fill_kprobe_addr, kprobe_addr
 
 
 class Kprobes:
@@ -149,12 +149,12 @@ class Kprobes:
         old = self.table.get(addr)
         if old is None:
             self.arch.prepare(p, addr)
-            p.addr = p._filled_addr = addr
+            fill_kprobe_addr(p, addr)
             self.table[addr] = p
             if self._enabled and not p.disabled:
                 self._arm(p)
         else:
-            p.addr = p._filled_addr = addr
+            fill_kprobe_addr(p, addr)
             self._register_aggr(old, p)
         p.nmissed = 0
         p.misses.clear()

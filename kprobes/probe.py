@@ -47,7 +47,10 @@ class Kprobe:
         self.opcode = None           # the byte the int3 replaced
         self.ainsn = None            # arch data: the out-of-line copy
         self.owner = None            # the Kprobes it is registered with
-        self._filled_addr = None     # the addr registration resolved and wrote back
+        # What registration wrote back into addr, and the addr the caller had given then
+        # (None for a symbol_name probe): what kprobe_addr() asks for again next time.
+        self._filled_addr = None
+        self._asked_addr = None
 
     @property
     def registered(self):
@@ -62,9 +65,11 @@ class Kprobe:
 
 def kprobe_addr(p, symbols):
     """_kprobe_addr(): the address probe `p` asks for -- addr, or symbol_name + offset,
-    looked up in `symbols`.  An addr that an earlier registration filled in does not count
-    as asked for.  KprobeError EINVAL for both or neither, ENOENT for an unknown symbol."""
-    addr = None if p.addr == p._filled_addr else p.addr
+    looked up in `symbols`.  An addr that an earlier registration filled in stands for
+    what was asked then (nothing, for a symbol_name probe; the caller's addr otherwise),
+    so an unregistered probe registers again as it first did.  KprobeError EINVAL for both
+    or neither, ENOENT for an unknown symbol."""
+    addr = _asked_addr(p)
     name = p.symbol_name
     if (addr is None) == (name is None):
         raise KprobeError(_errno.EINVAL, "give either addr or symbol_name, not "
@@ -75,6 +80,17 @@ def kprobe_addr(p, symbols):
             raise KprobeError(_errno.ENOENT, f"unknown symbol '{name}'")
         return base + p.offset
     return addr + p.offset
+
+
+def _asked_addr(p):
+    """The addr the caller asked for: p.addr, unless it is what registration filled in."""
+    return p._asked_addr if p.addr is not None and p.addr == p._filled_addr else p.addr
+
+
+def fill_kprobe_addr(p, addr):
+    """Write the resolved address back into p.addr, remembering what was asked."""
+    p._asked_addr = _asked_addr(p)
+    p.addr = p._filled_addr = addr
 
 
 class AggrKprobe(Kprobe):
