@@ -410,6 +410,21 @@ class ArchKprobes:
 
     # -- faults -----------------------------------------------------------------------
 
+    def _abandon_step(self, p, regs):
+        """The fault_handler took a fault of the stepped copy: no #DB will end this step,
+        so end it here -- an ip the handler left in the slot is moved to the original
+        instruction, the trapped context's TF and IF come back, and the state is
+        released (2.6.13 kept it, so the next hit found kprobes still running)."""
+        kcb = self.kcb
+        slot = p.ainsn.slot
+        if slot <= regs.ip < slot + MAX_INSN_SIZE:
+            regs.ip = p.addr + (regs.ip - slot)
+        regs.flags = (regs.flags & ~X86_EFLAGS_TF) | kcb.old_flags
+        if kcb.status == KPROBE_REENTER:
+            self.restore_previous_kprobe()
+        else:
+            kcb.unlock()
+
     def kprobe_fault_handler(self, vector, ip, flags):
         """A fault while kprobes runs: the probe's fault_handler first; a fault in the
         stepped copy is then turned back into a fault of the original instruction.
@@ -432,6 +447,8 @@ class ArchKprobes:
                 self._attach(exc, regs.ip)
                 raise
         if handled:
+            if kcb.status in _STEPPING:
+                self._abandon_step(p, regs)
             return regs.trap_return()
         if kcb.status & KPROBE_HIT_SS:
             # The copy faulted and did not complete (nothing was pushed): report the fault
