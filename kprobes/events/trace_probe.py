@@ -23,6 +23,7 @@ import errno as _errno
 from dataclasses import dataclass, field
 from enum import Enum
 
+from emu.cpu import REG_NAMES
 from emu.errors import MemoryFault
 
 # -- limits (trace_probe.h, trace.h, kprobes.h) -------------------------------------------------
@@ -360,9 +361,11 @@ def find_fetch_type(name):
 
 # -- registers, stack, arguments (arch/x86) -------------------------------------------------------
 
-# regoffset_table[] of arch/x86/kernel/ptrace.c on x86_64: the only names %REG accepts.
-REGISTER_NAMES = ("r15", "r14", "r13", "r12", "r11", "r10", "r9", "r8", "bx", "cx", "dx",
-                  "si", "di", "bp", "ax", "orig_ax", "ip", "cs", "flags", "sp", "ss")
+# The names %REG accepts: regoffset_table[] of arch/x86/kernel/ptrace.c on x86_64, which
+# is every pt_regs slot.  That is the pt_regs view's table (emu.cpu.REG_NAMES, defined in
+# C) plus orig_ax, the one slot the view does not hold: at a kprobe hit it is always -1
+# (see _reg()).  No alias: `%rax` is refused, as Linux refuses it.
+REGISTER_NAMES = frozenset(REG_NAMES) | {"orig_ax"}
 # regs_get_kernel_argument(): the SysV argument registers, then the stack.
 ARGUMENT_REGISTERS = ("di", "si", "dx", "cx", "r8", "r9")
 
