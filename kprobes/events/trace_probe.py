@@ -512,10 +512,6 @@ class FetchArg:
     def text(self):
         return f"{self.name}={self.comm}"
 
-    @property
-    def symbol_refs(self):
-        return [op[1] for op in self.code if op[0] == "symbol"]
-
     # -- evaluation (process_fetch_insn and process_fetch_insn_bottom) --------------------
 
     def fetch(self, ctx):
@@ -1334,10 +1330,6 @@ def check_append(existing, new):
 
 
 # -- trace output ---------------------------------------------------------------------------------
-
-def fetch_args(defn, ctx):
-    return defn.fetch_args(ctx)
-
 
 def format_args(defn, ctx):
     """The ` name=value ...` tail of a trace line, fetched and printed now."""
