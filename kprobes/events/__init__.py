@@ -4,16 +4,14 @@ the kprobe command layer (trace_kprobe).
 Imports point one way: kprobes.events -> emu; never unicorn.
 """
 
+from .errors import ErrorCode, ProbeCommandError, ProbeSyntaxError
 from .trace_probe import (
     FAULT,
     FETCH_TYPES,
     DeleteCommand,
-    ErrorCode,
     FetchArg,
     FetchType,
-    ProbeCommandError,
     ProbeDefinition,
-    ProbeSyntaxError,
     check_append,
     compare_arg_type,
     format_args,

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 
 from emu import MemoryFault
 from kprobes.core import Kprobe, KprobeError
+from kprobes.events.errors import ProbeCommandError, ProbeSyntaxError
 from kprobes.events.trace_probe import (
     DeleteCommand,
-    ProbeCommandError,
-    ProbeSyntaxError,
     check_append,
     format_probe_ip,
     format_retprobe_ip,

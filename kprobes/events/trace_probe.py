@@ -1,8 +1,6 @@
 """The probe-event language shared by every probe kind, after Linux's kernel/trace/trace_probe.c.
 
 This module owns:
-  * the error catalogue (Linux's ERRORS table in trace_probe.h) and the caret position of an
-    error inside the command, computed the way __trace_probe_log_err() does;
   * the fetch-argument parser (traceprobe_parse_probe_arg and its helpers), which builds the
     same instruction list Linux builds, so the limits (16 fetch instructions, 63-character
     argument text, 64-element arrays, 3072-byte events) fail where Linux fails;
@@ -16,15 +14,16 @@ command layer (trace_kprobe).  Helpers for the parts of that layer that Linux wo
 probe-event errors (multi-probe append checks, registration errnos) are here so the caret
 positions stay in one place.
 
-Must not import: unicorn.  From emu it takes only MemoryFault.
+The error catalogue and the error_log caret are kprobes.events.errors'.
+Must not import: unicorn.  From emu it takes only MemoryFault and the register table.
 """
 
 import errno as _errno
 from dataclasses import dataclass, field
-from enum import Enum
 
 from emu.cpu import REG_NAMES
 from emu.errors import MemoryFault
+from kprobes.events.errors import ErrorCode, LogError, ProbeCommandError, ProbeSyntaxError
 
 # -- limits (trace_probe.h, trace.h, kprobes.h) -------------------------------------------------
 
@@ -42,159 +41,12 @@ KPROBE_EVENT_SYSTEM = "kprobes"
 # THREAD_SIZE / sizeof(long) and reads $stackN only inside the current THREAD_SIZE stack.
 THREAD_SIZE = 8192
 FAULT_STRING = "(fault)"
-CMD_PREFIX = "  Command: "
 # What kretprobed() prints instead of the trampoline's name.
 KRETPROBE_MSG = "[unknown/kretprobe'd]"
 
 _UINT_MAX = (1 << 32) - 1
 _MASK64 = (1 << 64) - 1
 _PAGE = 4096
-
-
-# -- the error catalogue --------------------------------------------------------------------------
-
-class ErrorCode(Enum):
-    """Linux's probe-event errors: the member name is the TP_ERR_ code, the value its text.
-
-    Only the entries a BTF-less x86_64 kprobe event can reach are listed (no file, uprobe,
-    eprobe, fprobe, tracepoint or BTF-type entries).  The texts are Linux's, typos included.
-    """
-
-    BAD_MAXACT_TYPE = "Maxactive is only for function exit"
-    BAD_MAXACT = "Invalid maxactive number"
-    MAXACT_TOO_BIG = "Maxactive is too big"
-    BAD_PROBE_ADDR = "Invalid probed address or symbol"
-    NON_UNIQ_SYMBOL = "The symbol is not unique"
-    BAD_RETPROBE = "Retprobe address must be an function entry"
-    BAD_ADDR_SUFFIX = "Invalid probed address suffix"
-    NO_GROUP_NAME = "Group name is not specified"
-    GROUP_TOO_LONG = "Group name is too long"
-    BAD_GROUP_NAME = "Group name must follow the same rules as C identifiers"
-    NO_EVENT_NAME = "Event name is not specified"
-    EVENT_TOO_LONG = "Event name is too long"
-    BAD_EVENT_NAME = "Event name must follow the same rules as C identifiers"
-    EVENT_EXIST = "Given group/event name is already used by another event"
-    RETVAL_ON_PROBE = "$retval is not available on probe"
-    BAD_STACK_NUM = "Invalid stack number"
-    BAD_ARG_NUM = "Invalid argument number"
-    BAD_VAR = "Invalid $-valiable specified"
-    BAD_REG_NAME = "Invalid register name"
-    BAD_MEM_ADDR = "Invalid memory address"
-    BAD_IMM = "Invalid immediate value"
-    IMMSTR_NO_CLOSE = "String is not closed with '\"'"
-    FILE_ON_KPROBE = "File offset is not available with kprobe"
-    TOO_MANY_OPS = "Dereference is too much nested"
-    DEREF_NEED_BRACE = "Dereference needs a brace"
-    BAD_DEREF_OFFS = "Invalid dereference offset"
-    DEREF_OPEN_BRACE = "Dereference brace is not closed"
-    COMM_CANT_DEREF = "$comm can not be dereferenced"
-    BAD_FETCH_ARG = "Invalid fetch argument"
-    ARRAY_NO_CLOSE = "Array is not closed"
-    BAD_ARRAY_SUFFIX = "Array has wrong suffix"
-    BAD_ARRAY_NUM = "Invalid array size"
-    ARRAY_TOO_BIG = "Array number is too big"
-    BAD_TYPE = "Unknown type is specified"
-    BAD_STRING = "String accepts only memory argument"
-    BAD_SYMSTRING = "Symbol String doesn't accept data/userdata"
-    BAD_BITFIELD = "Invalid bitfield"
-    ARG_NAME_TOO_LONG = "Argument name is too long"
-    NO_ARG_NAME = "Argument name is not specified"
-    BAD_ARG_NAME = "Argument name must follow the same rules as C identifiers"
-    USED_ARG_NAME = "This argument name is already used"
-    ARG_TOO_LONG = "Argument expression is too long"
-    NO_ARG_BODY = "No argument expression"
-    BAD_INSN_BNDRY = "Probe point is not an instruction boundary"
-    FAIL_REG_PROBE = "Failed to register probe event"
-    DIFF_PROBE_TYPE = "Probe type is different from existing probe"
-    DIFF_ARG_TYPE = "Argument type or name is different from existing probe"
-    SAME_PROBE = "There is already the exact same probe event"
-    NOSUP_BTFARG = "BTF is not available or not supported"
-    NOFENTRY_ARGS = "$arg* can be used only on function entry or exit"
-    DOUBLE_ARGS = "$arg* can be used only once in the parameters"
-    NEED_STRING_TYPE = "$comm and immediate-string only accepts string type"
-    TOO_MANY_ARGS = "Too many arguments are specified"
-    EVENT_TOO_BIG = "Event too big (too many fields?)"
-
-    @property
-    def code(self):
-        return self.name
-
-    @property
-    def message(self):
-        return self.value
-
-
-class ProbeCommandError(Exception):
-    """A kprobe_events write that fails; `.errno` is what the write returns in Linux.
-
-    Used bare for failures Linux reports with an errno only (an unknown command letter, a
-    line with no probe point, a malformed `-:` line); ProbeSyntaxError adds the error_log
-    entry.
-    """
-
-    def __init__(self, errno, message=None):
-        super().__init__(message or _errno.errorcode.get(errno, str(errno)))
-        self.errno = errno
-
-
-class ProbeSyntaxError(ProbeCommandError):
-    """A probe-event error with its error_log entry: `.err` (an ErrorCode), `.code`,
-    `.message`, `.command` (the argv joined by single spaces, as Linux rebuilds it) and
-    `.pos` (the caret's offset in `.command`)."""
-
-    def __init__(self, err, command, pos, errno=_errno.EINVAL):
-        self.err = err
-        self.command = command
-        self.pos = pos
-        super().__init__(errno, err.value)
-
-    @property
-    def code(self):
-        return self.err.name
-
-    @property
-    def message(self):
-        return self.err.value
-
-    @staticmethod
-    def position(argv, index, offset):
-        """The caret offset for `offset` inside argv[index], like __trace_probe_log_err().
-
-        An index past the last word puts the caret one column past the end of the
-        command (Linux counts the terminating NUL as the separator of a missing word)."""
-        if index >= len(argv):
-            return sum(len(a) + 1 for a in argv)
-        return sum(len(a) + 1 for a in argv[:index]) + offset
-
-    @classmethod
-    def at(cls, err, argv, index, offset=0, errno=_errno.EINVAL):
-        return cls(err, " ".join(argv), cls.position(argv, index, offset), errno)
-
-    def caret_command(self):
-        """The command with `^` inserted at the caret, the way the selftests write it."""
-        cmd = self.command.ljust(self.pos)
-        return cmd[:self.pos] + "^" + cmd[self.pos:]
-
-    def format(self, subsystem="trace_kprobe", timestamp_ns=None):
-        """The error_log entry: three lines, the caret under the offending character.
-
-        Linux prefixes the first line with `[%5llu.%06u] `; it is printed only when a
-        timestamp (in ns) is given."""
-        head = f"{subsystem}: error: {self.err.value}"
-        if timestamp_ns is not None:
-            sec, nsec = divmod(timestamp_ns, 1_000_000_000)
-            head = f"[{sec:5d}.{nsec // 1000:06d}] {head}"
-        return f"{head}\n{CMD_PREFIX}{self.command}\n{' ' * (len(CMD_PREFIX) + self.pos)}^"
-
-
-class _LogError(Exception):
-    """Raised inside argument parsing; the caller adds the argv index (trace_probe_log)."""
-
-    def __init__(self, err, offset, errno=_errno.EINVAL):
-        super().__init__(err.name)
-        self.err = err
-        self.offset = offset
-        self.errno = errno
 
 
 # -- C library helpers, with the kernel's rules ----------------------------------------------------
@@ -684,21 +536,21 @@ class _ArgParser:
     def _push(self, op, err=ErrorCode.TOO_MANY_OPS, errno=_errno.EINVAL):
         """Take the next fetch_insn slot; the 16th is the END sentinel."""
         if len(self.code) >= FETCH_INSN_MAX - 1:
-            raise _LogError(err, self.offset, errno)
+            raise LogError(err, self.offset, errno)
         self.code.append(op)
 
     def parse_body(self, body, name, thread_size):
         """traceprobe_parse_probe_arg_body()."""
         if len(body) > MAX_ARGSTR_LEN:
-            raise _LogError(ErrorCode.ARG_TOO_LONG, self.offset, _errno.E2BIG)
+            raise LogError(ErrorCode.ARG_TOO_LONG, self.offset, _errno.E2BIG)
         if not body:
-            raise _LogError(ErrorCode.NO_ARG_BODY, self.offset)
+            raise LogError(ErrorCode.NO_ARG_BODY, self.offset)
         arg, tname, count, type_ = self._parse_type(body)
         type_offset = len(arg) + 1 if tname is not None else 0
         self._parse_fetch(arg)
         self.size += type_.size * (count or 1)
         if self.size > MAX_PROBE_EVENT_SIZE:
-            raise _LogError(ErrorCode.EVENT_TOO_BIG, self.offset, _errno.E2BIG)
+            raise LogError(ErrorCode.EVENT_TOO_BIG, self.offset, _errno.E2BIG)
         self._finalize(type_, tname, count, type_offset)
         return FetchArg(name, body, type_, count, self.code, thread_size)
 
@@ -715,23 +567,23 @@ class _ArgParser:
                 tname = tname[:bra]
                 ket = rest.find("]")
                 if ket < 0:
-                    raise _LogError(ErrorCode.ARRAY_NO_CLOSE, self.offset + num_at + len(rest))
+                    raise LogError(ErrorCode.ARRAY_NO_CLOSE, self.offset + num_at + len(rest))
                 if ket + 1 != len(rest):
-                    raise _LogError(ErrorCode.BAD_ARRAY_SUFFIX, self.offset + num_at + ket + 1)
+                    raise LogError(ErrorCode.BAD_ARRAY_SUFFIX, self.offset + num_at + ket + 1)
                 count = kstrtouint(rest[:ket], 0)
                 if not count:
-                    raise _LogError(ErrorCode.BAD_ARRAY_NUM, self.offset + num_at)
+                    raise LogError(ErrorCode.BAD_ARRAY_NUM, self.offset + num_at)
                 if count > MAX_ARRAY_LEN:
-                    raise _LogError(ErrorCode.ARRAY_TOO_BIG, self.offset + num_at)
+                    raise LogError(ErrorCode.ARRAY_TOO_BIG, self.offset + num_at)
         offs = colon + 1 if colon >= 0 else 0
         if arg in ("$comm", "$COMM") or arg.startswith('\\"'):
             if count or (tname is not None and tname != "string"):
-                raise _LogError(ErrorCode.NEED_STRING_TYPE, self.offset + offs)
+                raise LogError(ErrorCode.NEED_STRING_TYPE, self.offset + offs)
             type_ = FETCH_TYPES["string"]
         else:
             type_ = find_fetch_type(tname)
         if type_ is None:
-            raise _LogError(ErrorCode.BAD_TYPE, self.offset + offs)
+            raise LogError(ErrorCode.BAD_TYPE, self.offset + offs)
         return arg, tname, count, type_
 
     def _parse_fetch(self, arg):
@@ -742,16 +594,16 @@ class _ArgParser:
             self._parse_var(arg)
         elif c == "%":
             if arg[1:] not in REGISTER_NAMES:
-                raise _LogError(ErrorCode.BAD_REG_NAME, self.offset)
+                raise LogError(ErrorCode.BAD_REG_NAME, self.offset)
             self.code.append(("reg", arg[1:]))
         elif c == "@":
             if _isdigit(arg[1:2]):
                 addr = kstrtoul(arg[1:], 0)
                 if addr is None:
-                    raise _LogError(ErrorCode.BAD_MEM_ADDR, self.offset)
+                    raise LogError(ErrorCode.BAD_MEM_ADDR, self.offset)
                 self.code.append(("imm", addr))
             elif arg[1:2] == "+":
-                raise _LogError(ErrorCode.FILE_ON_KPROBE, self.offset)
+                raise LogError(ErrorCode.FILE_ON_KPROBE, self.offset)
             else:
                 self.code.append(("symbol", arg[1:]))
                 self._push(("imm", None))
@@ -764,18 +616,18 @@ class _ArgParser:
                 # An empty body passes Linux's closing-quote test (it looks at the opening
                 # quote), giving an empty string.
                 if text and text[-1] != '"':
-                    raise _LogError(ErrorCode.IMMSTR_NO_CLOSE, self.offset + 2 + len(text))
+                    raise LogError(ErrorCode.IMMSTR_NO_CLOSE, self.offset + 2 + len(text))
                 self.code.append(("data", text[:-1]))
             else:
                 imm = _str_to_immediate(arg[1:])
                 if imm is None:
-                    raise _LogError(ErrorCode.BAD_IMM, self.offset + 1)
+                    raise LogError(ErrorCode.BAD_IMM, self.offset + 1)
                 self.code.append(("imm", imm))
         elif _isalpha(c) or c == "_":
             # A BTF variable name; this kernel has no BTF.
-            raise _LogError(ErrorCode.NOSUP_BTFARG, self.offset)
+            raise LogError(ErrorCode.NOSUP_BTFARG, self.offset)
         if len(self.code) == start:
-            raise _LogError(ErrorCode.BAD_FETCH_ARG, self.offset)
+            raise LogError(ErrorCode.BAD_FETCH_ARG, self.offset)
 
     def _parse_deref(self, arg):
         """`+|-[u]OFFS(FETCHARG)`, with Linux's pointer arithmetic for the offsets."""
@@ -788,24 +640,24 @@ class _ArgParser:
             s = s[1:]                   # kstrtol() takes no '+'
         brace = s.find("(")
         if brace < 0:
-            raise _LogError(ErrorCode.DEREF_NEED_BRACE, self.offset)
+            raise LogError(ErrorCode.DEREF_NEED_BRACE, self.offset)
         offset = kstrtol(s[:brace], 0)
         if offset is None:
-            raise _LogError(ErrorCode.BAD_DEREF_OFFS, self.offset)
+            raise LogError(ErrorCode.BAD_DEREF_OFFS, self.offset)
         self.offset += brace + 1 + (1 if s[:1] != "-" else 0)
         inner = s[brace + 1:]
         close = inner.rfind(")")
         if close < 0:
-            raise _LogError(ErrorCode.DEREF_OPEN_BRACE, self.offset + len(inner))
+            raise LogError(ErrorCode.DEREF_OPEN_BRACE, self.offset + len(inner))
         if close + 1 != len(inner):
             # Linux silently drops text after the last ')' (`+0(%ax)+10` reads +0(%ax));
             # kprobe_args_syntax.tc lists it as bad, so it is refused here.
-            raise _LogError(ErrorCode.BAD_FETCH_ARG, self.offset + close + 1)
+            raise LogError(ErrorCode.BAD_FETCH_ARG, self.offset + close + 1)
         cur = self.offset
         self._parse_fetch(inner[:close])
         self.offset = cur
         if self.code[-1][0] in ("comm", "data"):
-            raise _LogError(ErrorCode.COMM_CANT_DEREF, self.offset)
+            raise LogError(ErrorCode.COMM_CANT_DEREF, self.offset)
         self._push((deref, offset))
 
     def _parse_var(self, orig):
@@ -850,7 +702,7 @@ class _ArgParser:
                     return
                 else:
                     err = ErrorCode.NOFENTRY_ARGS
-        raise _LogError(err, self.offset)
+        raise LogError(err, self.offset)
 
     def _finalize(self, type_, tname, count, type_offset):
         """finalize_fetch_insn(): the store, bitfield and array instructions."""
@@ -860,9 +712,9 @@ class _ArgParser:
         if type_.is_string:
             if type_.name == "symstr":
                 if last not in ("reg", "stack", "retval", "arg", "deref"):
-                    raise _LogError(ErrorCode.BAD_SYMSTRING, at_type)
+                    raise LogError(ErrorCode.BAD_SYMSTRING, at_type)
             elif last not in ("deref", "uderef", "imm", "comm", "data"):
-                raise _LogError(ErrorCode.BAD_STRING, at_type)
+                raise LogError(ErrorCode.BAD_STRING, at_type)
             new_slot = (type_.name == "symstr" or last in ("imm", "comm", "data")
                         or bool(count))
             replaced = None if new_slot else code[-1]
@@ -887,12 +739,12 @@ class _ArgParser:
             self._bitfield(tname, type_, at_type)
         if count:
             if store not in ("st_mem", "st_string", "st_ustring"):
-                raise _LogError(ErrorCode.BAD_STRING, at_type)
+                raise LogError(ErrorCode.BAD_STRING, at_type)
             self._push(("lp_array", count), errno=_errno.E2BIG)
 
     def _bitfield(self, tname, type_, at_type):
         """__parse_bitfield_probe_arg(): `b<width>@<offset>/<container>`."""
-        bad = _LogError(ErrorCode.BAD_BITFIELD, at_type)
+        bad = LogError(ErrorCode.BAD_BITFIELD, at_type)
         bw, end = simple_strtoul(tname[1:], 0)
         end += 1
         if bw == 0 or tname[end:end + 1] != "@":
@@ -1188,7 +1040,7 @@ def _parse_probe(argv, symbols, thread_size):
     for i, word in enumerate(words):
         try:
             a, size = _parse_arg(word, i, args, ret_flag, on_entry, thread_size, size)
-        except _LogError as e:
+        except LogError as e:
             fail(e.err, i + 2, e.offset, e.errno)
         args.append(a)
 
@@ -1262,16 +1114,16 @@ def _parse_arg(word, i, previous, is_return, on_entry, thread_size, size):
     eq = word.find("=")
     if eq >= 0:
         if eq > MAX_ARG_NAME_LEN:
-            raise _LogError(ErrorCode.ARG_NAME_TOO_LONG, 0)
+            raise LogError(ErrorCode.ARG_NAME_TOO_LONG, 0)
         if eq == 0:
-            raise _LogError(ErrorCode.NO_ARG_NAME, 0)
+            raise LogError(ErrorCode.NO_ARG_NAME, 0)
         name, body = word[:eq], word[eq + 1:]
     else:
         name, body = f"arg{i + 1}", word
     if not is_good_name(name):
-        raise _LogError(ErrorCode.BAD_ARG_NAME, 0)
+        raise LogError(ErrorCode.BAD_ARG_NAME, 0)
     if name in _RESERVED_FIELD_NAMES or any(a.name == name for a in previous):
-        raise _LogError(ErrorCode.USED_ARG_NAME, 0)
+        raise LogError(ErrorCode.USED_ARG_NAME, 0)
     parser = _ArgParser(is_return, on_entry, thread_size, size)
     parser.offset = eq + 1
     arg = parser.parse_body(body, name, thread_size)
