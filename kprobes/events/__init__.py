@@ -15,16 +15,20 @@ from .trace_probe import (
     check_append,
     compare_arg_type,
     format_args,
-    format_probe_ip,
-    format_retprobe_ip,
-    format_trace_line,
-    irq_flags,
     parse_command,
     registration_error,
     split_commands,
 )
 
-from .trace_kprobe import KprobeEvents, TraceEvent, TraceKprobe, TraceRecord  # noqa: E402
+from .trace_output import (
+    TraceRecord,
+    format_probe_ip,
+    format_retprobe_ip,
+    format_trace_line,
+    irq_flags,
+)
+
+from .trace_kprobe import KprobeEvents, TraceEvent, TraceKprobe  # noqa: E402
 
 __all__ = ["KprobeEvents", "TraceEvent", "TraceKprobe", "TraceRecord",
     "FAULT", "FETCH_TYPES", "DeleteCommand", "ErrorCode", "FetchArg", "FetchType",

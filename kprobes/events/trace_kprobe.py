@@ -3,23 +3,26 @@ commands turned into real kprobes and kretprobes on the machine, per-event
 enable/disable, the kprobe_events read-back, kprobe_profile, the trace buffer and the
 error_log.
 
-The language itself (parsing, fetch args, types, the error catalogue, line formats) is
-trace_probe.py; this module owns the events and what happens at a hit.
+The language itself (parsing, fetch args, types) is trace_probe.py, the error catalogue
+errors.py, the text of a trace line trace_output.py; this module owns the events and what
+happens at a hit.
 """
 
 import errno as _errno
-from dataclasses import dataclass, field
 
 from emu import MemoryFault
 from kprobes.core import Kprobe, KprobeError
 from kprobes.events.errors import ProbeCommandError, ProbeSyntaxError
+from kprobes.events.trace_output import (
+    TraceRecord,
+    format_probe_ip,
+    format_retprobe_ip,
+    irq_flags,
+    trace_header,
+)
 from kprobes.events.trace_probe import (
     DeleteCommand,
     check_append,
-    format_probe_ip,
-    format_retprobe_ip,
-    format_trace_line,
-    irq_flags,
     parse_command,
     registration_error,
     split_commands,
@@ -53,28 +56,6 @@ class _Ctx:
             except MemoryFault:
                 self._comm = ""
         return self._comm
-
-
-@dataclass
-class TraceRecord:
-    """One hit, as the ring buffer holds it: formatted lazily by `text()`."""
-    comm: str
-    pid: int
-    flags: str
-    clock: int
-    event: str
-    ip_text: str
-    args_text: str
-    values: dict = field(default_factory=dict)
-
-    def text(self):
-        return format_trace_line(self.comm, self.pid, 0, self.flags, self.clock, self.event,
-                                 self.ip_text, self.args_text)
-
-    def as_json(self):
-        return {"comm": self.comm, "pid": self.pid, "cpu": 0, "flags": self.flags,
-                "clock": self.clock, "event": self.event, "where": self.ip_text,
-                "args": self.values}
 
 
 class TraceKprobe:
@@ -335,18 +316,7 @@ class KprobeEvents:
 
     def trace(self):
         """The `trace` file: its header and the lines."""
-        lines = ["# tracer: nop", "#",
-                 f"# entries-in-buffer/entries-written: {len(self.buffer)}/"
-                 f"{len(self.buffer)}   #P:1", "#",
-                 "#                                _-----=> irqs-off/BH-disabled",
-                 "#                               / _----=> need-resched",
-                 "#                              | / _---=> hardirq/softirq",
-                 "#                              || / _--=> preempt-depth",
-                 "#                              ||| / _-=> migrate-disable",
-                 "#                              |||| /     delay",
-                 "#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION",
-                 "#              | |         |   |||||     |         |"]
-        return "\n".join(lines + self.trace_lines()) + "\n"
+        return "\n".join(trace_header(len(self.buffer)) + self.trace_lines()) + "\n"
 
     def profile(self):
         """kprobe_profile: `  EVENT(44) HITS(15) MISSES(15)` per event."""

@@ -5,7 +5,7 @@ This module owns:
     same instruction list Linux builds, so the limits (16 fetch instructions, 63-character
     argument text, 64-element arrays, 3072-byte events) fail where Linux fails;
   * the type table with Linux's print formats, the evaluation of a fetch argument against a
-    probe context, and the printing of a trace line;
+    probe context, and the printing of its value;
   * the parse of one kprobe_events line into a ProbeDefinition (the parsing half of
     trace_kprobe.c's create path) and of a `-:` line into a DeleteCommand.
 
@@ -14,7 +14,8 @@ command layer (trace_kprobe).  Helpers for the parts of that layer that Linux wo
 probe-event errors (multi-probe append checks, registration errnos) are here so the caret
 positions stay in one place.
 
-The error catalogue and the error_log caret are kprobes.events.errors'.
+The error catalogue and the error_log caret are kprobes.events.errors'; the rest of a
+trace line is kprobes.events.trace_output's.
 Must not import: unicorn.  From emu it takes only MemoryFault and the register table.
 """
 
@@ -41,8 +42,6 @@ KPROBE_EVENT_SYSTEM = "kprobes"
 # THREAD_SIZE / sizeof(long) and reads $stackN only inside the current THREAD_SIZE stack.
 THREAD_SIZE = 8192
 FAULT_STRING = "(fault)"
-# What kretprobed() prints instead of the trampoline's name.
-KRETPROBE_MSG = "[unknown/kretprobe'd]"
 
 _UINT_MAX = (1 << 32) - 1
 _MASK64 = (1 << 64) - 1
@@ -1181,57 +1180,6 @@ def check_append(existing, new):
             raise new.error(ErrorCode.SAME_PROBE, 0, 0, _errno.EEXIST)
 
 
-# -- trace output ---------------------------------------------------------------------------------
-
 def format_args(defn, ctx):
     """The ` name=value ...` tail of a trace line, fetched and printed now."""
     return defn.format_values(defn.fetch_args(ctx), getattr(ctx, "symbols", None))
-
-
-def _seq_print_sym(symbols, addr, offset, trampoline=None):
-    """seq_print_ip_sym(): `0` for a null ip; with offset `sym+0x../0x..`, else the name;
-    outside any symbol `0x...` (with offset) or `0x%08lx` (without)."""
-    if not addr:
-        return "0"
-    if trampoline is not None and addr == trampoline:
-        return KRETPROBE_MSG
-    if symbols is not None:
-        if offset:
-            return symbols.format(addr)
-        sym = symbols.symbol_at(addr)
-        if sym is not None:
-            return sym.name
-    return f"0x{addr:x}" if offset else f"0x{addr:08x}"
-
-
-def format_probe_ip(symbols, ip, trampoline=None):
-    """The parenthesis of a kprobe event line: `sym+0xoff/0xsize`."""
-    return _seq_print_sym(symbols, ip, True, trampoline)
-
-
-def format_retprobe_ip(symbols, ret_ip, func, trampoline=None):
-    """The parenthesis of a kretprobe event line: `caller+0xoff/0xsize <- func`."""
-    return (f"{_seq_print_sym(symbols, ret_ip, True, trampoline)} <- "
-            f"{_seq_print_sym(symbols, func, False, trampoline)}")
-
-
-def irq_flags(irqs_off=False, need_resched=False, hardirq=False, softirq=False, nmi=False,
-              preempt_count=0):
-    """The five flag columns (trace_print_lat_fmt()): irqs-off, need-resched,
-    hardirq/softirq, preempt depth, migrate-disable depth (preempt_count bits 4-7)."""
-    hs = ("Z" if nmi and hardirq else "z" if nmi else "H" if hardirq and softirq
-          else "h" if hardirq else "s" if softirq else ".")
-    low, high = preempt_count & 0xF, (preempt_count >> 4) & 0xF
-    return ("d" if irqs_off else ".") + ("N" if need_resched else ".") + hs + \
-        (f"{low:x}" if low else ".") + (f"{high:x}" if high else ".")
-
-
-def format_trace_line(comm, pid, cpu, flags, clock, event, ip_text, args_text=""):
-    """One line of `trace`: `%16s-%-7d [%03d] FLAGS %5lu.%06lu: EVENT: (IP) ARGS`.
-
-    `clock` is kpemu's instruction count taken as nanoseconds; like ns2usecs() it is
-    rounded to the nearest microsecond.  `flags` is the five-column string (irq_flags())."""
-    usecs = (clock + 500) // 1000
-    secs, usec = divmod(usecs, 1_000_000)
-    return (f"{comm:>16}-{pid:<7} [{cpu:03d}] {flags} {secs:5d}.{usec:06d}: "
-            f"{event}: ({ip_text}){args_text}")
