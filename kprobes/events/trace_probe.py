@@ -1,32 +1,34 @@
-"""The probe-event language shared by every probe kind, after Linux's kernel/trace/trace_probe.c.
+"""The fetch-argument and type layer every probe kind shares, after Linux's
+kernel/trace/trace_probe.c (with the limits of trace_probe.h and the fetch and print loops
+of trace_probe_tmpl.h).
 
 This module owns:
-  * the fetch-argument parser (traceprobe_parse_probe_arg and its helpers), which builds the
-    same instruction list Linux builds, so the limits (16 fetch instructions, 63-character
-    argument text, 64-element arrays, 3072-byte events) fail where Linux fails;
-  * the type table with Linux's print formats, the evaluation of a fetch argument against a
-    probe context, and the printing of its value;
-  * the parse of one kprobe_events line into a ProbeDefinition (the parsing half of
-    trace_kprobe.c's create path) and of a `-:` line into a DeleteCommand.
+  * the limits (16 fetch instructions, 63-character argument text, 64-element arrays,
+    3072-byte events, 128 arguments) and the C-library number and name rules
+    (kstrto*(), simple_strtoul(), is_good_name()) the language is parsed with;
+  * the type table (probe_fetch_types[]) with Linux's print formats;
+  * the fetch-argument parser (traceprobe_parse_probe_arg() and its helpers), which builds
+    the same instruction list Linux builds, so every limit fails where Linux fails and
+    every error lands on Linux's column; the event-name and `$arg` checks every probe
+    command makes;
+  * FetchArg: the evaluation of a fetch argument against a probe context (registers,
+    stack, memory, symbols) and the printing of its value; the argument-list helpers
+    (print_fmt, entry data, trace_probe_compare_arg_type()).
 
-It does not register probes, keep the event list, enable/disable or count hits: that is the
-command layer (trace_kprobe).  Helpers for the parts of that layer that Linux words as
-probe-event errors (multi-probe append checks, registration errnos) are here so the caret
-positions stay in one place.
-
-The error catalogue and the error_log caret are kprobes.events.errors'; the rest of a
-trace line is kprobes.events.trace_output's.
-Must not import: unicorn.  From emu it takes only MemoryFault and the register table.
+It knows no command letter, no probe point and no event list: those are trace_kprobe's.
+Errors come from kprobes.events.errors.
+Must not import: unicorn, the kprobes core, kprobes.events.trace_output,
+kprobes.events.trace_kprobe.  From emu it takes only MemoryFault and the register table.
 """
 
 import errno as _errno
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from emu.cpu import REG_NAMES
 from emu.errors import MemoryFault
-from kprobes.events.errors import ErrorCode, LogError, ProbeCommandError, ProbeSyntaxError
+from kprobes.events.errors import ErrorCode, LogError, ProbeCommandError
 
-# -- limits (trace_probe.h, trace.h, kprobes.h) -------------------------------------------------
+# -- limits (trace_probe.h, trace.h) --------------------------------------------------------------
 
 MAX_TRACE_ARGS = 128
 MAX_ARGSTR_LEN = 63
@@ -36,14 +38,12 @@ MAX_STRING_SIZE = 4096              # PATH_MAX: at most 4095 characters and the 
 MAX_PROBE_EVENT_SIZE = 3072
 MAX_EVENT_NAME_LEN = 64             # group and event names are at most 63 characters
 FETCH_INSN_MAX = 16                 # the last slot is the END sentinel
-KRETPROBE_MAXACTIVE_MAX = 4096
-KPROBE_EVENT_SYSTEM = "kprobes"
 # The guest's THREAD_SIZE (toykernel asm-offsets); Linux bounds $stackN and $argN by
 # THREAD_SIZE / sizeof(long) and reads $stackN only inside the current THREAD_SIZE stack.
 THREAD_SIZE = 8192
 FAULT_STRING = "(fault)"
 
-_UINT_MAX = (1 << 32) - 1
+UINT_MAX = (1 << 32) - 1
 _MASK64 = (1 << 64) - 1
 _PAGE = 4096
 
@@ -55,11 +55,11 @@ _XDIGITS = "0123456789abcdefABCDEF"
 _ALPHA = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def _isdigit(c):
+def isdigit(c):
     return c != "" and c in _DIGITS
 
 
-def _isalpha(c):
+def isalpha(c):
     return c != "" and c in _ALPHA
 
 
@@ -117,7 +117,7 @@ def kstrtol(s, base=0):
 
 def kstrtouint(s, base=0):
     v = kstrtoul(s, base)
-    return None if v is None or v > _UINT_MAX else v
+    return None if v is None or v > UINT_MAX else v
 
 
 def simple_strtoul(s, base=0):
@@ -130,32 +130,16 @@ def simple_strtoul(s, base=0):
 
 def is_good_name(name):
     """A C identifier: what Linux accepts for event and argument names."""
-    if not (_isalpha(name[:1]) or name[:1] == "_"):
+    if not (isalpha(name[:1]) or name[:1] == "_"):
         return False
-    return all(_isalpha(c) or _isdigit(c) or c == "_" for c in name[1:])
+    return all(isalpha(c) or isdigit(c) or c == "_" for c in name[1:])
 
 
 def is_good_system_name(name):
     """Group names may also contain '-' (is_good_system_name())."""
-    if not (_isalpha(name[:1]) or name[:1] in ("_", "-")):
+    if not (isalpha(name[:1]) or name[:1] in ("_", "-")):
         return False
-    return all(_isalpha(c) or _isdigit(c) or c in "_-" for c in name[1:])
-
-
-def _argv_split(line):
-    """argv_split(): words separated by C whitespace; no quoting."""
-    return line.split()
-
-
-def split_commands(text):
-    """The lines a kprobe_events write runs, like trace_parse_run_command(): each line up to
-    its first '#', blank lines dropped."""
-    out = []
-    for line in text.split("\n"):
-        line = line.split("#", 1)[0]
-        if line.strip():
-            out.append(line)
-    return out
+    return all(isalpha(c) or isdigit(c) or c in "_-" for c in name[1:])
 
 
 # -- fetch types ---------------------------------------------------------------------------------
@@ -283,7 +267,7 @@ def _read_cstring(ctx, addr):
     return bytes(out[:MAX_STRING_SIZE - 1]).decode("utf-8", "backslashreplace")
 
 
-def _lookup_symbol(symbols, name):
+def lookup_symbol(symbols, name):
     """kallsyms_lookup_name(), with the `MOD:SYM` form; None if unknown."""
     if ":" in name:
         mod, sym = name.split(":", 1)
@@ -292,18 +276,6 @@ def _lookup_symbol(symbols, name):
                 return s.addr
         return None
     return symbols.lookup_name(name)
-
-
-def _count_symbols(symbols, name):
-    """number_of_same_symbols() for validate_probe_symbol(); None when `MOD:` names a module
-    that is not loaded (Linux defers such probes)."""
-    if ":" in name:
-        mod, sym = name.split(":", 1)
-        in_mod = [s for s in symbols if getattr(s, "module", None) == mod]
-        if not in_mod:
-            return None
-        return sum(1 for s in in_mod if s.name == sym)
-    return sum(1 for s in symbols if s.name == name)
 
 
 def sprint_symbol(symbols, addr):
@@ -362,6 +334,14 @@ class FetchArg:
     @property
     def text(self):
         return f"{self.name}={self.comm}"
+
+    def update(self, symbols):
+        """traceprobe_update_arg(): resolve every `@SYM[+|-off]` of this argument now.
+        Raises ProbeCommandError with Linux's errno (ENOENT unknown symbol, EINVAL bad
+        offset)."""
+        for i, op in enumerate(self.code):
+            if op[0] == "symbol":
+                self.code[i + 1] = ("imm", _resolve_symbol_ref_errno(symbols, op[1]))
 
     # -- evaluation (process_fetch_insn and process_fetch_insn_bottom) --------------------
 
@@ -511,7 +491,7 @@ def _resolve_symbol_ref_errno(symbols, text):
         if offset is None:
             raise ProbeCommandError(_errno.EINVAL)
         name = text[:cut]
-    addr = _lookup_symbol(symbols, name)
+    addr = lookup_symbol(symbols, name)
     if not addr:
         raise ProbeCommandError(_errno.ENOENT)
     return (addr + offset) & _MASK64
@@ -596,7 +576,7 @@ class _ArgParser:
                 raise LogError(ErrorCode.BAD_REG_NAME, self.offset)
             self.code.append(("reg", arg[1:]))
         elif c == "@":
-            if _isdigit(arg[1:2]):
+            if isdigit(arg[1:2]):
                 addr = kstrtoul(arg[1:], 0)
                 if addr is None:
                     raise LogError(ErrorCode.BAD_MEM_ADDR, self.offset)
@@ -622,7 +602,7 @@ class _ArgParser:
                 if imm is None:
                     raise LogError(ErrorCode.BAD_IMM, self.offset + 1)
                 self.code.append(("imm", imm))
-        elif _isalpha(c) or c == "_":
+        elif isalpha(c) or c == "_":
             # A BTF variable name; this kernel has no BTF.
             raise LogError(ErrorCode.NOSUP_BTFARG, self.offset)
         if len(self.code) == start:
@@ -673,7 +653,7 @@ class _ArgParser:
             if rest == "":
                 self.code.append(("stackp",))
                 return
-            if _isdigit(rest[:1]):
+            if isdigit(rest[:1]):
                 n = kstrtoul(rest, 10)
                 if n is not None:
                     if n > self.max_stack:
@@ -763,7 +743,7 @@ class _ArgParser:
 
 def _str_to_immediate(s):
     """str_to_immediate(): `\\IMM` is unsigned, or signed with a leading '-' or '+'."""
-    if _isdigit(s[:1]):
+    if isdigit(s[:1]):
         return kstrtoul(s, 0)
     if s[:1] in ("-", "+"):
         v = kstrtol(s if s[0] == "-" else s[1:], 0)
@@ -775,285 +755,7 @@ _RESERVED_FIELD_NAMES = ("common_type", "common_flags", "common_preempt_count", 
                          "common_tgid", "__probe_ip", "__probe_ret_ip", "__probe_func")
 
 
-# -- whole commands -------------------------------------------------------------------------------
-
-@dataclass
-class ProbeDefinition:
-    """A parsed `p`/`r` kprobe_events line.
-
-    `symbol` (with any `MOD:` prefix) and `offset` for a symbol probe, `addr` for an address
-    probe; `kind` is "r" for `r...` and for `p ...%return`.  `argv` and `command` are the
-    words and the command as Linux rebuilds them for error carets.
-    """
-
-    kind: str
-    group: str
-    event: str
-    symbol: str
-    offset: int
-    addr: int
-    maxactive: int
-    args: list
-    argv: tuple
-    on_func_entry: bool = False     # TPARG_FL_FENTRY: $argN reads the argument registers
-    event_generated: bool = False
-    thread_size: int = THREAD_SIZE
-    symbols_resolved: bool = field(default=False, compare=False)
-
-    @property
-    def is_return(self):
-        return self.kind == "r"
-
-    @property
-    def command(self):
-        return " ".join(self.argv)
-
-    @property
-    def probe_point(self):
-        """The place as kprobe_events prints it: `SYM`, `SYM+OFFS` or `0x<addr>`.
-
-        Linux prints the address with %p, which hashes it unless no_hash_pointers; kpemu
-        prints the real address, 16 hex digits like an unhashed %p."""
-        if self.symbol is None:
-            return f"0x{self.addr:016x}"
-        if self.offset:
-            return f"{self.symbol}+{self.offset}"
-        return self.symbol
-
-    def canonical(self):
-        """The kprobe_events read-back line (trace_kprobe_show())."""
-        head = self.kind
-        if self.is_return and self.maxactive:
-            head += str(self.maxactive)
-        parts = [f"{head}:{self.group}/{self.event}", self.probe_point]
-        parts += [a.text for a in self.args]
-        return " ".join(parts)
-
-    @property
-    def entry_arg_count(self):
-        """How many entry arguments a return probe needs saved at entry (0 for none)."""
-        n = [op[1] + 1 for a in self.args for op in a.code if op[0] == "edata"]
-        return max(n, default=0)
-
-    def capture_entry_args(self, ctx):
-        """What the kretprobe entry handler saves (store_trace_entry_data()): the values of
-        $arg1..$argK at entry, for ctx.entry_args at return."""
-        return [kernel_argument(ctx, n, self.thread_size) for n in range(self.entry_arg_count)]
-
-    def resolve(self, symbols):
-        """The probed address (symbol + offset, or the address), None if the symbol is
-        unknown."""
-        if self.symbol is None:
-            return self.addr
-        base = _lookup_symbol(symbols, self.symbol)
-        return None if base is None else base + self.offset
-
-    def error(self, err, index, offset=0, errno=_errno.EINVAL):
-        """A ProbeSyntaxError on argv[index] of this command."""
-        return ProbeSyntaxError.at(err, self.argv, index, offset, errno)
-
-    def compile(self, symbols):
-        """Resolve every `@SYM[+|-off]` (traceprobe_update_arg()); errors are reported as
-        registration errors on the probe point.  Returns self."""
-        for a in self.args:
-            for i, op in enumerate(a.code):
-                if op[0] != "symbol":
-                    continue
-                try:
-                    a.code[i + 1] = ("imm", _resolve_symbol_ref_errno(symbols, op[1]))
-                except ProbeCommandError as e:
-                    raise registration_error(self, e.errno) from None
-        self.symbols_resolved = True
-        return self
-
-    def fetch_args(self, ctx):
-        """Every argument's value at this hit (what Linux stores in the ring buffer)."""
-        return [a.fetch(ctx) for a in self.args]
-
-    def format_values(self, values, symbols=None):
-        return "".join(f" {a.name}={a.format_value(v, symbols)}"
-                       for a, v in zip(self.args, values))
-
-    def print_fmt(self):
-        """The event's print_fmt (__set_print_fmt())."""
-        if self.is_return:
-            fmt, tail = "(%lx <- %lx)", ", REC->__probe_func, REC->__probe_ret_ip"
-        else:
-            fmt, tail = "(%lx)", ", REC->__probe_ip"
-        out = '"' + fmt
-        for a in self.args:
-            out += f" {a.name}="
-            out += "{" + ",".join([a.type.fmt] * a.count) + "}" if a.count else a.type.fmt
-        out += '"' + tail
-        for a in self.args:
-            ref = "__get_str({})" if a.type.is_string else "REC->{}"
-            names = [f"{a.name}[{j}]" for j in range(a.count)] if a.count else [a.name]
-            out += "".join(", " + ref.format(n) for n in names)
-        return out
-
-
-@dataclass(frozen=True)
-class DeleteCommand:
-    """`-:[GROUP/]EVENT [PLACE [ARGS...]]`: `event` "" with a group removes the whole group;
-    `match_args` narrows the match to probes with that place and leading arguments."""
-
-    group: str
-    event: str
-    match_args: tuple = ()
-
-    def matches(self, defn):
-        """trace_kprobe_match() with trace_kprobe_match_command_head()."""
-        if self.event and defn.event != self.event:
-            return False
-        if self.group is not None and defn.group != self.group:
-            return False
-        if not self.match_args:
-            return True
-        if defn.probe_point[:MAX_ARGSTR_LEN] != self.match_args[0]:
-            return False
-        rest = self.match_args[1:]
-        if len(defn.args) < len(rest):
-            return False
-        return all(a.text[:MAX_ARGSTR_LEN] == w for a, w in zip(defn.args, rest))
-
-
-def parse_command(text, symbols=None, *, thread_size=THREAD_SIZE):
-    """Parse one kprobe_events line.
-
-    Returns a ProbeDefinition for `p`/`r`, a DeleteCommand for `-:`, or None for a line that
-    is blank after its comment is removed.  Raises ProbeSyntaxError (with Linux's error_log
-    entry) or ProbeCommandError (errno only).  With `symbols` (kallsyms) the probed symbol
-    must exist once and `@SYM` arguments are resolved; without it only syntax is checked.
-    """
-    line = text.split("#", 1)[0]
-    argv = _argv_split(line)
-    if not argv:
-        return None
-    if line[0] == "-":
-        return _parse_delete(argv)
-    return _parse_probe(tuple(argv), symbols, thread_size)
-
-
-def _parse_delete(argv):
-    """dyn_event_release()'s parse: errno only, no error_log."""
-    head = argv[0]
-    if head[1:2] != ":":
-        raise ProbeCommandError(_errno.EINVAL, f"bad delete command {head!r}")
-    event = head[2:]
-    group = None
-    if "/" in event:
-        group, event = event.split("/", 1)
-    if group is None and event == "":
-        raise ProbeCommandError(_errno.EINVAL, "no event to delete")
-    return DeleteCommand(group, event, tuple(argv[1:]))
-
-
-def _parse_probe(argv, symbols, thread_size):
-    """trace_kprobe_create_internal(), up to (not including) registration."""
-
-    def fail(err, index, offset=0, errno=_errno.EINVAL):
-        raise ProbeSyntaxError.at(err, argv, index, offset, errno)
-
-    head = argv[0]
-    if head[0] not in "pr":
-        raise ProbeCommandError(_errno.EINVAL, f"unknown probe type {head[0]!r}")
-    is_return = head[0] == "r"
-    if len(argv) < 2:
-        raise ProbeCommandError(_errno.EINVAL, "no probe point")
-
-    colon = head.find(":", 1)
-    event_text = head[colon + 1:] if colon >= 0 else None
-
-    # 1. r[MAXACTIVE]
-    maxactive = 0
-    if _isdigit(head[1:2]):
-        if not is_return:
-            fail(ErrorCode.BAD_MAXACT_TYPE, 0, 1)
-        num = head[1:colon] if colon >= 0 else head[1:]
-        if len(num) > MAX_EVENT_NAME_LEN - 1:
-            fail(ErrorCode.BAD_MAXACT, 0, 1)
-        maxactive = kstrtouint(num, 0)
-        if not maxactive:
-            fail(ErrorCode.BAD_MAXACT, 0, 1)
-        if maxactive > KRETPROBE_MAXACTIVE_MAX:
-            fail(ErrorCode.MAXACT_TOO_BIG, 0, 1)
-
-    # 2. the place: an address, else [MOD:]SYM[+OFFS][%return]
-    addr = kstrtoul(argv[1], 0)
-    symbol, offset = None, 0
-    ret_flag = on_entry = False
-    if addr is None:
-        place = argv[1]
-        if "/" in place and ":" in place:
-            raise ProbeCommandError(_errno.EINVAL, "a uprobe, not a kprobe")
-        symbol = place
-        pct = symbol.find("%")
-        if pct >= 0:
-            if symbol[pct:] != "%return":
-                fail(ErrorCode.BAD_ADDR_SUFFIX, 1, pct)
-            symbol = symbol[:pct]
-            is_return = True
-        cut = min((i for i in (symbol.find("+"), symbol.find("-")) if i >= 0), default=-1)
-        if cut >= 0:
-            offset = kstrtol(symbol[cut:], 0)
-            if offset is None:
-                fail(ErrorCode.BAD_PROBE_ADDR, 1)
-            symbol = symbol[:cut]
-        if offset < 0 or offset > _UINT_MAX:
-            fail(ErrorCode.BAD_PROBE_ADDR, 1)
-        known = True
-        if symbols is not None:
-            n = _count_symbols(symbols, symbol)
-            if n is not None and n > 1:
-                fail(ErrorCode.NON_UNIQ_SYMBOL, 1)
-            if n == 0:
-                fail(ErrorCode.BAD_PROBE_ADDR, 1)
-            known = n is not None
-        # Linux sets TPARG_FL_RETURN only for symbol probes, so `r ADDR $retval` is refused
-        # with RETVAL_ON_PROBE and `$argN` there with NOFENTRY_ARGS; kept as Linux has it.
-        ret_flag = is_return
-        # kprobe_on_func_entry(): a known symbol at offset 0 (x86 without IBT).
-        if known and offset == 0 and not is_return:
-            on_entry = True
-        if known and offset != 0 and is_return:
-            fail(ErrorCode.BAD_RETPROBE, 1)
-
-    # 3. [GROUP/][EVENT]
-    group, event = KPROBE_EVENT_SYSTEM, None
-    if event_text is not None:
-        group, event = _parse_event_name(event_text, colon + 1, group, fail)
-    generated = event is None
-    if generated:
-        if symbol is not None:
-            name = f"{'r' if is_return else 'p'}_{symbol}_{offset}"
-        else:
-            name = f"{'r' if is_return else 'p'}_0x{addr:016x}"
-        event = _sanitize_event_name(name[:MAX_EVENT_NAME_LEN - 1])
-
-    # 4. the arguments
-    words = argv[2:]
-    _check_var_args(words, on_entry or ret_flag, fail)
-    if len(words) > MAX_TRACE_ARGS:
-        fail(ErrorCode.TOO_MANY_ARGS, 2, 0, _errno.E2BIG)
-    args, size = [], 0
-    for i, word in enumerate(words):
-        try:
-            a, size = _parse_arg(word, i, args, ret_flag, on_entry, thread_size, size)
-        except LogError as e:
-            fail(e.err, i + 2, e.offset, e.errno)
-        args.append(a)
-
-    defn = ProbeDefinition(kind="r" if is_return else "p", group=group, event=event,
-                           symbol=symbol, offset=offset,
-                           addr=addr if symbol is None else None, maxactive=maxactive,
-                           args=args, argv=argv, on_func_entry=on_entry,
-                           event_generated=generated, thread_size=thread_size)
-    if symbols is not None:
-        defn.compile(symbols)
-    return defn
-
-
-def _parse_event_name(text, offset, group, fail):
+def parse_event_name(text, offset, group, fail):
     """traceprobe_parse_event_name(): `GROUP/EVENT`, `GROUP.EVENT`, `GROUP/` or `EVENT`;
     returns (group, event-or-None)."""
     slash = text.find("/")
@@ -1081,12 +783,12 @@ def _parse_event_name(text, offset, group, fail):
     return group, event
 
 
-def _sanitize_event_name(name):
+def sanitize_event_name(name):
     """sanitize_event_name(): ':', '.' and '*' after the first character become '_'."""
     return name[:1] + "".join("_" if c in ":.*" else c for c in name[1:])
 
 
-def _check_var_args(words, entry_or_exit, fail):
+def check_var_args(words, entry_or_exit, fail):
     """argv_has_var_arg() and the BTF-less end of traceprobe_expand_meta_args(): words that
     begin with `$arg` must be `$argN` or a single `$arg*`, and `$arg*` needs BTF."""
     var_args_at = None
@@ -1097,7 +799,7 @@ def _check_var_args(words, entry_or_exit, fail):
         last = i + 2
         if not entry_or_exit:
             fail(ErrorCode.NOFENTRY_ARGS, last)
-        if _isdigit(w[4:5]):
+        if isdigit(w[4:5]):
             continue
         if w[4:5] != "*":
             fail(ErrorCode.BAD_VAR, last)
@@ -1108,7 +810,7 @@ def _check_var_args(words, entry_or_exit, fail):
         fail(ErrorCode.NOSUP_BTFARG, last)
 
 
-def _parse_arg(word, i, previous, is_return, on_entry, thread_size, size):
+def parse_probe_arg(word, i, previous, is_return, on_entry, thread_size, size):
     """traceprobe_parse_probe_arg(): `[NAME=]FETCHARG[:TYPE]`; offsets relative to word."""
     eq = word.find("=")
     if eq >= 0:
@@ -1129,20 +831,7 @@ def _parse_arg(word, i, previous, is_return, on_entry, thread_size, size):
     return arg, parser.size
 
 
-# -- what the command layer reports in this language ----------------------------------------------
-
-def registration_error(defn, errno):
-    """The error a failed registration leaves in error_log, caret on the probe point
-    (__trace_kprobe_create after register_trace_kprobe()): EILSEQ is BAD_INSN_BNDRY, ENOENT
-    BAD_PROBE_ADDR, anything else but ENOMEM/EEXIST FAIL_REG_PROBE.  ENOMEM and EEXIST log
-    nothing here (EEXIST has logged its own reason) and come back as a bare
-    ProbeCommandError."""
-    err = {_errno.EILSEQ: ErrorCode.BAD_INSN_BNDRY,
-           _errno.ENOENT: ErrorCode.BAD_PROBE_ADDR}.get(errno, ErrorCode.FAIL_REG_PROBE)
-    if errno in (_errno.ENOMEM, _errno.EEXIST):
-        return ProbeCommandError(errno)
-    return defn.error(err, 1, 0, errno)
-
+# -- argument lists -------------------------------------------------------------------------------
 
 def compare_arg_type(a, b):
     """trace_probe_compare_arg_type(): 0 if both probes' arguments have the same names,
@@ -1157,29 +846,44 @@ def compare_arg_type(a, b):
     return 0
 
 
-def check_append(existing, new):
-    """register_trace_kprobe()'s checks when `new` names an event that already has the
-    probes `existing` (a multi-probe event): raises DIFF_PROBE_TYPE, DIFF_ARG_TYPE or
-    SAME_PROBE as Linux does, else returns.
+def count_entry_args(args):
+    """How many entry arguments a return probe with `args` must save at entry (0 for none):
+    the highest N of its `$argN` (traceprobe_get_entry_data_size())."""
+    n = [op[1] + 1 for a in args for op in a.code if op[0] == "edata"]
+    return max(n, default=0)
 
-    Like Linux, an address probe counts as symbol "unknown" at offset 0 in the sameness
-    test, so two address probes with the same arguments are "the same probe"."""
-    if not existing:
-        return
-    first = existing[0]
-    if new.is_return != first.is_return:
-        raise new.error(ErrorCode.DIFF_PROBE_TYPE, 0, 0, _errno.EEXIST)
-    diff = compare_arg_type(new, first)
-    if diff:
-        raise new.error(ErrorCode.DIFF_ARG_TYPE, diff + 1, 0, _errno.EEXIST)
-    for old in existing:
-        if ((old.symbol or "unknown") != (new.symbol or "unknown")
-                or old.offset != new.offset):
-            continue
-        if all(x.comm == y.comm for x, y in zip(old.args, new.args)):
-            raise new.error(ErrorCode.SAME_PROBE, 0, 0, _errno.EEXIST)
+
+def set_print_fmt(args, is_return):
+    """An event's print_fmt (traceprobe_set_print_fmt())."""
+    if is_return:
+        fmt, tail = "(%lx <- %lx)", ", REC->__probe_func, REC->__probe_ret_ip"
+    else:
+        fmt, tail = "(%lx)", ", REC->__probe_ip"
+    out = '"' + fmt
+    for a in args:
+        out += f" {a.name}="
+        out += "{" + ",".join([a.type.fmt] * a.count) + "}" if a.count else a.type.fmt
+    out += '"' + tail
+    for a in args:
+        ref = "__get_str({})" if a.type.is_string else "REC->{}"
+        names = [f"{a.name}[{j}]" for j in range(a.count)] if a.count else [a.name]
+        out += "".join(", " + ref.format(n) for n in names)
+    return out
+
+
+def store_trace_args(args, ctx):
+    """Every argument's value at this hit (what Linux stores in the ring buffer,
+    store_trace_args())."""
+    return [a.fetch(ctx) for a in args]
+
+
+def print_probe_args(args, values, symbols=None):
+    """The ` name=value ...` tail of a trace line (print_probe_args())."""
+    return "".join(f" {a.name}={a.format_value(v, symbols)}" for a, v in zip(args, values))
 
 
 def format_args(defn, ctx):
-    """The ` name=value ...` tail of a trace line, fetched and printed now."""
-    return defn.format_values(defn.fetch_args(ctx), getattr(ctx, "symbols", None))
+    """The ` name=value ...` tail of a trace line for `defn`'s arguments, fetched and
+    printed now."""
+    return print_probe_args(defn.args, store_trace_args(defn.args, ctx),
+                            getattr(ctx, "symbols", None))
