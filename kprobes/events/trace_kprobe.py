@@ -13,14 +13,15 @@ This module owns:
 The fetch arguments and types are trace_probe's, the error catalogue is errors', the text
 of a trace line trace_output's.  This module sits on top of the three and is the only one
 of the package that registers probes.
-Must not import: unicorn.
+Must not import: unicorn; kprobes.core, kprobes.kretprobe or kprobes.arch directly (Kprobe,
+KprobeError and Kretprobe come from the package top level, wherever those classes live).
 """
 
 import errno as _errno
 from dataclasses import dataclass, field
 
 from emu import MemoryFault
-from kprobes.core import Kprobe, KprobeError
+from kprobes import Kprobe, KprobeError, Kretprobe
 from kprobes.events.errors import ErrorCode, LogError, ProbeCommandError, ProbeSyntaxError
 from kprobes.events.trace_output import (
     TraceRecord,
@@ -51,7 +52,6 @@ from kprobes.events.trace_probe import (
     set_print_fmt,
     store_trace_args,
 )
-from kprobes.kretprobe import Kretprobe
 
 KRETPROBE_MAXACTIVE_MAX = 4096      # kprobes.h
 KPROBE_EVENT_SYSTEM = "kprobes"     # the default group
