@@ -41,7 +41,6 @@ from kprobes.events.trace_probe import (
     count_entry_args,
     isdigit,
     kernel_argument,
-    kstrtol,
     kstrtouint,
     kstrtoul,
     lookup_symbol,
@@ -50,6 +49,7 @@ from kprobes.events.trace_probe import (
     print_probe_args,
     sanitize_event_name,
     set_print_fmt,
+    split_symbol_offset,
     store_trace_args,
 )
 
@@ -273,13 +273,8 @@ def _parse_probe(argv, symbols, thread_size):
                 fail(ErrorCode.BAD_ADDR_SUFFIX, 1, pct)
             symbol = symbol[:pct]
             is_return = True
-        cut = min((i for i in (symbol.find("+"), symbol.find("-")) if i >= 0), default=-1)
-        if cut >= 0:
-            offset = kstrtol(symbol[cut:], 0)
-            if offset is None:
-                fail(ErrorCode.BAD_PROBE_ADDR, 1)
-            symbol = symbol[:cut]
-        if offset < 0 or offset > UINT_MAX:
+        symbol, offset = split_symbol_offset(symbol)
+        if offset is None or offset < 0 or offset > UINT_MAX:
             fail(ErrorCode.BAD_PROBE_ADDR, 1)
         known = True
         if symbols is not None:

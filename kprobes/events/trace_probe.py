@@ -267,6 +267,15 @@ def _read_cstring(ctx, addr):
     return bytes(out[:MAX_STRING_SIZE - 1]).decode("utf-8", "backslashreplace")
 
 
+def split_symbol_offset(text):
+    """traceprobe_split_symbol_offset(): `SYM[+|-OFFS]` as (SYM, OFFS), cut at the first
+    '+' or '-'; OFFS is 0 when there is none and None when it is not a number."""
+    cut = min((i for i in (text.find("+"), text.find("-")) if i >= 0), default=-1)
+    if cut < 0:
+        return text, 0
+    return text[:cut], kstrtol(text[cut:], 0)
+
+
 def lookup_symbol(symbols, name):
     """kallsyms_lookup_name(), with the `MOD:SYM` form; None if unknown."""
     if ":" in name:
@@ -483,14 +492,9 @@ def _resolve_symbol_ref(symbols, text):
 
 
 def _resolve_symbol_ref_errno(symbols, text):
-    cut = min((i for i in (text.find("+"), text.find("-")) if i >= 0), default=-1)
-    offset = 0
-    name = text
-    if cut >= 0:
-        offset = kstrtol(text[cut:], 0)
-        if offset is None:
-            raise ProbeCommandError(_errno.EINVAL)
-        name = text[:cut]
+    name, offset = split_symbol_offset(text)
+    if offset is None:
+        raise ProbeCommandError(_errno.EINVAL)
     addr = lookup_symbol(symbols, name)
     if not addr:
         raise ProbeCommandError(_errno.ENOENT)
