@@ -952,6 +952,44 @@ static int init_reg_index(void)
 	return 0;
 }
 
+/*
+ * The register names, exported so that Python has no list of its own:
+ * REG_NAMES (the canonical names in pt_regs order) and REG_ALIASES (2.6-era
+ * spelling -> canonical name).  emu/cpu.py re-exports both.
+ */
+static int add_reg_tables(PyObject *m)
+{
+	PyObject *names, *aliases;
+	size_t i;
+	int ret;
+
+	names = PyTuple_New(NREGS);
+	if (names == NULL)
+		return -1;
+	for (i = 0; i < NREGS; i++)
+		PyTuple_SET_ITEM(names, i, Py_NewRef(reg_name_objs[i]));
+	ret = PyModule_AddObjectRef(m, "REG_NAMES", names);
+	Py_DECREF(names);
+	if (ret < 0)
+		return -1;
+	aliases = PyDict_New();
+	if (aliases == NULL)
+		return -1;
+	for (i = 0; i < sizeof(reg_aliases) / sizeof(reg_aliases[0]); i++) {
+		PyObject *name = PyUnicode_FromString(reg_aliases[i][1]);
+
+		if (name == NULL || PyDict_SetItemString(aliases, reg_aliases[i][0], name) < 0) {
+			Py_XDECREF(name);
+			Py_DECREF(aliases);
+			return -1;
+		}
+		Py_DECREF(name);
+	}
+	ret = PyModule_AddObjectRef(m, "REG_ALIASES", aliases);
+	Py_DECREF(aliases);
+	return ret;
+}
+
 /* -- module -------------------------------------------------------------- */
 
 static PyObject *icount_hook_address(PyObject *self, PyObject *unused)
@@ -1003,7 +1041,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
 	    PyModule_AddIntConstant(m, "X86_EFLAGS_TF", X86_EFLAGS_TF) < 0 ||
 	    PyModule_AddIntConstant(m, "X86_EFLAGS_IF", X86_EFLAGS_IF) < 0 ||
 	    PyModule_AddIntConstant(m, "X86_EFLAGS_NT", X86_EFLAGS_NT) < 0 ||
-	    PyModule_AddIntConstant(m, "X86_EFLAGS_RF", X86_EFLAGS_RF) < 0)
+	    PyModule_AddIntConstant(m, "X86_EFLAGS_RF", X86_EFLAGS_RF) < 0 ||
+	    add_reg_tables(m) < 0)
 		goto fail;
 	api = PyCapsule_New(&c_api, KPEMU_API_CAPSULE, NULL);
 	if (api == NULL || PyModule_AddObject(m, "_C_API", api) < 0) {

@@ -24,14 +24,13 @@ silently); a value must be an integer (TypeError otherwise) and is masked to 64 
 Must not import: unicorn, kprobes.
 """
 
-from emu._fastpath import X86_EFLAGS_IF, X86_EFLAGS_NT, X86_EFLAGS_RF, X86_EFLAGS_TF, PtRegs
-
-# Canonical names (Linux >= 2.6.25 spelling, struct pt_regs order) and the 2.6-era
-# r-prefixed aliases -- the same tables as the C view's.
-REG_NAMES = ("r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx",
-             "dx", "si", "di", "ip", "cs", "flags", "sp", "ss")
-ALIASES = {"rax": "ax", "rbx": "bx", "rcx": "cx", "rdx": "dx", "rsi": "si", "rdi": "di",
-           "rbp": "bp", "rsp": "sp", "rip": "ip", "eflags": "flags"}
+# The one register table is the C view's (emu/_fastpath.c, reg_names[] and reg_aliases[]):
+# REG_NAMES are the canonical names (Linux >= 2.6.25 spelling, struct pt_regs order),
+# ALIASES maps each 2.6-era r-prefixed spelling to its canonical name.  The rest of kpemu
+# takes register names from here.
+from emu._fastpath import REG_ALIASES as ALIASES
+from emu._fastpath import (X86_EFLAGS_IF, X86_EFLAGS_NT, X86_EFLAGS_RF, X86_EFLAGS_TF,
+                           REG_NAMES, PtRegs)
 
 # The EFLAGS bits the host changes are defined once, in emu/kpemu.h (the C trap paths
 # need them too), and come from there.

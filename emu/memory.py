@@ -89,19 +89,6 @@ class Memory:
     def u32(self, va):
         return _U32.unpack(self.read(va, 4))[0]
 
-    def cstring(self, va, limit=256):
-        """NUL-terminated bytes at `va` (at most `limit`), without the NUL."""
-        out = bytearray()
-        while len(out) < limit:
-            chunk = self.read(va + len(out), min(64, limit - len(out),
-                                                 PAGE_SIZE - ((va + len(out)) & 0xFFF)))
-            nul = chunk.find(b"\0")
-            if nul >= 0:
-                out += chunk[:nul]
-                break
-            out += chunk
-        return bytes(out)
-
     # -- physical ---------------------------------------------------------------------
 
     def read_phys(self, pa, size):

@@ -11,6 +11,8 @@ Must not import: unicorn, kprobes.
 
 from dataclasses import dataclass, field
 
+# The order of an oops's register dump (Linux's __show_regs()): the names of emu.cpu's
+# REG_NAMES but the segment registers; tests/unit/test_ptregs.py holds it to that table.
 REG_ORDER = ("ip", "sp", "flags", "ax", "bx", "cx", "dx", "si", "di", "bp",
              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 

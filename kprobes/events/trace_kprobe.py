@@ -1,10 +1,20 @@
-"""The kprobe command layer (like Linux's kernel/trace/trace_kprobe.c): kprobe_events
-commands turned into real kprobes and kretprobes on the machine, per-event
-enable/disable, the kprobe_events read-back, kprobe_profile, the trace buffer and the
-error_log.
+"""The kprobe command layer, after Linux's kernel/trace/trace_kprobe.c.
 
-The language itself (parsing, fetch args, types, the error catalogue, line formats) is
-trace_probe.py; this module owns the events and what happens at a hit.
+This module owns:
+  * the kprobe_events command: a `p`/`r` line parsed into a ProbeDefinition (probe
+    point, maxactive, event name, arguments -- __trace_kprobe_create() up to
+    registration), a `-:` line into a DeleteCommand, a write split into its lines;
+  * what registration reports in the probe-event language: the multi-probe append checks
+    and the error a failed register_kprobe() leaves in error_log;
+  * the events: kprobe_events commands turned into real kprobes and kretprobes on the
+    machine, per-event enable/disable, the kprobe_events read-back, kprobe_profile, the
+    trace buffer and the error_log, and what happens at a hit.
+
+The fetch arguments and types are trace_probe's, the error catalogue is errors', the text
+of a trace line trace_output's.  This module sits on top of the three and is the only one
+of the package that registers probes.
+Must not import: unicorn; kprobes.core, kprobes.kretprobe or kprobes.arch directly (Kprobe,
+KprobeError and Kretprobe come from the package top level, wherever those classes live).
 """
 
 import errno as _errno
@@ -12,20 +22,363 @@ from dataclasses import dataclass, field
 
 from emu import MemoryFault
 from kprobes import Kprobe, KprobeError, Kretprobe
-from kprobes.events.trace_probe import (
-    DeleteCommand,
-    ProbeCommandError,
-    ProbeSyntaxError,
-    check_append,
+from kprobes.events.errors import ErrorCode, LogError, ProbeCommandError, ProbeSyntaxError
+from kprobes.events.trace_output import (
+    TraceRecord,
     format_probe_ip,
     format_retprobe_ip,
-    format_trace_line,
     irq_flags,
-    parse_command,
-    registration_error,
-    split_commands,
+    trace_header,
+)
+from kprobes.events.trace_probe import (
+    MAX_ARGSTR_LEN,
+    MAX_EVENT_NAME_LEN,
+    MAX_TRACE_ARGS,
+    THREAD_SIZE,
+    UINT_MAX,
+    check_var_args,
+    compare_arg_type,
+    count_entry_args,
+    isdigit,
+    kernel_argument,
+    kstrtouint,
+    kstrtoul,
+    lookup_symbol,
+    parse_event_name,
+    parse_probe_arg,
+    print_probe_args,
+    sanitize_event_name,
+    set_print_fmt,
+    split_symbol_offset,
+    store_trace_args,
 )
 
+KRETPROBE_MAXACTIVE_MAX = 4096      # kprobes.h
+KPROBE_EVENT_SYSTEM = "kprobes"     # the default group
+
+
+# -- the kprobe_events command --------------------------------------------------------------------
+
+def _argv_split(line):
+    """argv_split(): words separated by C whitespace; no quoting."""
+    return line.split()
+
+
+def split_commands(text):
+    """The lines a kprobe_events write runs, like trace_parse_run_command(): each line up to
+    its first '#', blank lines dropped."""
+    out = []
+    for line in text.split("\n"):
+        line = line.split("#", 1)[0]
+        if line.strip():
+            out.append(line)
+    return out
+
+
+@dataclass
+class ProbeDefinition:
+    """A parsed `p`/`r` kprobe_events line.
+
+    `symbol` (with any `MOD:` prefix) and `offset` for a symbol probe, `addr` for an address
+    probe; `kind` is "r" for `r...` and for `p ...%return`.  `argv` and `command` are the
+    words and the command as Linux rebuilds them for error carets.
+    """
+
+    kind: str
+    group: str
+    event: str
+    symbol: str
+    offset: int
+    addr: int
+    maxactive: int
+    args: list
+    argv: tuple
+    on_func_entry: bool = False     # TPARG_FL_FENTRY: $argN reads the argument registers
+    event_generated: bool = False
+    thread_size: int = THREAD_SIZE
+    symbols_resolved: bool = field(default=False, compare=False)
+
+    @property
+    def is_return(self):
+        return self.kind == "r"
+
+    @property
+    def command(self):
+        return " ".join(self.argv)
+
+    @property
+    def probe_point(self):
+        """The place as kprobe_events prints it: `SYM`, `SYM+OFFS` or `0x<addr>`.
+
+        Linux prints the address with %p, which hashes it unless no_hash_pointers; kpemu
+        prints the real address, 16 hex digits like an unhashed %p."""
+        if self.symbol is None:
+            return f"0x{self.addr:016x}"
+        if self.offset:
+            return f"{self.symbol}+{self.offset}"
+        return self.symbol
+
+    def canonical(self):
+        """The kprobe_events read-back line (trace_kprobe_show())."""
+        head = self.kind
+        if self.is_return and self.maxactive:
+            head += str(self.maxactive)
+        parts = [f"{head}:{self.group}/{self.event}", self.probe_point]
+        parts += [a.text for a in self.args]
+        return " ".join(parts)
+
+    @property
+    def entry_arg_count(self):
+        """How many entry arguments a return probe needs saved at entry (0 for none)."""
+        return count_entry_args(self.args)
+
+    def capture_entry_args(self, ctx):
+        """What the kretprobe entry handler saves (store_trace_entry_data()): the values of
+        $arg1..$argK at entry, for ctx.entry_args at return."""
+        return [kernel_argument(ctx, n, self.thread_size) for n in range(self.entry_arg_count)]
+
+    def resolve(self, symbols):
+        """The probed address (symbol + offset, or the address), None if the symbol is
+        unknown."""
+        if self.symbol is None:
+            return self.addr
+        base = lookup_symbol(symbols, self.symbol)
+        return None if base is None else base + self.offset
+
+    def error(self, err, index, offset=0, errno=_errno.EINVAL):
+        """A ProbeSyntaxError on argv[index] of this command."""
+        return ProbeSyntaxError.at(err, self.argv, index, offset, errno)
+
+    def compile(self, symbols):
+        """Resolve every `@SYM[+|-off]` (traceprobe_update_arg()); errors are reported as
+        registration errors on the probe point.  Returns self."""
+        for a in self.args:
+            try:
+                a.update(symbols)
+            except ProbeCommandError as e:
+                raise registration_error(self, e.errno) from None
+        self.symbols_resolved = True
+        return self
+
+    def fetch_args(self, ctx):
+        """Every argument's value at this hit (what Linux stores in the ring buffer)."""
+        return store_trace_args(self.args, ctx)
+
+    def format_values(self, values, symbols=None):
+        return print_probe_args(self.args, values, symbols)
+
+    def print_fmt(self):
+        """The event's print_fmt (__set_print_fmt())."""
+        return set_print_fmt(self.args, self.is_return)
+
+
+@dataclass(frozen=True)
+class DeleteCommand:
+    """`-:[GROUP/]EVENT [PLACE [ARGS...]]`: `event` "" with a group removes the whole group;
+    `match_args` narrows the match to probes with that place and leading arguments."""
+
+    group: str
+    event: str
+    match_args: tuple = ()
+
+    def matches(self, defn):
+        """trace_kprobe_match() with trace_kprobe_match_command_head()."""
+        if self.event and defn.event != self.event:
+            return False
+        if self.group is not None and defn.group != self.group:
+            return False
+        if not self.match_args:
+            return True
+        if defn.probe_point[:MAX_ARGSTR_LEN] != self.match_args[0]:
+            return False
+        rest = self.match_args[1:]
+        if len(defn.args) < len(rest):
+            return False
+        return all(a.text[:MAX_ARGSTR_LEN] == w for a, w in zip(defn.args, rest))
+
+
+def parse_command(text, symbols=None, *, thread_size=THREAD_SIZE):
+    """Parse one kprobe_events line.
+
+    Returns a ProbeDefinition for `p`/`r`, a DeleteCommand for `-:`, or None for a line that
+    is blank after its comment is removed.  Raises ProbeSyntaxError (with Linux's error_log
+    entry) or ProbeCommandError (errno only).  With `symbols` (kallsyms) the probed symbol
+    must exist once and `@SYM` arguments are resolved; without it only syntax is checked.
+    """
+    line = text.split("#", 1)[0]
+    argv = _argv_split(line)
+    if not argv:
+        return None
+    if line[0] == "-":
+        return _parse_delete(argv)
+    return _parse_probe(tuple(argv), symbols, thread_size)
+
+
+def _parse_delete(argv):
+    """dyn_event_release()'s parse: errno only, no error_log."""
+    head = argv[0]
+    if head[1:2] != ":":
+        raise ProbeCommandError(_errno.EINVAL, f"bad delete command {head!r}")
+    event = head[2:]
+    group = None
+    if "/" in event:
+        group, event = event.split("/", 1)
+    if group is None and event == "":
+        raise ProbeCommandError(_errno.EINVAL, "no event to delete")
+    return DeleteCommand(group, event, tuple(argv[1:]))
+
+
+def _parse_probe(argv, symbols, thread_size):
+    """trace_kprobe_create_internal(), up to (not including) registration."""
+
+    def fail(err, index, offset=0, errno=_errno.EINVAL):
+        raise ProbeSyntaxError.at(err, argv, index, offset, errno)
+
+    head = argv[0]
+    if head[0] not in "pr":
+        raise ProbeCommandError(_errno.EINVAL, f"unknown probe type {head[0]!r}")
+    is_return = head[0] == "r"
+    if len(argv) < 2:
+        raise ProbeCommandError(_errno.EINVAL, "no probe point")
+
+    colon = head.find(":", 1)
+    event_text = head[colon + 1:] if colon >= 0 else None
+
+    # 1. r[MAXACTIVE]
+    maxactive = 0
+    if isdigit(head[1:2]):
+        if not is_return:
+            fail(ErrorCode.BAD_MAXACT_TYPE, 0, 1)
+        num = head[1:colon] if colon >= 0 else head[1:]
+        if len(num) > MAX_EVENT_NAME_LEN - 1:
+            fail(ErrorCode.BAD_MAXACT, 0, 1)
+        maxactive = kstrtouint(num, 0)
+        if not maxactive:
+            fail(ErrorCode.BAD_MAXACT, 0, 1)
+        if maxactive > KRETPROBE_MAXACTIVE_MAX:
+            fail(ErrorCode.MAXACT_TOO_BIG, 0, 1)
+
+    # 2. the place: an address, else [MOD:]SYM[+OFFS][%return]
+    addr = kstrtoul(argv[1], 0)
+    symbol, offset = None, 0
+    ret_flag = on_entry = False
+    if addr is None:
+        place = argv[1]
+        if "/" in place and ":" in place:
+            raise ProbeCommandError(_errno.EINVAL, "a uprobe, not a kprobe")
+        symbol = place
+        pct = symbol.find("%")
+        if pct >= 0:
+            if symbol[pct:] != "%return":
+                fail(ErrorCode.BAD_ADDR_SUFFIX, 1, pct)
+            symbol = symbol[:pct]
+            is_return = True
+        symbol, offset = split_symbol_offset(symbol)
+        if offset is None or offset < 0 or offset > UINT_MAX:
+            fail(ErrorCode.BAD_PROBE_ADDR, 1)
+        known = True
+        if symbols is not None:
+            n = _count_symbols(symbols, symbol)
+            if n is not None and n > 1:
+                fail(ErrorCode.NON_UNIQ_SYMBOL, 1)
+            if n == 0:
+                fail(ErrorCode.BAD_PROBE_ADDR, 1)
+            known = n is not None
+        # Linux sets TPARG_FL_RETURN only for symbol probes, so `r ADDR $retval` is refused
+        # with RETVAL_ON_PROBE and `$argN` there with NOFENTRY_ARGS; kept as Linux has it.
+        ret_flag = is_return
+        # kprobe_on_func_entry(): a known symbol at offset 0 (x86 without IBT).
+        if known and offset == 0 and not is_return:
+            on_entry = True
+        if known and offset != 0 and is_return:
+            fail(ErrorCode.BAD_RETPROBE, 1)
+
+    # 3. [GROUP/][EVENT]
+    group, event = KPROBE_EVENT_SYSTEM, None
+    if event_text is not None:
+        group, event = parse_event_name(event_text, colon + 1, group, fail)
+    generated = event is None
+    if generated:
+        if symbol is not None:
+            name = f"{'r' if is_return else 'p'}_{symbol}_{offset}"
+        else:
+            name = f"{'r' if is_return else 'p'}_0x{addr:016x}"
+        event = sanitize_event_name(name[:MAX_EVENT_NAME_LEN - 1])
+
+    # 4. the arguments
+    words = argv[2:]
+    check_var_args(words, on_entry or ret_flag, fail)
+    if len(words) > MAX_TRACE_ARGS:
+        fail(ErrorCode.TOO_MANY_ARGS, 2, 0, _errno.E2BIG)
+    args, size = [], 0
+    for i, word in enumerate(words):
+        try:
+            a, size = parse_probe_arg(word, i, args, ret_flag, on_entry, thread_size, size)
+        except LogError as e:
+            fail(e.err, i + 2, e.offset, e.errno)
+        args.append(a)
+
+    defn = ProbeDefinition(kind="r" if is_return else "p", group=group, event=event,
+                           symbol=symbol, offset=offset,
+                           addr=addr if symbol is None else None, maxactive=maxactive,
+                           args=args, argv=argv, on_func_entry=on_entry,
+                           event_generated=generated, thread_size=thread_size)
+    if symbols is not None:
+        defn.compile(symbols)
+    return defn
+
+
+def _count_symbols(symbols, name):
+    """number_of_same_symbols() for validate_probe_symbol(); None when `MOD:` names a module
+    that is not loaded (Linux defers such probes)."""
+    if ":" in name:
+        mod, sym = name.split(":", 1)
+        in_mod = [s for s in symbols if getattr(s, "module", None) == mod]
+        if not in_mod:
+            return None
+        return sum(1 for s in in_mod if s.name == sym)
+    return sum(1 for s in symbols if s.name == name)
+
+
+# -- what registration reports in this language ---------------------------------------------------
+
+def registration_error(defn, errno):
+    """The error a failed registration leaves in error_log, caret on the probe point
+    (__trace_kprobe_create after register_trace_kprobe()): EILSEQ is BAD_INSN_BNDRY, ENOENT
+    BAD_PROBE_ADDR, anything else but ENOMEM/EEXIST FAIL_REG_PROBE.  ENOMEM and EEXIST log
+    nothing here (EEXIST has logged its own reason) and come back as a bare
+    ProbeCommandError."""
+    err = {_errno.EILSEQ: ErrorCode.BAD_INSN_BNDRY,
+           _errno.ENOENT: ErrorCode.BAD_PROBE_ADDR}.get(errno, ErrorCode.FAIL_REG_PROBE)
+    if errno in (_errno.ENOMEM, _errno.EEXIST):
+        return ProbeCommandError(errno)
+    return defn.error(err, 1, 0, errno)
+
+
+def check_append(existing, new):
+    """register_trace_kprobe()'s checks when `new` names an event that already has the
+    probes `existing` (a multi-probe event): raises DIFF_PROBE_TYPE, DIFF_ARG_TYPE or
+    SAME_PROBE as Linux does, else returns.
+
+    Like Linux, an address probe counts as symbol "unknown" at offset 0 in the sameness
+    test, so two address probes with the same arguments are "the same probe"."""
+    if not existing:
+        return
+    first = existing[0]
+    if new.is_return != first.is_return:
+        raise new.error(ErrorCode.DIFF_PROBE_TYPE, 0, 0, _errno.EEXIST)
+    diff = compare_arg_type(new, first)
+    if diff:
+        raise new.error(ErrorCode.DIFF_ARG_TYPE, diff + 1, 0, _errno.EEXIST)
+    for old in existing:
+        if ((old.symbol or "unknown") != (new.symbol or "unknown")
+                or old.offset != new.offset):
+            continue
+        if all(x.comm == y.comm for x, y in zip(old.args, new.args)):
+            raise new.error(ErrorCode.SAME_PROBE, 0, 0, _errno.EEXIST)
+
+
+# -- the events -----------------------------------------------------------------------------------
 
 class _Ctx:
     """What a fetch argument reads at a hit: registers, memory, symbols, comm, and for a
@@ -53,28 +406,6 @@ class _Ctx:
             except MemoryFault:
                 self._comm = ""
         return self._comm
-
-
-@dataclass
-class TraceRecord:
-    """One hit, as the ring buffer holds it: formatted lazily by `text()`."""
-    comm: str
-    pid: int
-    flags: str
-    clock: int
-    event: str
-    ip_text: str
-    args_text: str
-    values: dict = field(default_factory=dict)
-
-    def text(self):
-        return format_trace_line(self.comm, self.pid, 0, self.flags, self.clock, self.event,
-                                 self.ip_text, self.args_text)
-
-    def as_json(self):
-        return {"comm": self.comm, "pid": self.pid, "cpu": 0, "flags": self.flags,
-                "clock": self.clock, "event": self.event, "where": self.ip_text,
-                "args": self.values}
 
 
 class TraceKprobe:
@@ -335,18 +666,7 @@ class KprobeEvents:
 
     def trace(self):
         """The `trace` file: its header and the lines."""
-        lines = ["# tracer: nop", "#",
-                 f"# entries-in-buffer/entries-written: {len(self.buffer)}/"
-                 f"{len(self.buffer)}   #P:1", "#",
-                 "#                                _-----=> irqs-off/BH-disabled",
-                 "#                               / _----=> need-resched",
-                 "#                              | / _---=> hardirq/softirq",
-                 "#                              || / _--=> preempt-depth",
-                 "#                              ||| / _-=> migrate-disable",
-                 "#                              |||| /     delay",
-                 "#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION",
-                 "#              | |         |   |||||     |         |"]
-        return "\n".join(lines + self.trace_lines()) + "\n"
+        return "\n".join(trace_header(len(self.buffer)) + self.trace_lines()) + "\n"
 
     def profile(self):
         """kprobe_profile: `  EVENT(44) HITS(15) MISSES(15)` per event."""

@@ -1,31 +1,34 @@
-"""The probe-event language shared by every probe kind, after Linux's kernel/trace/trace_probe.c.
+"""The fetch-argument and type layer every probe kind shares, after Linux's
+kernel/trace/trace_probe.c (with the limits of trace_probe.h and the fetch and print loops
+of trace_probe_tmpl.h).
 
 This module owns:
-  * the error catalogue (Linux's ERRORS table in trace_probe.h) and the caret position of an
-    error inside the command, computed the way __trace_probe_log_err() does;
-  * the fetch-argument parser (traceprobe_parse_probe_arg and its helpers), which builds the
-    same instruction list Linux builds, so the limits (16 fetch instructions, 63-character
-    argument text, 64-element arrays, 3072-byte events) fail where Linux fails;
-  * the type table with Linux's print formats, the evaluation of a fetch argument against a
-    probe context, and the printing of a trace line;
-  * the parse of one kprobe_events line into a ProbeDefinition (the parsing half of
-    trace_kprobe.c's create path) and of a `-:` line into a DeleteCommand.
+  * the limits (16 fetch instructions, 63-character argument text, 64-element arrays,
+    3072-byte events, 128 arguments) and the C-library number and name rules
+    (kstrto*(), simple_strtoul(), is_good_name()) the language is parsed with;
+  * the type table (probe_fetch_types[]) with Linux's print formats;
+  * the fetch-argument parser (traceprobe_parse_probe_arg() and its helpers), which builds
+    the same instruction list Linux builds, so every limit fails where Linux fails and
+    every error lands on Linux's column; the event-name and `$arg` checks every probe
+    command makes;
+  * FetchArg: the evaluation of a fetch argument against a probe context (registers,
+    stack, memory, symbols) and the printing of its value; the argument-list helpers
+    (print_fmt, entry data, trace_probe_compare_arg_type()).
 
-It does not register probes, keep the event list, enable/disable or count hits: that is the
-command layer (trace_kprobe).  Helpers for the parts of that layer that Linux words as
-probe-event errors (multi-probe append checks, registration errnos) are here so the caret
-positions stay in one place.
-
-Must not import: unicorn.  From emu it takes only MemoryFault.
+It knows no command letter, no probe point and no event list: those are trace_kprobe's.
+Errors come from kprobes.events.errors.
+Must not import: unicorn, the kprobes core, kprobes.events.trace_output,
+kprobes.events.trace_kprobe.  From emu it takes only MemoryFault and the register table.
 """
 
 import errno as _errno
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 
+from emu.cpu import REG_NAMES
 from emu.errors import MemoryFault
+from kprobes.events.errors import ErrorCode, LogError, ProbeCommandError
 
-# -- limits (trace_probe.h, trace.h, kprobes.h) -------------------------------------------------
+# -- limits (trace_probe.h, trace.h) --------------------------------------------------------------
 
 MAX_TRACE_ARGS = 128
 MAX_ARGSTR_LEN = 63
@@ -35,165 +38,14 @@ MAX_STRING_SIZE = 4096              # PATH_MAX: at most 4095 characters and the 
 MAX_PROBE_EVENT_SIZE = 3072
 MAX_EVENT_NAME_LEN = 64             # group and event names are at most 63 characters
 FETCH_INSN_MAX = 16                 # the last slot is the END sentinel
-KRETPROBE_MAXACTIVE_MAX = 4096
-KPROBE_EVENT_SYSTEM = "kprobes"
 # The guest's THREAD_SIZE (toykernel asm-offsets); Linux bounds $stackN and $argN by
 # THREAD_SIZE / sizeof(long) and reads $stackN only inside the current THREAD_SIZE stack.
 THREAD_SIZE = 8192
 FAULT_STRING = "(fault)"
-CMD_PREFIX = "  Command: "
-# What kretprobed() prints instead of the trampoline's name.
-KRETPROBE_MSG = "[unknown/kretprobe'd]"
 
-_UINT_MAX = (1 << 32) - 1
+UINT_MAX = (1 << 32) - 1
 _MASK64 = (1 << 64) - 1
 _PAGE = 4096
-
-
-# -- the error catalogue --------------------------------------------------------------------------
-
-class ErrorCode(Enum):
-    """Linux's probe-event errors: the member name is the TP_ERR_ code, the value its text.
-
-    Only the entries a BTF-less x86_64 kprobe event can reach are listed (no file, uprobe,
-    eprobe, fprobe, tracepoint or BTF-type entries).  The texts are Linux's, typos included.
-    """
-
-    BAD_MAXACT_TYPE = "Maxactive is only for function exit"
-    BAD_MAXACT = "Invalid maxactive number"
-    MAXACT_TOO_BIG = "Maxactive is too big"
-    BAD_PROBE_ADDR = "Invalid probed address or symbol"
-    NON_UNIQ_SYMBOL = "The symbol is not unique"
-    BAD_RETPROBE = "Retprobe address must be an function entry"
-    BAD_ADDR_SUFFIX = "Invalid probed address suffix"
-    NO_GROUP_NAME = "Group name is not specified"
-    GROUP_TOO_LONG = "Group name is too long"
-    BAD_GROUP_NAME = "Group name must follow the same rules as C identifiers"
-    NO_EVENT_NAME = "Event name is not specified"
-    EVENT_TOO_LONG = "Event name is too long"
-    BAD_EVENT_NAME = "Event name must follow the same rules as C identifiers"
-    EVENT_EXIST = "Given group/event name is already used by another event"
-    RETVAL_ON_PROBE = "$retval is not available on probe"
-    BAD_STACK_NUM = "Invalid stack number"
-    BAD_ARG_NUM = "Invalid argument number"
-    BAD_VAR = "Invalid $-valiable specified"
-    BAD_REG_NAME = "Invalid register name"
-    BAD_MEM_ADDR = "Invalid memory address"
-    BAD_IMM = "Invalid immediate value"
-    IMMSTR_NO_CLOSE = "String is not closed with '\"'"
-    FILE_ON_KPROBE = "File offset is not available with kprobe"
-    TOO_MANY_OPS = "Dereference is too much nested"
-    DEREF_NEED_BRACE = "Dereference needs a brace"
-    BAD_DEREF_OFFS = "Invalid dereference offset"
-    DEREF_OPEN_BRACE = "Dereference brace is not closed"
-    COMM_CANT_DEREF = "$comm can not be dereferenced"
-    BAD_FETCH_ARG = "Invalid fetch argument"
-    ARRAY_NO_CLOSE = "Array is not closed"
-    BAD_ARRAY_SUFFIX = "Array has wrong suffix"
-    BAD_ARRAY_NUM = "Invalid array size"
-    ARRAY_TOO_BIG = "Array number is too big"
-    BAD_TYPE = "Unknown type is specified"
-    BAD_STRING = "String accepts only memory argument"
-    BAD_SYMSTRING = "Symbol String doesn't accept data/userdata"
-    BAD_BITFIELD = "Invalid bitfield"
-    ARG_NAME_TOO_LONG = "Argument name is too long"
-    NO_ARG_NAME = "Argument name is not specified"
-    BAD_ARG_NAME = "Argument name must follow the same rules as C identifiers"
-    USED_ARG_NAME = "This argument name is already used"
-    ARG_TOO_LONG = "Argument expression is too long"
-    NO_ARG_BODY = "No argument expression"
-    BAD_INSN_BNDRY = "Probe point is not an instruction boundary"
-    FAIL_REG_PROBE = "Failed to register probe event"
-    DIFF_PROBE_TYPE = "Probe type is different from existing probe"
-    DIFF_ARG_TYPE = "Argument type or name is different from existing probe"
-    SAME_PROBE = "There is already the exact same probe event"
-    NOSUP_BTFARG = "BTF is not available or not supported"
-    NOFENTRY_ARGS = "$arg* can be used only on function entry or exit"
-    DOUBLE_ARGS = "$arg* can be used only once in the parameters"
-    NEED_STRING_TYPE = "$comm and immediate-string only accepts string type"
-    TOO_MANY_ARGS = "Too many arguments are specified"
-    EVENT_TOO_BIG = "Event too big (too many fields?)"
-
-    @property
-    def code(self):
-        return self.name
-
-    @property
-    def message(self):
-        return self.value
-
-
-class ProbeCommandError(Exception):
-    """A kprobe_events write that fails; `.errno` is what the write returns in Linux.
-
-    Used bare for failures Linux reports with an errno only (an unknown command letter, a
-    line with no probe point, a malformed `-:` line); ProbeSyntaxError adds the error_log
-    entry.
-    """
-
-    def __init__(self, errno, message=None):
-        super().__init__(message or _errno.errorcode.get(errno, str(errno)))
-        self.errno = errno
-
-
-class ProbeSyntaxError(ProbeCommandError):
-    """A probe-event error with its error_log entry: `.err` (an ErrorCode), `.code`,
-    `.message`, `.command` (the argv joined by single spaces, as Linux rebuilds it) and
-    `.pos` (the caret's offset in `.command`)."""
-
-    def __init__(self, err, command, pos, errno=_errno.EINVAL):
-        self.err = err
-        self.command = command
-        self.pos = pos
-        super().__init__(errno, err.value)
-
-    @property
-    def code(self):
-        return self.err.name
-
-    @property
-    def message(self):
-        return self.err.value
-
-    @staticmethod
-    def position(argv, index, offset):
-        """The caret offset for `offset` inside argv[index], like __trace_probe_log_err().
-
-        An index past the last word puts the caret one column past the end of the
-        command (Linux counts the terminating NUL as the separator of a missing word)."""
-        if index >= len(argv):
-            return sum(len(a) + 1 for a in argv)
-        return sum(len(a) + 1 for a in argv[:index]) + offset
-
-    @classmethod
-    def at(cls, err, argv, index, offset=0, errno=_errno.EINVAL):
-        return cls(err, " ".join(argv), cls.position(argv, index, offset), errno)
-
-    def caret_command(self):
-        """The command with `^` inserted at the caret, the way the selftests write it."""
-        cmd = self.command.ljust(self.pos)
-        return cmd[:self.pos] + "^" + cmd[self.pos:]
-
-    def format(self, subsystem="trace_kprobe", timestamp_ns=None):
-        """The error_log entry: three lines, the caret under the offending character.
-
-        Linux prefixes the first line with `[%5llu.%06u] `; it is printed only when a
-        timestamp (in ns) is given."""
-        head = f"{subsystem}: error: {self.err.value}"
-        if timestamp_ns is not None:
-            sec, nsec = divmod(timestamp_ns, 1_000_000_000)
-            head = f"[{sec:5d}.{nsec // 1000:06d}] {head}"
-        return f"{head}\n{CMD_PREFIX}{self.command}\n{' ' * (len(CMD_PREFIX) + self.pos)}^"
-
-
-class _LogError(Exception):
-    """Raised inside argument parsing; the caller adds the argv index (trace_probe_log)."""
-
-    def __init__(self, err, offset, errno=_errno.EINVAL):
-        super().__init__(err.name)
-        self.err = err
-        self.offset = offset
-        self.errno = errno
 
 
 # -- C library helpers, with the kernel's rules ----------------------------------------------------
@@ -203,11 +55,11 @@ _XDIGITS = "0123456789abcdefABCDEF"
 _ALPHA = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def _isdigit(c):
+def isdigit(c):
     return c != "" and c in _DIGITS
 
 
-def _isalpha(c):
+def isalpha(c):
     return c != "" and c in _ALPHA
 
 
@@ -265,7 +117,7 @@ def kstrtol(s, base=0):
 
 def kstrtouint(s, base=0):
     v = kstrtoul(s, base)
-    return None if v is None or v > _UINT_MAX else v
+    return None if v is None or v > UINT_MAX else v
 
 
 def simple_strtoul(s, base=0):
@@ -278,32 +130,16 @@ def simple_strtoul(s, base=0):
 
 def is_good_name(name):
     """A C identifier: what Linux accepts for event and argument names."""
-    if not (_isalpha(name[:1]) or name[:1] == "_"):
+    if not (isalpha(name[:1]) or name[:1] == "_"):
         return False
-    return all(_isalpha(c) or _isdigit(c) or c == "_" for c in name[1:])
+    return all(isalpha(c) or isdigit(c) or c == "_" for c in name[1:])
 
 
 def is_good_system_name(name):
     """Group names may also contain '-' (is_good_system_name())."""
-    if not (_isalpha(name[:1]) or name[:1] in ("_", "-")):
+    if not (isalpha(name[:1]) or name[:1] in ("_", "-")):
         return False
-    return all(_isalpha(c) or _isdigit(c) or c in "_-" for c in name[1:])
-
-
-def _argv_split(line):
-    """argv_split(): words separated by C whitespace; no quoting."""
-    return line.split()
-
-
-def split_commands(text):
-    """The lines a kprobe_events write runs, like trace_parse_run_command(): each line up to
-    its first '#', blank lines dropped."""
-    out = []
-    for line in text.split("\n"):
-        line = line.split("#", 1)[0]
-        if line.strip():
-            out.append(line)
-    return out
+    return all(isalpha(c) or isdigit(c) or c in "_-" for c in name[1:])
 
 
 # -- fetch types ---------------------------------------------------------------------------------
@@ -360,9 +196,11 @@ def find_fetch_type(name):
 
 # -- registers, stack, arguments (arch/x86) -------------------------------------------------------
 
-# regoffset_table[] of arch/x86/kernel/ptrace.c on x86_64: the only names %REG accepts.
-REGISTER_NAMES = ("r15", "r14", "r13", "r12", "r11", "r10", "r9", "r8", "bx", "cx", "dx",
-                  "si", "di", "bp", "ax", "orig_ax", "ip", "cs", "flags", "sp", "ss")
+# The names %REG accepts: regoffset_table[] of arch/x86/kernel/ptrace.c on x86_64, which
+# is every pt_regs slot.  That is the pt_regs view's table (emu.cpu.REG_NAMES, defined in
+# C) plus orig_ax, the one slot the view does not hold: at a kprobe hit it is always -1
+# (see _reg()).  No alias: `%rax` is refused, as Linux refuses it.
+REGISTER_NAMES = frozenset(REG_NAMES) | {"orig_ax"}
 # regs_get_kernel_argument(): the SysV argument registers, then the stack.
 ARGUMENT_REGISTERS = ("di", "si", "dx", "cx", "r8", "r9")
 
@@ -429,7 +267,16 @@ def _read_cstring(ctx, addr):
     return bytes(out[:MAX_STRING_SIZE - 1]).decode("utf-8", "backslashreplace")
 
 
-def _lookup_symbol(symbols, name):
+def split_symbol_offset(text):
+    """traceprobe_split_symbol_offset(): `SYM[+|-OFFS]` as (SYM, OFFS), cut at the first
+    '+' or '-'; OFFS is 0 when there is none and None when it is not a number."""
+    cut = min((i for i in (text.find("+"), text.find("-")) if i >= 0), default=-1)
+    if cut < 0:
+        return text, 0
+    return text[:cut], kstrtol(text[cut:], 0)
+
+
+def lookup_symbol(symbols, name):
     """kallsyms_lookup_name(), with the `MOD:SYM` form; None if unknown."""
     if ":" in name:
         mod, sym = name.split(":", 1)
@@ -438,18 +285,6 @@ def _lookup_symbol(symbols, name):
                 return s.addr
         return None
     return symbols.lookup_name(name)
-
-
-def _count_symbols(symbols, name):
-    """number_of_same_symbols() for validate_probe_symbol(); None when `MOD:` names a module
-    that is not loaded (Linux defers such probes)."""
-    if ":" in name:
-        mod, sym = name.split(":", 1)
-        in_mod = [s for s in symbols if getattr(s, "module", None) == mod]
-        if not in_mod:
-            return None
-        return sum(1 for s in in_mod if s.name == sym)
-    return sum(1 for s in symbols if s.name == name)
 
 
 def sprint_symbol(symbols, addr):
@@ -509,9 +344,13 @@ class FetchArg:
     def text(self):
         return f"{self.name}={self.comm}"
 
-    @property
-    def symbol_refs(self):
-        return [op[1] for op in self.code if op[0] == "symbol"]
+    def update(self, symbols):
+        """traceprobe_update_arg(): resolve every `@SYM[+|-off]` of this argument now.
+        Raises ProbeCommandError with Linux's errno (ENOENT unknown symbol, EINVAL bad
+        offset)."""
+        for i, op in enumerate(self.code):
+            if op[0] == "symbol":
+                self.code[i + 1] = ("imm", _resolve_symbol_ref_errno(symbols, op[1]))
 
     # -- evaluation (process_fetch_insn and process_fetch_insn_bottom) --------------------
 
@@ -653,15 +492,10 @@ def _resolve_symbol_ref(symbols, text):
 
 
 def _resolve_symbol_ref_errno(symbols, text):
-    cut = min((i for i in (text.find("+"), text.find("-")) if i >= 0), default=-1)
-    offset = 0
-    name = text
-    if cut >= 0:
-        offset = kstrtol(text[cut:], 0)
-        if offset is None:
-            raise ProbeCommandError(_errno.EINVAL)
-        name = text[:cut]
-    addr = _lookup_symbol(symbols, name)
+    name, offset = split_symbol_offset(text)
+    if offset is None:
+        raise ProbeCommandError(_errno.EINVAL)
+    addr = lookup_symbol(symbols, name)
     if not addr:
         raise ProbeCommandError(_errno.ENOENT)
     return (addr + offset) & _MASK64
@@ -685,21 +519,21 @@ class _ArgParser:
     def _push(self, op, err=ErrorCode.TOO_MANY_OPS, errno=_errno.EINVAL):
         """Take the next fetch_insn slot; the 16th is the END sentinel."""
         if len(self.code) >= FETCH_INSN_MAX - 1:
-            raise _LogError(err, self.offset, errno)
+            raise LogError(err, self.offset, errno)
         self.code.append(op)
 
     def parse_body(self, body, name, thread_size):
         """traceprobe_parse_probe_arg_body()."""
         if len(body) > MAX_ARGSTR_LEN:
-            raise _LogError(ErrorCode.ARG_TOO_LONG, self.offset, _errno.E2BIG)
+            raise LogError(ErrorCode.ARG_TOO_LONG, self.offset, _errno.E2BIG)
         if not body:
-            raise _LogError(ErrorCode.NO_ARG_BODY, self.offset)
+            raise LogError(ErrorCode.NO_ARG_BODY, self.offset)
         arg, tname, count, type_ = self._parse_type(body)
         type_offset = len(arg) + 1 if tname is not None else 0
         self._parse_fetch(arg)
         self.size += type_.size * (count or 1)
         if self.size > MAX_PROBE_EVENT_SIZE:
-            raise _LogError(ErrorCode.EVENT_TOO_BIG, self.offset, _errno.E2BIG)
+            raise LogError(ErrorCode.EVENT_TOO_BIG, self.offset, _errno.E2BIG)
         self._finalize(type_, tname, count, type_offset)
         return FetchArg(name, body, type_, count, self.code, thread_size)
 
@@ -716,23 +550,23 @@ class _ArgParser:
                 tname = tname[:bra]
                 ket = rest.find("]")
                 if ket < 0:
-                    raise _LogError(ErrorCode.ARRAY_NO_CLOSE, self.offset + num_at + len(rest))
+                    raise LogError(ErrorCode.ARRAY_NO_CLOSE, self.offset + num_at + len(rest))
                 if ket + 1 != len(rest):
-                    raise _LogError(ErrorCode.BAD_ARRAY_SUFFIX, self.offset + num_at + ket + 1)
+                    raise LogError(ErrorCode.BAD_ARRAY_SUFFIX, self.offset + num_at + ket + 1)
                 count = kstrtouint(rest[:ket], 0)
                 if not count:
-                    raise _LogError(ErrorCode.BAD_ARRAY_NUM, self.offset + num_at)
+                    raise LogError(ErrorCode.BAD_ARRAY_NUM, self.offset + num_at)
                 if count > MAX_ARRAY_LEN:
-                    raise _LogError(ErrorCode.ARRAY_TOO_BIG, self.offset + num_at)
+                    raise LogError(ErrorCode.ARRAY_TOO_BIG, self.offset + num_at)
         offs = colon + 1 if colon >= 0 else 0
         if arg in ("$comm", "$COMM") or arg.startswith('\\"'):
             if count or (tname is not None and tname != "string"):
-                raise _LogError(ErrorCode.NEED_STRING_TYPE, self.offset + offs)
+                raise LogError(ErrorCode.NEED_STRING_TYPE, self.offset + offs)
             type_ = FETCH_TYPES["string"]
         else:
             type_ = find_fetch_type(tname)
         if type_ is None:
-            raise _LogError(ErrorCode.BAD_TYPE, self.offset + offs)
+            raise LogError(ErrorCode.BAD_TYPE, self.offset + offs)
         return arg, tname, count, type_
 
     def _parse_fetch(self, arg):
@@ -743,16 +577,16 @@ class _ArgParser:
             self._parse_var(arg)
         elif c == "%":
             if arg[1:] not in REGISTER_NAMES:
-                raise _LogError(ErrorCode.BAD_REG_NAME, self.offset)
+                raise LogError(ErrorCode.BAD_REG_NAME, self.offset)
             self.code.append(("reg", arg[1:]))
         elif c == "@":
-            if _isdigit(arg[1:2]):
+            if isdigit(arg[1:2]):
                 addr = kstrtoul(arg[1:], 0)
                 if addr is None:
-                    raise _LogError(ErrorCode.BAD_MEM_ADDR, self.offset)
+                    raise LogError(ErrorCode.BAD_MEM_ADDR, self.offset)
                 self.code.append(("imm", addr))
             elif arg[1:2] == "+":
-                raise _LogError(ErrorCode.FILE_ON_KPROBE, self.offset)
+                raise LogError(ErrorCode.FILE_ON_KPROBE, self.offset)
             else:
                 self.code.append(("symbol", arg[1:]))
                 self._push(("imm", None))
@@ -765,18 +599,18 @@ class _ArgParser:
                 # An empty body passes Linux's closing-quote test (it looks at the opening
                 # quote), giving an empty string.
                 if text and text[-1] != '"':
-                    raise _LogError(ErrorCode.IMMSTR_NO_CLOSE, self.offset + 2 + len(text))
+                    raise LogError(ErrorCode.IMMSTR_NO_CLOSE, self.offset + 2 + len(text))
                 self.code.append(("data", text[:-1]))
             else:
                 imm = _str_to_immediate(arg[1:])
                 if imm is None:
-                    raise _LogError(ErrorCode.BAD_IMM, self.offset + 1)
+                    raise LogError(ErrorCode.BAD_IMM, self.offset + 1)
                 self.code.append(("imm", imm))
-        elif _isalpha(c) or c == "_":
+        elif isalpha(c) or c == "_":
             # A BTF variable name; this kernel has no BTF.
-            raise _LogError(ErrorCode.NOSUP_BTFARG, self.offset)
+            raise LogError(ErrorCode.NOSUP_BTFARG, self.offset)
         if len(self.code) == start:
-            raise _LogError(ErrorCode.BAD_FETCH_ARG, self.offset)
+            raise LogError(ErrorCode.BAD_FETCH_ARG, self.offset)
 
     def _parse_deref(self, arg):
         """`+|-[u]OFFS(FETCHARG)`, with Linux's pointer arithmetic for the offsets."""
@@ -789,24 +623,24 @@ class _ArgParser:
             s = s[1:]                   # kstrtol() takes no '+'
         brace = s.find("(")
         if brace < 0:
-            raise _LogError(ErrorCode.DEREF_NEED_BRACE, self.offset)
+            raise LogError(ErrorCode.DEREF_NEED_BRACE, self.offset)
         offset = kstrtol(s[:brace], 0)
         if offset is None:
-            raise _LogError(ErrorCode.BAD_DEREF_OFFS, self.offset)
+            raise LogError(ErrorCode.BAD_DEREF_OFFS, self.offset)
         self.offset += brace + 1 + (1 if s[:1] != "-" else 0)
         inner = s[brace + 1:]
         close = inner.rfind(")")
         if close < 0:
-            raise _LogError(ErrorCode.DEREF_OPEN_BRACE, self.offset + len(inner))
+            raise LogError(ErrorCode.DEREF_OPEN_BRACE, self.offset + len(inner))
         if close + 1 != len(inner):
             # Linux silently drops text after the last ')' (`+0(%ax)+10` reads +0(%ax));
             # kprobe_args_syntax.tc lists it as bad, so it is refused here.
-            raise _LogError(ErrorCode.BAD_FETCH_ARG, self.offset + close + 1)
+            raise LogError(ErrorCode.BAD_FETCH_ARG, self.offset + close + 1)
         cur = self.offset
         self._parse_fetch(inner[:close])
         self.offset = cur
         if self.code[-1][0] in ("comm", "data"):
-            raise _LogError(ErrorCode.COMM_CANT_DEREF, self.offset)
+            raise LogError(ErrorCode.COMM_CANT_DEREF, self.offset)
         self._push((deref, offset))
 
     def _parse_var(self, orig):
@@ -823,7 +657,7 @@ class _ArgParser:
             if rest == "":
                 self.code.append(("stackp",))
                 return
-            if _isdigit(rest[:1]):
+            if isdigit(rest[:1]):
                 n = kstrtoul(rest, 10)
                 if n is not None:
                     if n > self.max_stack:
@@ -851,7 +685,7 @@ class _ArgParser:
                     return
                 else:
                     err = ErrorCode.NOFENTRY_ARGS
-        raise _LogError(err, self.offset)
+        raise LogError(err, self.offset)
 
     def _finalize(self, type_, tname, count, type_offset):
         """finalize_fetch_insn(): the store, bitfield and array instructions."""
@@ -861,9 +695,9 @@ class _ArgParser:
         if type_.is_string:
             if type_.name == "symstr":
                 if last not in ("reg", "stack", "retval", "arg", "deref"):
-                    raise _LogError(ErrorCode.BAD_SYMSTRING, at_type)
+                    raise LogError(ErrorCode.BAD_SYMSTRING, at_type)
             elif last not in ("deref", "uderef", "imm", "comm", "data"):
-                raise _LogError(ErrorCode.BAD_STRING, at_type)
+                raise LogError(ErrorCode.BAD_STRING, at_type)
             new_slot = (type_.name == "symstr" or last in ("imm", "comm", "data")
                         or bool(count))
             replaced = None if new_slot else code[-1]
@@ -888,12 +722,12 @@ class _ArgParser:
             self._bitfield(tname, type_, at_type)
         if count:
             if store not in ("st_mem", "st_string", "st_ustring"):
-                raise _LogError(ErrorCode.BAD_STRING, at_type)
+                raise LogError(ErrorCode.BAD_STRING, at_type)
             self._push(("lp_array", count), errno=_errno.E2BIG)
 
     def _bitfield(self, tname, type_, at_type):
         """__parse_bitfield_probe_arg(): `b<width>@<offset>/<container>`."""
-        bad = _LogError(ErrorCode.BAD_BITFIELD, at_type)
+        bad = LogError(ErrorCode.BAD_BITFIELD, at_type)
         bw, end = simple_strtoul(tname[1:], 0)
         end += 1
         if bw == 0 or tname[end:end + 1] != "@":
@@ -913,7 +747,7 @@ class _ArgParser:
 
 def _str_to_immediate(s):
     """str_to_immediate(): `\\IMM` is unsigned, or signed with a leading '-' or '+'."""
-    if _isdigit(s[:1]):
+    if isdigit(s[:1]):
         return kstrtoul(s, 0)
     if s[:1] in ("-", "+"):
         v = kstrtol(s if s[0] == "-" else s[1:], 0)
@@ -925,285 +759,7 @@ _RESERVED_FIELD_NAMES = ("common_type", "common_flags", "common_preempt_count", 
                          "common_tgid", "__probe_ip", "__probe_ret_ip", "__probe_func")
 
 
-# -- whole commands -------------------------------------------------------------------------------
-
-@dataclass
-class ProbeDefinition:
-    """A parsed `p`/`r` kprobe_events line.
-
-    `symbol` (with any `MOD:` prefix) and `offset` for a symbol probe, `addr` for an address
-    probe; `kind` is "r" for `r...` and for `p ...%return`.  `argv` and `command` are the
-    words and the command as Linux rebuilds them for error carets.
-    """
-
-    kind: str
-    group: str
-    event: str
-    symbol: str
-    offset: int
-    addr: int
-    maxactive: int
-    args: list
-    argv: tuple
-    on_func_entry: bool = False     # TPARG_FL_FENTRY: $argN reads the argument registers
-    event_generated: bool = False
-    thread_size: int = THREAD_SIZE
-    symbols_resolved: bool = field(default=False, compare=False)
-
-    @property
-    def is_return(self):
-        return self.kind == "r"
-
-    @property
-    def command(self):
-        return " ".join(self.argv)
-
-    @property
-    def probe_point(self):
-        """The place as kprobe_events prints it: `SYM`, `SYM+OFFS` or `0x<addr>`.
-
-        Linux prints the address with %p, which hashes it unless no_hash_pointers; kpemu
-        prints the real address, 16 hex digits like an unhashed %p."""
-        if self.symbol is None:
-            return f"0x{self.addr:016x}"
-        if self.offset:
-            return f"{self.symbol}+{self.offset}"
-        return self.symbol
-
-    def canonical(self):
-        """The kprobe_events read-back line (trace_kprobe_show())."""
-        head = self.kind
-        if self.is_return and self.maxactive:
-            head += str(self.maxactive)
-        parts = [f"{head}:{self.group}/{self.event}", self.probe_point]
-        parts += [a.text for a in self.args]
-        return " ".join(parts)
-
-    @property
-    def entry_arg_count(self):
-        """How many entry arguments a return probe needs saved at entry (0 for none)."""
-        n = [op[1] + 1 for a in self.args for op in a.code if op[0] == "edata"]
-        return max(n, default=0)
-
-    def capture_entry_args(self, ctx):
-        """What the kretprobe entry handler saves (store_trace_entry_data()): the values of
-        $arg1..$argK at entry, for ctx.entry_args at return."""
-        return [kernel_argument(ctx, n, self.thread_size) for n in range(self.entry_arg_count)]
-
-    def resolve(self, symbols):
-        """The probed address (symbol + offset, or the address), None if the symbol is
-        unknown."""
-        if self.symbol is None:
-            return self.addr
-        base = _lookup_symbol(symbols, self.symbol)
-        return None if base is None else base + self.offset
-
-    def error(self, err, index, offset=0, errno=_errno.EINVAL):
-        """A ProbeSyntaxError on argv[index] of this command."""
-        return ProbeSyntaxError.at(err, self.argv, index, offset, errno)
-
-    def compile(self, symbols):
-        """Resolve every `@SYM[+|-off]` (traceprobe_update_arg()); errors are reported as
-        registration errors on the probe point.  Returns self."""
-        for a in self.args:
-            for i, op in enumerate(a.code):
-                if op[0] != "symbol":
-                    continue
-                try:
-                    a.code[i + 1] = ("imm", _resolve_symbol_ref_errno(symbols, op[1]))
-                except ProbeCommandError as e:
-                    raise registration_error(self, e.errno) from None
-        self.symbols_resolved = True
-        return self
-
-    def fetch_args(self, ctx):
-        """Every argument's value at this hit (what Linux stores in the ring buffer)."""
-        return [a.fetch(ctx) for a in self.args]
-
-    def format_values(self, values, symbols=None):
-        return "".join(f" {a.name}={a.format_value(v, symbols)}"
-                       for a, v in zip(self.args, values))
-
-    def print_fmt(self):
-        """The event's print_fmt (__set_print_fmt())."""
-        if self.is_return:
-            fmt, tail = "(%lx <- %lx)", ", REC->__probe_func, REC->__probe_ret_ip"
-        else:
-            fmt, tail = "(%lx)", ", REC->__probe_ip"
-        out = '"' + fmt
-        for a in self.args:
-            out += f" {a.name}="
-            out += "{" + ",".join([a.type.fmt] * a.count) + "}" if a.count else a.type.fmt
-        out += '"' + tail
-        for a in self.args:
-            ref = "__get_str({})" if a.type.is_string else "REC->{}"
-            names = [f"{a.name}[{j}]" for j in range(a.count)] if a.count else [a.name]
-            out += "".join(", " + ref.format(n) for n in names)
-        return out
-
-
-@dataclass(frozen=True)
-class DeleteCommand:
-    """`-:[GROUP/]EVENT [PLACE [ARGS...]]`: `event` "" with a group removes the whole group;
-    `match_args` narrows the match to probes with that place and leading arguments."""
-
-    group: str
-    event: str
-    match_args: tuple = ()
-
-    def matches(self, defn):
-        """trace_kprobe_match() with trace_kprobe_match_command_head()."""
-        if self.event and defn.event != self.event:
-            return False
-        if self.group is not None and defn.group != self.group:
-            return False
-        if not self.match_args:
-            return True
-        if defn.probe_point[:MAX_ARGSTR_LEN] != self.match_args[0]:
-            return False
-        rest = self.match_args[1:]
-        if len(defn.args) < len(rest):
-            return False
-        return all(a.text[:MAX_ARGSTR_LEN] == w for a, w in zip(defn.args, rest))
-
-
-def parse_command(text, symbols=None, *, thread_size=THREAD_SIZE):
-    """Parse one kprobe_events line.
-
-    Returns a ProbeDefinition for `p`/`r`, a DeleteCommand for `-:`, or None for a line that
-    is blank after its comment is removed.  Raises ProbeSyntaxError (with Linux's error_log
-    entry) or ProbeCommandError (errno only).  With `symbols` (kallsyms) the probed symbol
-    must exist once and `@SYM` arguments are resolved; without it only syntax is checked.
-    """
-    line = text.split("#", 1)[0]
-    argv = _argv_split(line)
-    if not argv:
-        return None
-    if line[0] == "-":
-        return _parse_delete(argv)
-    return _parse_probe(tuple(argv), symbols, thread_size)
-
-
-def _parse_delete(argv):
-    """dyn_event_release()'s parse: errno only, no error_log."""
-    head = argv[0]
-    if head[1:2] != ":":
-        raise ProbeCommandError(_errno.EINVAL, f"bad delete command {head!r}")
-    event = head[2:]
-    group = None
-    if "/" in event:
-        group, event = event.split("/", 1)
-    if group is None and event == "":
-        raise ProbeCommandError(_errno.EINVAL, "no event to delete")
-    return DeleteCommand(group, event, tuple(argv[1:]))
-
-
-def _parse_probe(argv, symbols, thread_size):
-    """trace_kprobe_create_internal(), up to (not including) registration."""
-
-    def fail(err, index, offset=0, errno=_errno.EINVAL):
-        raise ProbeSyntaxError.at(err, argv, index, offset, errno)
-
-    head = argv[0]
-    if head[0] not in "pr":
-        raise ProbeCommandError(_errno.EINVAL, f"unknown probe type {head[0]!r}")
-    is_return = head[0] == "r"
-    if len(argv) < 2:
-        raise ProbeCommandError(_errno.EINVAL, "no probe point")
-
-    colon = head.find(":", 1)
-    event_text = head[colon + 1:] if colon >= 0 else None
-
-    # 1. r[MAXACTIVE]
-    maxactive = 0
-    if _isdigit(head[1:2]):
-        if not is_return:
-            fail(ErrorCode.BAD_MAXACT_TYPE, 0, 1)
-        num = head[1:colon] if colon >= 0 else head[1:]
-        if len(num) > MAX_EVENT_NAME_LEN - 1:
-            fail(ErrorCode.BAD_MAXACT, 0, 1)
-        maxactive = kstrtouint(num, 0)
-        if not maxactive:
-            fail(ErrorCode.BAD_MAXACT, 0, 1)
-        if maxactive > KRETPROBE_MAXACTIVE_MAX:
-            fail(ErrorCode.MAXACT_TOO_BIG, 0, 1)
-
-    # 2. the place: an address, else [MOD:]SYM[+OFFS][%return]
-    addr = kstrtoul(argv[1], 0)
-    symbol, offset = None, 0
-    ret_flag = on_entry = False
-    if addr is None:
-        place = argv[1]
-        if "/" in place and ":" in place:
-            raise ProbeCommandError(_errno.EINVAL, "a uprobe, not a kprobe")
-        symbol = place
-        pct = symbol.find("%")
-        if pct >= 0:
-            if symbol[pct:] != "%return":
-                fail(ErrorCode.BAD_ADDR_SUFFIX, 1, pct)
-            symbol = symbol[:pct]
-            is_return = True
-        cut = min((i for i in (symbol.find("+"), symbol.find("-")) if i >= 0), default=-1)
-        if cut >= 0:
-            offset = kstrtol(symbol[cut:], 0)
-            if offset is None:
-                fail(ErrorCode.BAD_PROBE_ADDR, 1)
-            symbol = symbol[:cut]
-        if offset < 0 or offset > _UINT_MAX:
-            fail(ErrorCode.BAD_PROBE_ADDR, 1)
-        known = True
-        if symbols is not None:
-            n = _count_symbols(symbols, symbol)
-            if n is not None and n > 1:
-                fail(ErrorCode.NON_UNIQ_SYMBOL, 1)
-            if n == 0:
-                fail(ErrorCode.BAD_PROBE_ADDR, 1)
-            known = n is not None
-        # Linux sets TPARG_FL_RETURN only for symbol probes, so `r ADDR $retval` is refused
-        # with RETVAL_ON_PROBE and `$argN` there with NOFENTRY_ARGS; kept as Linux has it.
-        ret_flag = is_return
-        # kprobe_on_func_entry(): a known symbol at offset 0 (x86 without IBT).
-        if known and offset == 0 and not is_return:
-            on_entry = True
-        if known and offset != 0 and is_return:
-            fail(ErrorCode.BAD_RETPROBE, 1)
-
-    # 3. [GROUP/][EVENT]
-    group, event = KPROBE_EVENT_SYSTEM, None
-    if event_text is not None:
-        group, event = _parse_event_name(event_text, colon + 1, group, fail)
-    generated = event is None
-    if generated:
-        if symbol is not None:
-            name = f"{'r' if is_return else 'p'}_{symbol}_{offset}"
-        else:
-            name = f"{'r' if is_return else 'p'}_0x{addr:016x}"
-        event = _sanitize_event_name(name[:MAX_EVENT_NAME_LEN - 1])
-
-    # 4. the arguments
-    words = argv[2:]
-    _check_var_args(words, on_entry or ret_flag, fail)
-    if len(words) > MAX_TRACE_ARGS:
-        fail(ErrorCode.TOO_MANY_ARGS, 2, 0, _errno.E2BIG)
-    args, size = [], 0
-    for i, word in enumerate(words):
-        try:
-            a, size = _parse_arg(word, i, args, ret_flag, on_entry, thread_size, size)
-        except _LogError as e:
-            fail(e.err, i + 2, e.offset, e.errno)
-        args.append(a)
-
-    defn = ProbeDefinition(kind="r" if is_return else "p", group=group, event=event,
-                           symbol=symbol, offset=offset,
-                           addr=addr if symbol is None else None, maxactive=maxactive,
-                           args=args, argv=argv, on_func_entry=on_entry,
-                           event_generated=generated, thread_size=thread_size)
-    if symbols is not None:
-        defn.compile(symbols)
-    return defn
-
-
-def _parse_event_name(text, offset, group, fail):
+def parse_event_name(text, offset, group, fail):
     """traceprobe_parse_event_name(): `GROUP/EVENT`, `GROUP.EVENT`, `GROUP/` or `EVENT`;
     returns (group, event-or-None)."""
     slash = text.find("/")
@@ -1231,12 +787,12 @@ def _parse_event_name(text, offset, group, fail):
     return group, event
 
 
-def _sanitize_event_name(name):
+def sanitize_event_name(name):
     """sanitize_event_name(): ':', '.' and '*' after the first character become '_'."""
     return name[:1] + "".join("_" if c in ":.*" else c for c in name[1:])
 
 
-def _check_var_args(words, entry_or_exit, fail):
+def check_var_args(words, entry_or_exit, fail):
     """argv_has_var_arg() and the BTF-less end of traceprobe_expand_meta_args(): words that
     begin with `$arg` must be `$argN` or a single `$arg*`, and `$arg*` needs BTF."""
     var_args_at = None
@@ -1247,7 +803,7 @@ def _check_var_args(words, entry_or_exit, fail):
         last = i + 2
         if not entry_or_exit:
             fail(ErrorCode.NOFENTRY_ARGS, last)
-        if _isdigit(w[4:5]):
+        if isdigit(w[4:5]):
             continue
         if w[4:5] != "*":
             fail(ErrorCode.BAD_VAR, last)
@@ -1258,41 +814,28 @@ def _check_var_args(words, entry_or_exit, fail):
         fail(ErrorCode.NOSUP_BTFARG, last)
 
 
-def _parse_arg(word, i, previous, is_return, on_entry, thread_size, size):
+def parse_probe_arg(word, i, previous, is_return, on_entry, thread_size, size):
     """traceprobe_parse_probe_arg(): `[NAME=]FETCHARG[:TYPE]`; offsets relative to word."""
     eq = word.find("=")
     if eq >= 0:
         if eq > MAX_ARG_NAME_LEN:
-            raise _LogError(ErrorCode.ARG_NAME_TOO_LONG, 0)
+            raise LogError(ErrorCode.ARG_NAME_TOO_LONG, 0)
         if eq == 0:
-            raise _LogError(ErrorCode.NO_ARG_NAME, 0)
+            raise LogError(ErrorCode.NO_ARG_NAME, 0)
         name, body = word[:eq], word[eq + 1:]
     else:
         name, body = f"arg{i + 1}", word
     if not is_good_name(name):
-        raise _LogError(ErrorCode.BAD_ARG_NAME, 0)
+        raise LogError(ErrorCode.BAD_ARG_NAME, 0)
     if name in _RESERVED_FIELD_NAMES or any(a.name == name for a in previous):
-        raise _LogError(ErrorCode.USED_ARG_NAME, 0)
+        raise LogError(ErrorCode.USED_ARG_NAME, 0)
     parser = _ArgParser(is_return, on_entry, thread_size, size)
     parser.offset = eq + 1
     arg = parser.parse_body(body, name, thread_size)
     return arg, parser.size
 
 
-# -- what the command layer reports in this language ----------------------------------------------
-
-def registration_error(defn, errno):
-    """The error a failed registration leaves in error_log, caret on the probe point
-    (__trace_kprobe_create after register_trace_kprobe()): EILSEQ is BAD_INSN_BNDRY, ENOENT
-    BAD_PROBE_ADDR, anything else but ENOMEM/EEXIST FAIL_REG_PROBE.  ENOMEM and EEXIST log
-    nothing here (EEXIST has logged its own reason) and come back as a bare
-    ProbeCommandError."""
-    err = {_errno.EILSEQ: ErrorCode.BAD_INSN_BNDRY,
-           _errno.ENOENT: ErrorCode.BAD_PROBE_ADDR}.get(errno, ErrorCode.FAIL_REG_PROBE)
-    if errno in (_errno.ENOMEM, _errno.EEXIST):
-        return ProbeCommandError(errno)
-    return defn.error(err, 1, 0, errno)
-
+# -- argument lists -------------------------------------------------------------------------------
 
 def compare_arg_type(a, b):
     """trace_probe_compare_arg_type(): 0 if both probes' arguments have the same names,
@@ -1307,84 +850,44 @@ def compare_arg_type(a, b):
     return 0
 
 
-def check_append(existing, new):
-    """register_trace_kprobe()'s checks when `new` names an event that already has the
-    probes `existing` (a multi-probe event): raises DIFF_PROBE_TYPE, DIFF_ARG_TYPE or
-    SAME_PROBE as Linux does, else returns.
-
-    Like Linux, an address probe counts as symbol "unknown" at offset 0 in the sameness
-    test, so two address probes with the same arguments are "the same probe"."""
-    if not existing:
-        return
-    first = existing[0]
-    if new.is_return != first.is_return:
-        raise new.error(ErrorCode.DIFF_PROBE_TYPE, 0, 0, _errno.EEXIST)
-    diff = compare_arg_type(new, first)
-    if diff:
-        raise new.error(ErrorCode.DIFF_ARG_TYPE, diff + 1, 0, _errno.EEXIST)
-    for old in existing:
-        if ((old.symbol or "unknown") != (new.symbol or "unknown")
-                or old.offset != new.offset):
-            continue
-        if all(x.comm == y.comm for x, y in zip(old.args, new.args)):
-            raise new.error(ErrorCode.SAME_PROBE, 0, 0, _errno.EEXIST)
+def count_entry_args(args):
+    """How many entry arguments a return probe with `args` must save at entry (0 for none):
+    the highest N of its `$argN` (traceprobe_get_entry_data_size())."""
+    n = [op[1] + 1 for a in args for op in a.code if op[0] == "edata"]
+    return max(n, default=0)
 
 
-# -- trace output ---------------------------------------------------------------------------------
+def set_print_fmt(args, is_return):
+    """An event's print_fmt (traceprobe_set_print_fmt())."""
+    if is_return:
+        fmt, tail = "(%lx <- %lx)", ", REC->__probe_func, REC->__probe_ret_ip"
+    else:
+        fmt, tail = "(%lx)", ", REC->__probe_ip"
+    out = '"' + fmt
+    for a in args:
+        out += f" {a.name}="
+        out += "{" + ",".join([a.type.fmt] * a.count) + "}" if a.count else a.type.fmt
+    out += '"' + tail
+    for a in args:
+        ref = "__get_str({})" if a.type.is_string else "REC->{}"
+        names = [f"{a.name}[{j}]" for j in range(a.count)] if a.count else [a.name]
+        out += "".join(", " + ref.format(n) for n in names)
+    return out
 
-def fetch_args(defn, ctx):
-    return defn.fetch_args(ctx)
+
+def store_trace_args(args, ctx):
+    """Every argument's value at this hit (what Linux stores in the ring buffer,
+    store_trace_args())."""
+    return [a.fetch(ctx) for a in args]
+
+
+def print_probe_args(args, values, symbols=None):
+    """The ` name=value ...` tail of a trace line (print_probe_args())."""
+    return "".join(f" {a.name}={a.format_value(v, symbols)}" for a, v in zip(args, values))
 
 
 def format_args(defn, ctx):
-    """The ` name=value ...` tail of a trace line, fetched and printed now."""
-    return defn.format_values(defn.fetch_args(ctx), getattr(ctx, "symbols", None))
-
-
-def _seq_print_sym(symbols, addr, offset, trampoline=None):
-    """seq_print_ip_sym(): `0` for a null ip; with offset `sym+0x../0x..`, else the name;
-    outside any symbol `0x...` (with offset) or `0x%08lx` (without)."""
-    if not addr:
-        return "0"
-    if trampoline is not None and addr == trampoline:
-        return KRETPROBE_MSG
-    if symbols is not None:
-        if offset:
-            return symbols.format(addr)
-        sym = symbols.symbol_at(addr)
-        if sym is not None:
-            return sym.name
-    return f"0x{addr:x}" if offset else f"0x{addr:08x}"
-
-
-def format_probe_ip(symbols, ip, trampoline=None):
-    """The parenthesis of a kprobe event line: `sym+0xoff/0xsize`."""
-    return _seq_print_sym(symbols, ip, True, trampoline)
-
-
-def format_retprobe_ip(symbols, ret_ip, func, trampoline=None):
-    """The parenthesis of a kretprobe event line: `caller+0xoff/0xsize <- func`."""
-    return (f"{_seq_print_sym(symbols, ret_ip, True, trampoline)} <- "
-            f"{_seq_print_sym(symbols, func, False, trampoline)}")
-
-
-def irq_flags(irqs_off=False, need_resched=False, hardirq=False, softirq=False, nmi=False,
-              preempt_count=0):
-    """The five flag columns (trace_print_lat_fmt()): irqs-off, need-resched,
-    hardirq/softirq, preempt depth, migrate-disable depth (preempt_count bits 4-7)."""
-    hs = ("Z" if nmi and hardirq else "z" if nmi else "H" if hardirq and softirq
-          else "h" if hardirq else "s" if softirq else ".")
-    low, high = preempt_count & 0xF, (preempt_count >> 4) & 0xF
-    return ("d" if irqs_off else ".") + ("N" if need_resched else ".") + hs + \
-        (f"{low:x}" if low else ".") + (f"{high:x}" if high else ".")
-
-
-def format_trace_line(comm, pid, cpu, flags, clock, event, ip_text, args_text=""):
-    """One line of `trace`: `%16s-%-7d [%03d] FLAGS %5lu.%06lu: EVENT: (IP) ARGS`.
-
-    `clock` is kpemu's instruction count taken as nanoseconds; like ns2usecs() it is
-    rounded to the nearest microsecond.  `flags` is the five-column string (irq_flags())."""
-    usecs = (clock + 500) // 1000
-    secs, usec = divmod(usecs, 1_000_000)
-    return (f"{comm:>16}-{pid:<7} [{cpu:03d}] {flags} {secs:5d}.{usec:06d}: "
-            f"{event}: ({ip_text}){args_text}")
+    """The ` name=value ...` tail of a trace line for `defn`'s arguments, fetched and
+    printed now."""
+    return print_probe_args(defn.args, store_trace_args(defn.args, ctx),
+                            getattr(ctx, "symbols", None))

@@ -7,6 +7,7 @@ one must fail, and the code it fails with is pinned.
 
 import pytest
 
+from emu.cpu import ALIASES, REG_NAMES
 from kprobes.events import ProbeSyntaxError, parse_command
 
 from .conftest import DATA
@@ -81,6 +82,18 @@ def test_symbol_args_resolve(ksyms):
         [("symbol", "_sdata+10"), ("imm", DATA + 10)],
         [("symbol", "_sdata-10"), ("imm", DATA - 10)],
     ]
+
+
+def test_register_names_are_the_pt_regs_table():
+    """%REG takes the names of the one register table (emu.cpu.REG_NAMES, defined in C) and
+    orig_ax -- exactly Linux's x86_64 regoffset_table -- and none of the table's aliases."""
+    linux = {"r15", "r14", "r13", "r12", "r11", "r10", "r9", "r8", "bx", "cx", "dx", "si",
+             "di", "bp", "ax", "orig_ax", "ip", "cs", "flags", "sp", "ss"}
+    assert set(REG_NAMES) | {"orig_ax"} == linux
+    for alias in ALIASES:
+        with pytest.raises(ProbeSyntaxError) as info:
+            parse_command(f"p vfs_read %{alias}")
+        assert info.value.code == "BAD_REG_NAME"
 
 
 def test_x86_register_names():

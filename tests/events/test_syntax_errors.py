@@ -10,8 +10,8 @@ import errno
 
 import pytest
 
-from kprobes.events import (ErrorCode, ProbeSyntaxError, check_append, parse_command,
-                            registration_error)
+from kprobes.events import (FETCH_TYPES, ErrorCode, ProbeSyntaxError, check_append,
+                            compare_arg_type, parse_command, registration_error)
 
 D65 = "12345678901234567890123456789012345678901234567890123456789012345"
 NESTED14 = "+0(" * 14 + "@0" + ")" * 14
@@ -269,11 +269,18 @@ def test_multiprobe_errors(existing, marked, code, message):
 
 
 def test_multiprobe_appends():
+    """Another place with the same argument names and types may join the event: no error,
+    and compare_arg_type() finds no difference."""
     old = parse_command("p:kprobes/testevent kernel_clone abcd=\\1")
-    check_append([old], parse_command("p:kprobes/testevent do_exit abcd=\\2"))
+    new = parse_command("p:kprobes/testevent do_exit abcd=\\2")
+    assert compare_arg_type(new, old) == 0
+    assert check_append([old], new) is None
     # the same type by another spelling: a bitfield's container is its type
     old = parse_command("p:kprobes/ev vfs_read v=+0(%di):u8")
-    check_append([old], parse_command("p:kprobes/ev kfree v=+0(%di):b3@1/8"))
+    new = parse_command("p:kprobes/ev kfree v=+0(%di):b3@1/8")
+    assert new.args[0].type is old.args[0].type is FETCH_TYPES["u8"]
+    assert compare_arg_type(new, old) == 0
+    assert check_append([old], new) is None
 
 
 def test_multiprobe_fewer_args_caret_past_the_end():

@@ -82,3 +82,17 @@ def test_repr_shows_the_registers_a_reader_wants(engine):
     regs = PtRegs.at_trap(engine, 0x10, 0x2)
     text = repr(regs)
     assert text.startswith("<pt_regs ip=0x10 sp=0x") and text.endswith(" flags=0x2>")
+
+
+def test_one_register_table():
+    """The C view's reg_names[] and reg_aliases[] are the only lists of register names:
+    emu.cpu re-exports them, and an oops dumps exactly those names but the segment
+    registers (in its own order)."""
+    from emu import _fastpath
+    from emu.oops import REG_ORDER
+
+    assert REG_NAMES is _fastpath.REG_NAMES and ALIASES is _fastpath.REG_ALIASES
+    assert len(REG_NAMES) == len(set(REG_NAMES)) == 20
+    assert set(ALIASES.values()) <= set(REG_NAMES)
+    assert len(REG_ORDER) == len(set(REG_ORDER))
+    assert set(REG_ORDER) == set(REG_NAMES) - {"cs", "ss"}

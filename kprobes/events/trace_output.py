@@ -1,0 +1,108 @@
+"""Trace output, after Linux's kernel/trace/trace_output.c: the text of a trace line.
+
+This module owns:
+  * the place of a hit as a trace line prints it (seq_print_ip_sym()), for kprobe and
+    kretprobe events;
+  * the five flag columns (trace_print_lat_fmt()) and the line's context columns
+    (trace_print_context());
+  * TraceRecord, one hit as the ring buffer holds it, printed lazily;
+  * the header of the `trace` file (Linux prints it from trace.c).
+
+What an argument prints as is the type layer's (trace_probe); which events exist and what
+happens at a hit is the command layer's (trace_kprobe).
+Must not import: unicorn, emu, the kprobes core, kprobes.events.trace_kprobe.  Of the
+events it takes only trace_probe's sprint_symbol.
+"""
+
+from dataclasses import dataclass, field
+
+from kprobes.events.trace_probe import sprint_symbol
+
+# What kretprobed() prints instead of the trampoline's name.
+KRETPROBE_MSG = "[unknown/kretprobe'd]"
+
+
+def _seq_print_sym(symbols, addr, offset, trampoline=None):
+    """seq_print_ip_sym(): `0` for a null ip; with offset `sym+0x../0x..`, else the name;
+    outside any symbol `0x...` (with offset) or `0x%08lx` (without)."""
+    if not addr:
+        return "0"
+    if trampoline is not None and addr == trampoline:
+        return KRETPROBE_MSG
+    if offset:
+        return sprint_symbol(symbols, addr)
+    if symbols is not None:
+        sym = symbols.symbol_at(addr)
+        if sym is not None:
+            return sym.name
+    return f"0x{addr:08x}"
+
+
+def format_probe_ip(symbols, ip, trampoline=None):
+    """The parenthesis of a kprobe event line: `sym+0xoff/0xsize`."""
+    return _seq_print_sym(symbols, ip, True, trampoline)
+
+
+def format_retprobe_ip(symbols, ret_ip, func, trampoline=None):
+    """The parenthesis of a kretprobe event line: `caller+0xoff/0xsize <- func`."""
+    return (f"{_seq_print_sym(symbols, ret_ip, True, trampoline)} <- "
+            f"{_seq_print_sym(symbols, func, False, trampoline)}")
+
+
+def irq_flags(irqs_off=False, need_resched=False, hardirq=False, softirq=False, nmi=False,
+              preempt_count=0):
+    """The five flag columns (trace_print_lat_fmt()): irqs-off, need-resched,
+    hardirq/softirq, preempt depth, migrate-disable depth (preempt_count bits 4-7)."""
+    hs = ("Z" if nmi and hardirq else "z" if nmi else "H" if hardirq and softirq
+          else "h" if hardirq else "s" if softirq else ".")
+    low, high = preempt_count & 0xF, (preempt_count >> 4) & 0xF
+    return ("d" if irqs_off else ".") + ("N" if need_resched else ".") + hs + \
+        (f"{low:x}" if low else ".") + (f"{high:x}" if high else ".")
+
+
+def format_trace_line(comm, pid, cpu, flags, clock, event, ip_text, args_text=""):
+    """One line of `trace`: `%16s-%-7d [%03d] FLAGS %5lu.%06lu: EVENT: (IP) ARGS`.
+
+    `clock` is kpemu's instruction count taken as nanoseconds; like ns2usecs() it is
+    rounded to the nearest microsecond.  `flags` is the five-column string (irq_flags())."""
+    usecs = (clock + 500) // 1000
+    secs, usec = divmod(usecs, 1_000_000)
+    return (f"{comm:>16}-{pid:<7} [{cpu:03d}] {flags} {secs:5d}.{usec:06d}: "
+            f"{event}: ({ip_text}){args_text}")
+
+
+@dataclass
+class TraceRecord:
+    """One hit, as the ring buffer holds it: formatted lazily by `text()`."""
+    comm: str
+    pid: int
+    flags: str
+    clock: int
+    event: str
+    ip_text: str
+    args_text: str
+    values: dict = field(default_factory=dict)
+
+    def text(self):
+        return format_trace_line(self.comm, self.pid, 0, self.flags, self.clock, self.event,
+                                 self.ip_text, self.args_text)
+
+    def as_json(self):
+        return {"comm": self.comm, "pid": self.pid, "cpu": 0, "flags": self.flags,
+                "clock": self.clock, "event": self.event, "where": self.ip_text,
+                "args": self.values}
+
+
+def trace_header(entries):
+    """The lines the `trace` file starts with, for a buffer of `entries` records on one CPU
+    (the nop tracer's header with the irq-info columns explained)."""
+    return ["# tracer: nop", "#",
+            f"# entries-in-buffer/entries-written: {entries}/{entries}   #P:1", "#",
+            "#                                _-----=> irqs-off/BH-disabled",
+            "#                               / _----=> need-resched",
+            "#                              | / _---=> hardirq/softirq",
+            "#                              || / _--=> preempt-depth",
+            "#                              ||| / _-=> migrate-disable",
+            "#                              |||| /     delay",
+            "#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION",
+            "#              | |         |   |||||     |         |"]
