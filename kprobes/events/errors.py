@@ -10,11 +10,13 @@ This module owns:
     command it was parsing (Linux's trace_probe_log index).
 
 Every other events module imports from here; this one imports nothing of kpemu's.
-Must not import: unicorn, emu, kprobes.
+Must not import: unicorn, emu, kprobes beyond the layer's error root (kprobes.KprobesError).
 """
 
 import errno as _errno
 from enum import Enum
+
+from kprobes import KprobesError
 
 # The second line of an error_log entry starts with this.
 CMD_PREFIX = "  Command: "
@@ -91,7 +93,7 @@ class ErrorCode(Enum):
         return self.value
 
 
-class ProbeCommandError(Exception):
+class ProbeCommandError(KprobesError):
     """A kprobe_events write that fails; `.errno` is what the write returns in Linux.
 
     Used bare for failures Linux reports with an errno only (an unknown command letter, a
@@ -155,7 +157,7 @@ class ProbeSyntaxError(ProbeCommandError):
 
 
 class LogError(Exception):
-    """An error at `offset` inside one word of the command, raised while that word is
+    """Internal to the parser (never escapes it, so not under the error root): an error at `offset` inside one word of the command, raised while that word is
     parsed; the caller knows which word it is and makes a ProbeSyntaxError of it (the
     index half of Linux's trace_probe_log)."""
 

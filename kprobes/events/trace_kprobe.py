@@ -96,7 +96,6 @@ class ProbeDefinition:
     on_func_entry: bool = False     # TPARG_FL_FENTRY: $argN reads the argument registers
     event_generated: bool = False
     thread_size: int = THREAD_SIZE
-    symbols_resolved: bool = field(default=False, compare=False)
 
     @property
     def is_return(self):
@@ -157,7 +156,6 @@ class ProbeDefinition:
                 a.update(symbols)
             except ProbeCommandError as e:
                 raise registration_error(self, e.errno) from None
-        self.symbols_resolved = True
         return self
 
     def fetch_args(self, ctx):

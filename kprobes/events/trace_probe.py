@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from emu.cpu import REG_NAMES
 from emu.errors import MemoryFault
+from emu.memory import PAGE_SIZE
 from kprobes.events.errors import ErrorCode, LogError, ProbeCommandError
 
 # -- limits (trace_probe.h, trace.h) --------------------------------------------------------------
@@ -45,7 +46,6 @@ FAULT_STRING = "(fault)"
 
 UINT_MAX = (1 << 32) - 1
 _MASK64 = (1 << 64) - 1
-_PAGE = 4096
 
 
 # -- C library helpers, with the kernel's rules ----------------------------------------------------
@@ -249,7 +249,7 @@ def _read_cstring(ctx, addr):
     out = bytearray()
     addr &= _MASK64
     while len(out) < MAX_STRING_SIZE:
-        n = min(_PAGE - addr % _PAGE, MAX_STRING_SIZE - len(out))
+        n = min(PAGE_SIZE - addr % PAGE_SIZE, MAX_STRING_SIZE - len(out))
         try:
             chunk = bytes(ctx.read(addr, n))
         except MemoryFault:

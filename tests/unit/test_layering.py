@@ -144,3 +144,14 @@ def test_kprobes_touches_no_private_machine_attribute():
                      if isinstance(node, ast.Attribute) and node.attr.startswith("_")
                      and not node.attr.startswith("__") and _through_machine(node.value))
     assert private == []
+
+
+def test_one_error_root():
+    """Every error kpemu raises on purpose derives from KpemuError."""
+    from emu import EmuError, KpemuError
+    from kprobes import KprobeBug, KprobeError, KprobesError
+    from kprobes.events import ProbeCommandError, ProbeSyntaxError
+
+    for cls in (EmuError, KprobesError, KprobeError, KprobeBug, ProbeCommandError,
+                ProbeSyntaxError):
+        assert issubclass(cls, KpemuError), cls
