@@ -18,7 +18,7 @@ KprobeError and Kretprobe come from the package top level, wherever those classe
 """
 
 import errno as _errno
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from emu import MemoryFault
 from kprobes import Kprobe, KprobeError, Kretprobe
