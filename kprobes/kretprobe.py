@@ -58,12 +58,15 @@ def _remove_near_head(items, item):
 class KretprobeInstance:
     """struct kretprobe_instance.  `task` (design "task") or `stack_addr` (both: the
     return slot, which design "stack" keys by and the unwinder uses) say whose call it
-    is; `data` is shared by entry_handler and handler."""
+    is; `data` is shared by entry_handler and handler.  `orphan_of` is the kretprobe an
+    orphan was taken for (rp is None once it is unregistered), whose miss report counts
+    the orphan's return."""
 
-    __slots__ = ("rp", "ret_addr", "task", "stack_addr", "data")
+    __slots__ = ("rp", "ret_addr", "task", "stack_addr", "data", "orphan_of")
 
     def __init__(self, rp):
         self.rp = rp
+        self.orphan_of = None
         self.ret_addr = 0
         self.task = 0
         self.stack_addr = 0
@@ -212,6 +215,7 @@ class KretprobeManager:
         rp.free_instances = []
         for ri in rp.used_instances:
             ri.rp = None
+            ri.orphan_of = rp
         rp.used_instances = []
 
     # -- entry --------------------------------------------------------------------------
@@ -278,8 +282,7 @@ class KretprobeManager:
     def _report_return(self, ri, regs):
         rp = ri.rp
         if rp is None:
-            self.orphans_returned += 1
-            self.core.emit("miss", probe=None, cause="orphaned")
+            self._orphan_returned(ri)
             return
         if rp.handler is not None:
             self.handling = ri
@@ -288,6 +291,13 @@ class KretprobeManager:
             finally:
                 self.handling = None
         rp.returns += 1
+
+    def _orphan_returned(self, ri):
+        """An instance whose kretprobe was unregistered in flight came back: no handler,
+        counted as an 'orphaned' miss of the kretprobe it was taken for."""
+        self.orphans_returned += 1
+        ri.orphan_of.misses["orphaned"] += 1
+        self.core.emit("miss", probe=ri.orphan_of, cause="orphaned")
 
     def recycle(self, ri):
         """recycle_rp_inst(): out of the table; back to its rp's free list, or dropped
@@ -318,7 +328,7 @@ class KretprobeManager:
         for ri in self.table[hash_ptr(task)][::-1]:
             if ri.stack_addr == slot:
                 if ri.rp is None:
-                    self.orphans_returned += 1
+                    self._orphan_returned(ri)
                 ret_addr = ri.ret_addr
                 self.recycle(ri)
         if ret_addr is None:

@@ -44,3 +44,15 @@ def km():
     k = Kprobes(m)
     m.boot()
     return m, k
+
+
+def sym(m, name):
+    return m.symbols.lookup_name(name)
+
+
+@pytest.fixture
+def rm(km, ret_targets_o):
+    """km with the return-probe targets module (tests/kprobes/targets/ret_targets.S)."""
+    m, k = km
+    m.load_module(ret_targets_o)
+    return m, k

@@ -9,15 +9,7 @@ from emu import Machine
 from kprobes import Kprobe, KprobeError, Kprobes, Kretprobe
 
 
-def sym(m, name):
-    return m.symbols.lookup_name(name)
-
-
-@pytest.fixture
-def rm(km, ret_targets_o):
-    m, k = km
-    m.load_module(ret_targets_o)
-    return m, k
+from tests.kprobes.conftest import sym
 
 
 def test_basic_return(rm):
