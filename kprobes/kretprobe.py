@@ -360,12 +360,16 @@ class KretprobeManager:
     def resolve_return_address(self, ret_addr, slot):
         """Unwinder resolver (as Linux >= 5.15): a trampoline address found in a return
         slot is the real return address of the instance that took that slot; the ip of
-        a return handler names the caller it returns to."""
+        a return handler names the caller it returns to -- through the slot it took when
+        that was the trampoline already (a tail call: the callee's instance holds the
+        trampoline, the tail caller's the real address)."""
         tramp = self.tramp
         if slot is None:
             if ret_addr in (tramp, tramp + 1) and self.handling is not None:
-                return self.handling.ret_addr
-            return ret_addr
+                ret_addr = self.handling.ret_addr
+                slot = self.handling.stack_addr
+            else:
+                return ret_addr
         if ret_addr != tramp:
             return ret_addr
         for bucket in self.table:
