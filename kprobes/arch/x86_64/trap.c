@@ -80,6 +80,8 @@ typedef struct {
 	unsigned long long old_flags;	/* kprobe_old_rflags: TF|IF when trapped */
 	unsigned long long saved_flags;	/* kprobe_saved_rflags */
 	PyObject *prev;			/* save_previous_kprobe()'s area, or None */
+	PyObject *resume_hit;		/* (probe address, sp) of a hit whose pre_handler
+					 * raised and stopped m.run(), or None */
 	/* counters */
 	unsigned long long n_int3;	/* int3 traps taken for a probe */
 	unsigned long long n_debug;	/* #DB traps after a single-step */
@@ -223,7 +225,7 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 
 	if (check_entry(s, "the int3 handler", vector, 3) < 0)
 		return -1;
-	if (!s->fastpath || s->running || observed(s))
+	if (!s->fastpath || s->running || observed(s) || s->resume_hit != Py_None)
 		return to_python(s->slow_int3, vector, ip, flags);
 	key = PyLong_FromUnsignedLongLong(addr);
 	if (key == NULL)
@@ -414,6 +416,7 @@ static PyObject *kcb_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 	s->fastpath = 1;
 	s->current_kprobe = Py_NewRef(Py_None);
 	s->prev = Py_NewRef(Py_None);
+	s->resume_hit = Py_NewRef(Py_None);
 	s->table = Py_NewRef(table);
 	s->observers = Py_NewRef(observers);
 	s->regfile = Py_NewRef(regfile);
@@ -428,6 +431,7 @@ static int kcb_traverse(KprobeCtlblk *s, visitproc visit, void *arg)
 {
 	Py_VISIT(s->current_kprobe);
 	Py_VISIT(s->prev);
+	Py_VISIT(s->resume_hit);
 	Py_VISIT(s->hit_probe);
 	Py_VISIT(s->table);
 	Py_VISIT(s->observers);
@@ -443,6 +447,7 @@ static int kcb_clear(KprobeCtlblk *s)
 {
 	Py_CLEAR(s->current_kprobe);
 	Py_CLEAR(s->prev);
+	Py_CLEAR(s->resume_hit);
 	Py_CLEAR(s->hit_probe);
 	Py_CLEAR(s->table);
 	Py_CLEAR(s->observers);
@@ -479,6 +484,9 @@ static PyMemberDef kcb_members[] = {
 	 "kprobe_saved_rflags: the same, less IF for an IF modifier"},
 	{"prev", T_OBJECT, offsetof(KprobeCtlblk, prev), 0,
 	 "save_previous_kprobe()'s area: (current_kprobe, status, old_flags, saved_flags) or None"},
+	{"resume_hit", T_OBJECT, offsetof(KprobeCtlblk, resume_hit), 0,
+	 "(probe address, sp) of the hit a raising pre_handler stopped m.run() at, or None:\n"
+	 "when the run goes on, that hit goes on without calling the pre_handler again"},
 	{"n_int3", T_ULONGLONG, offsetof(KprobeCtlblk, n_int3), 0, "int3 traps taken for probes"},
 	{"n_debug", T_ULONGLONG, offsetof(KprobeCtlblk, n_debug), 0,
 	 "#DB traps taken after single-steps"},

@@ -164,6 +164,8 @@ class ArchKprobes:
         self.m.text_poke(p.addr, bytes((p.opcode,)))
 
     def remove(self, p):
+        if self.kcb.resume_hit is not None and self.kcb.resume_hit[0] == p.addr:
+            self.kcb.resume_hit = None
         self.core.slots.free_insn_slot(p.ainsn.slot)
 
     # -- state helpers ----------------------------------------------------------------
@@ -221,6 +223,9 @@ class ArchKprobes:
             core.emit("trap", vector=INT3_VECTOR, ip=addr, probe=p)
         if p.disabled:
             core.missed_all(p, "disabled")
+        elif kcb.resume_hit is not None and self.m.call_depth == 0 and \
+                kcb.resume_hit == (addr, self._read_sp()):
+            kcb.resume_hit = None        # the hit a raising pre_handler stopped goes on
         elif p.pre_handler is not None:
             regs = _regs_at_trap(self.engine, ip, flags)
             try:
@@ -348,9 +353,11 @@ class ArchKprobes:
              else 13); when it handles it the hit goes on as if the handler had
              returned 0;
           2. otherwise the probe and handler are attached to `exc` and:
-             a pre_handler's: the guest is put back exactly as before the int3 (the
-             probe fires again when the run goes on), the state released, `exc`
-             re-raised (raising: the C hook writes nothing);
+             a pre_handler's: the guest is put back exactly as before the int3, the
+             state released, `exc` re-raised (raising: the C hook writes nothing);
+             when the run goes on (m.run; an m.call that raised is abandoned), the
+             int3 traps again and that same hit goes on without the pre_handler
+             (kcb.resume_hit), so a hit never fires twice;
              a post_handler's: the step is finished first, then `exc` re-raised with the
              guest at the resume point.
         """
@@ -365,6 +372,8 @@ class ArchKprobes:
                 ip, flags = regs.trap_return()
                 return self._singlestep(p, flags)
             self.engine.set_reg("ip", p.addr)
+            # Only a run can go on from here: an m.call that raised is abandoned.
+            kcb.resume_hit = (p.addr, self._read_sp()) if self.m.call_depth == 0 else None
             self._attach(exc, p.addr)
             kcb.unlock()
             raise exc
