@@ -57,6 +57,29 @@ FAULT_VECTORS = frozenset((0, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19))
 HYPERCALLS = ("HC_KPROBE_FLUSH_TASK", "HC_BOOT_DONE")
 
 CALL_DEFAULT_LIMIT = 50_000_000
+CALL_DATA_LIMIT = 1 << 20      # bytes and str arguments of one m.call, together
+
+
+def _call_blobs(args):
+    """What each m.call argument puts in guest memory: the bytes of a bytes or str
+    argument (str NUL-terminated), None for an integer.  MachineError for anything else,
+    or for more than CALL_DATA_LIMIT bytes in all."""
+    blobs = []
+    for i, arg in enumerate(args):
+        if isinstance(arg, str):
+            blobs.append(arg.encode() + b"\0")
+        elif isinstance(arg, (bytes, bytearray, memoryview)):
+            blobs.append(bytes(arg))
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            blobs.append(None)
+        else:
+            raise MachineError(f"m.call: argument {i + 1} must be an int, bytes or str, "
+                               f"not {type(arg).__name__}")
+    total = sum(len(b) for b in blobs if b is not None)
+    if total > CALL_DATA_LIMIT:
+        raise MachineError(f"m.call: {total} bytes of bytes/str arguments is more than the "
+                           f"{CALL_DATA_LIMIT} one call may copy into the guest")
+    return blobs
 
 
 @dataclass
@@ -127,6 +150,7 @@ class Machine:
         self.unwind_resolvers = []     # fn(ret_addr, slot_addr) -> ret_addr
         self.text_originals = []       # fn(addr) -> the byte a breakpoint covers, or None
         self.observers = []            # fn(Event)
+        self.extensions = {}           # what a layer above installed, by name ("kprobes")
         self.call_depth = 0
 
         self.booted = False
@@ -380,8 +404,9 @@ class Machine:
 
     def call(self, target, *args, max_insns=CALL_DEFAULT_LIMIT, stack_size=None):
         """Call a guest function with the SysV ABI on the current task's stack and return
-        its rax.  bytes/str arguments are copied into guest memory (str NUL-terminated)
-        and passed as pointers.  No interrupt is delivered until it returns and the guest
+        its rax.  bytes/str arguments are copied into guest memory (str NUL-terminated;
+        a block of the module area, CALL_DATA_LIMIT bytes at most in all, freed when the
+        call returns) and passed as pointers.  No interrupt is delivered until it returns and the guest
         clock does not move; callable from inside a hook (nested emulation).
 
         `stack_size`: run on a fresh stack of that many bytes from the module area
@@ -389,27 +414,38 @@ class Machine:
         the current task."""
         if not self.booted:
             raise MachineError("boot the machine (m.boot()) before m.call()")
+        if self.halted:
+            raise MachineError("the machine is powered off: m.call() has no guest to run")
         if len(args) > 6:
             raise MachineError("m.call passes at most 6 arguments (the SysV registers)")
+        for what, value in (("max_insns", max_insns), ("stack_size", stack_size)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value <= 0):
+                raise MachineError(f"m.call: {what} must be a positive integer, not "
+                                   f"{value!r}")
         addr = self._resolve(target)
+        blobs = _call_blobs(args)
         eng = self.engine
         ctx = eng.context_save()
         stack = self.module_area.alloc(stack_size, 4096, tag="m.call stack") \
             if stack_size else None
+        # bytes and str arguments live in a block of their own, never on a stack
+        data = self.module_area.alloc(sum(len(b) + 16 for b in blobs if b is not None),
+                                      16, tag="m.call arguments") if any(
+            b is not None for b in blobs) else None
         self.call_depth += 1
         try:
             with self.clock.frozen():
                 sp = stack + stack_size if stack else eng.reg("sp") - 256
                 values = []
-                for arg in args:
-                    if isinstance(arg, str):
-                        arg = arg.encode() + b"\0"
-                    if isinstance(arg, (bytes, bytearray)):
-                        sp = (sp - len(arg)) & ~0xF
-                        self.mem.write(sp, arg)
-                        values.append(sp)
+                where = data
+                for arg, blob in zip(args, blobs):
+                    if blob is None:
+                        values.append(arg & 0xFFFFFFFFFFFFFFFF)
                     else:
-                        values.append(int(arg) & 0xFFFFFFFFFFFFFFFF)
+                        self.mem.write(where, blob)
+                        values.append(where)
+                        where += (len(blob) + 15) & ~15
                 sp = (sp & ~0xF) - 8
                 self.mem.set_u64(sp, self._call_ret)
                 for reg, value in zip(("di", "si", "dx", "cx", "r8", "r9"), values):
@@ -437,8 +473,13 @@ class Machine:
             eng.context_restore(ctx)
             if stack:
                 self.module_area.free(stack)
+            if data:
+                self.module_area.free(data)
 
     def _resolve(self, target):
+        if isinstance(target, bool) or not isinstance(target, (int, str)):
+            raise MachineError(f"m.call: the target must be a symbol name or an address, "
+                               f"not {type(target).__name__}")
         if isinstance(target, int):
             return target
         addr = self.symbols.lookup_name(target)

@@ -15,8 +15,10 @@ probe -> errors, with no circle.
 
 from kprobes.core import Kprobes
 from kprobes.errors import KprobeBug, KprobeError, KprobesError
-from kprobes.kretprobe import Kretprobe, KretprobeInstance
+from kprobes.kretprobe import (KRETPROBE_MAX_DATA_SIZE, KRETPROBE_MAXACTIVE_MAX, Kretprobe,
+                               KretprobeInstance)
 from kprobes.probe import AggrKprobe, Kprobe, kprobe_addr
 
 __all__ = ["Kprobes", "Kprobe", "AggrKprobe", "KprobeError", "KprobeBug", "KprobesError",
-           "Kretprobe", "KretprobeInstance", "kprobe_addr"]
+           "Kretprobe", "KretprobeInstance", "kprobe_addr", "KRETPROBE_MAXACTIVE_MAX",
+           "KRETPROBE_MAX_DATA_SIZE"]

@@ -16,10 +16,11 @@ Must not import: unicorn.
 
 import errno as _errno
 
+from emu import Machine
 from kprobes import arch
-from kprobes.errors import KprobeError
-from kprobes.kretprobe import KretprobeManager
-from kprobes.probe import AggrKprobe, InsnSlots, fill_kprobe_addr, kprobe_addr
+from kprobes.errors import KprobeError, KprobesError
+from kprobes.kretprobe import DESIGNS, KretprobeManager
+from kprobes.probe import AggrKprobe, InsnSlots, check_handlers, fill_kprobe_addr, kprobe_addr
 
 
 class Kprobes:
@@ -32,6 +33,14 @@ class Kprobes:
     """
 
     def __init__(self, m, kretprobe_design="task", flush_on_exec=False):
+        if not isinstance(m, Machine):
+            raise KprobesError(f"Kprobes(m) needs an emu.Machine, not {type(m).__name__}")
+        if m.extensions.get("kprobes") is not None:
+            raise KprobesError("kprobes is already installed on this machine (one Kprobes "
+                               "per Machine, as one kprobes subsystem per kernel)")
+        if kretprobe_design not in DESIGNS:
+            raise KprobesError(f"kretprobe design must be one of {DESIGNS}, not "
+                               f"{kretprobe_design!r}")
         self.m = m
         self.table = {}             # probe address -> Kprobe or AggrKprobe
         self.armed = set()          # addresses whose byte is 0xCC now
@@ -43,6 +52,7 @@ class Kprobes:
         self.arch = arch.arch_init_kprobes(self)
         m.text_originals.append(self.original_byte)
         self.kretprobes = KretprobeManager(self, kretprobe_design, flush_on_exec)
+        m.extensions["kprobes"] = self
 
     @property
     def traps(self):
@@ -144,6 +154,7 @@ class Kprobes:
     def register_kprobe(self, p):
         if p.registered:
             raise KprobeError(_errno.EINVAL, f"{p!r} is already registered")
+        check_handlers(p, ("pre_handler", "post_handler", "fault_handler"))
         addr = self.kprobe_addr(p)
         self.check_address(addr)
         old = self.table.get(addr)

@@ -32,8 +32,14 @@ from collections import Counter
 from emu.tasks import read_task
 from kprobes.arch import ArchKretprobes
 from kprobes.errors import KprobeError
-from kprobes.probe import Kprobe
+from kprobes.probe import Kprobe, check_handlers
 
+# The caps modern Linux puts on a kretprobe (kprobes.h): kprobe_events refuses a larger
+# maxactive, register_kretprobe a larger data_size, both with E2BIG.  kpemu's API caps
+# maxactive too: Linux's kmalloc of a huge pool fails with ENOMEM, kpemu's would first
+# take all of the host's memory.
+KRETPROBE_MAXACTIVE_MAX = 4096
+KRETPROBE_MAX_DATA_SIZE = 4096
 KPROBE_HASH_BITS = 6
 KPROBE_TABLE_SIZE = 1 << KPROBE_HASH_BITS
 NR_CPUS = 1
@@ -136,8 +142,6 @@ class KretprobeManager:
     (arch_init_kprobes), the flush on task exit, and the unwinder's resolver."""
 
     def __init__(self, core, design="task", flush_on_exec=False):
-        if design not in DESIGNS:
-            raise ValueError(f"kretprobe design must be one of {DESIGNS}, not {design!r}")
         self.core = core
         self.m = core.m
         self.design = design
@@ -169,6 +173,18 @@ class KretprobeManager:
     def register(self, rp):
         if rp.registered:
             raise KprobeError(_errno.EINVAL, f"{rp!r} is already registered")
+        check_handlers(rp, ("handler", "entry_handler"))
+        for field, cap in (("maxactive", KRETPROBE_MAXACTIVE_MAX),
+                           ("data_size", KRETPROBE_MAX_DATA_SIZE)):
+            value = getattr(rp, field)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise KprobeError(_errno.EINVAL, f"{rp!r}: {field} must be an integer, "
+                                  f"not {type(value).__name__}")
+            if value > cap:
+                raise KprobeError(_errno.E2BIG, f"{rp!r}: {field} {value} is more than "
+                                  f"the {cap} Linux allows")
+        if rp.data_size < 0:
+            raise KprobeError(_errno.EINVAL, f"{rp!r}: data_size {rp.data_size} is negative")
         addr = self.core.kprobe_addr(rp.kp)
         sym = self.m.symbols.symbol_at(addr)
         if sym is None or sym.addr != addr:

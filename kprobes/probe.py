@@ -71,6 +71,14 @@ def kprobe_addr(p, symbols):
     or neither, ENOENT for an unknown symbol."""
     addr = _asked_addr(p)
     name = p.symbol_name
+    if addr is not None and (not isinstance(addr, int) or isinstance(addr, bool)):
+        raise KprobeError(_errno.EINVAL, f"addr must be an integer, not {type(addr).__name__}")
+    if name is not None and not isinstance(name, str):
+        raise KprobeError(_errno.EINVAL, "symbol_name must be a string, not "
+                          f"{type(name).__name__}")
+    if not isinstance(p.offset, int) or isinstance(p.offset, bool):
+        raise KprobeError(_errno.EINVAL, "offset must be an integer, not "
+                          f"{type(p.offset).__name__}")
     if (addr is None) == (name is None):
         raise KprobeError(_errno.EINVAL, "give either addr or symbol_name, not "
                           + ("both" if addr is not None else "neither"))
@@ -80,6 +88,16 @@ def kprobe_addr(p, symbols):
             raise KprobeError(_errno.ENOENT, f"unknown symbol '{name}'")
         return base + p.offset
     return addr + p.offset
+
+
+def check_handlers(obj, names):
+    """EINVAL unless each of obj's handlers `names` is None or callable (a handler that
+    is not would fail only at the first hit, inside the trap)."""
+    for name in names:
+        handler = getattr(obj, name)
+        if handler is not None and not callable(handler):
+            raise KprobeError(_errno.EINVAL, f"{obj!r}: {name} must be callable or None, "
+                              f"not {type(handler).__name__}")
 
 
 def _asked_addr(p):

@@ -21,7 +21,7 @@ import errno as _errno
 from dataclasses import dataclass
 
 from emu import MemoryFault
-from kprobes import Kprobe, KprobeError, Kretprobe
+from kprobes import KRETPROBE_MAXACTIVE_MAX, Kprobe, KprobeError, Kretprobe
 from kprobes.events.errors import ErrorCode, LogError, ProbeCommandError, ProbeSyntaxError
 from kprobes.events.trace_output import (
     TraceRecord,
@@ -53,7 +53,6 @@ from kprobes.events.trace_probe import (
     store_trace_args,
 )
 
-KRETPROBE_MAXACTIVE_MAX = 4096      # kprobes.h
 KPROBE_EVENT_SYSTEM = "kprobes"     # the default group
 
 
