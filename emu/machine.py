@@ -24,6 +24,9 @@ Must not import: kprobes (a test enforces it), unicorn (only emu.engine does).
 """
 
 import os
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +60,9 @@ FAULT_VECTORS = frozenset((0, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19))
 HYPERCALLS = ("HC_KPROBE_FLUSH_TASK", "HC_BOOT_DONE")
 
 CALL_DEFAULT_LIMIT = 50_000_000
+# The longest one emu_start of m.run() may be: Ctrl-C is noticed within a slice even when
+# the guest spins with interrupts off (no PIT edge ends its slice then).
+RUN_SLICE = 2_000_000
 CALL_DATA_LIMIT = 1 << 20      # bytes and str arguments of one m.call, together
 
 
@@ -85,7 +91,7 @@ def _call_blobs(args):
 @dataclass
 class RunResult:
     reason: str            # "halt" (powered off), "limit", "oops", "boot"
-    insns: int             # guest instructions this run executed
+    insns: int             # guest instructions this run executed (idle time in hlt not counted)
     exit_code: int = None  # the value written to isa-debug-exit, when halted
     oops: Oops = None
 
@@ -161,6 +167,7 @@ class Machine:
         self.cpu_halted = False        # in hlt, waiting for an interrupt
         self._stop = None              # why a hook stopped the guest: "halt"/"boot"/"oops"
         self._fault = None             # (access, addr, size) of the last memory fault
+        self._interrupted = False      # Ctrl-C during a run
         self._load()
         # m.call's return address: a landing pad of int3s in the module area.  emu_start's
         # `until` stops there before it executes, and no guest code is near it (Unicorn
@@ -307,7 +314,36 @@ class Machine:
             self.boot()
         return self._run(max_insns)
 
+    @contextmanager
+    def _sigint_stops_the_guest(self):
+        """While a run goes on, Ctrl-C (SIGINT) stops the guest before its next
+        instruction and m.run() raises KeyboardInterrupt there, with the machine
+        consistent and able to go on.  Only in the main thread, and only in place of
+        Python's own handler (a program's own SIGINT handler is left alone)."""
+        if threading.current_thread() is not threading.main_thread() or \
+                signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield
+            return
+
+        def stop(_signum, _frame):
+            self._interrupted = True
+            self.engine.request_stop()
+
+        previous = signal.signal(signal.SIGINT, stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
     def _run(self, max_insns, until_boot=False):
+        if max_insns is not None and (not isinstance(max_insns, int) or
+                                      isinstance(max_insns, bool) or max_insns < 0):
+            raise MachineError(f"max_insns must be a whole number of instructions, not "
+                               f"{max_insns!r}")
+        with self._sigint_stops_the_guest():
+            return self._run_loop(max_insns, until_boot)
+
+    def _run_loop(self, max_insns, until_boot):
         if self.halted:
             raise MachineError("the machine is powered off")
         if self.oops is not None:
@@ -316,10 +352,16 @@ class Machine:
             raise MachineError("m.run() cannot be called from inside a handler; use m.call()")
         eng = self.engine
         icount = eng.icount
-        start = icount.executed
-        limit = NEVER if max_insns is None else start + max_insns
+        clock = self.clock
+        start = clock.executed       # max_insns counts instructions executed, not idle time
         self._stop = None
+        self._interrupted = False
         while True:
+            if self._interrupted:
+                self._interrupted = False
+                raise KeyboardInterrupt(f"kpemu: interrupted at "
+                                        f"{self.symbols.format(eng.reg('ip'))} after "
+                                        f"{clock.executed - start} instructions")
             now = icount.executed
             self.pit.fire_due(now)
             flags = eng.reg("flags")
@@ -329,14 +371,18 @@ class Machine:
             if self.cpu_halted:
                 # Only an interrupt wakes a halted CPU: jump the clock to the next PIT
                 # edge, like QEMU with -icount sleep=off.
-                self.clock.advance_idle(min(self.pit.next_deadline(), limit))
-                if icount.executed >= limit:
-                    return self._result("limit", start)
+                clock.advance_idle(self.pit.next_deadline())
                 continue
-            if now >= limit:
-                return self._result("limit", start)
+            if max_insns is None:
+                limit = NEVER
+            else:
+                left = max_insns - (clock.executed - start)
+                if left <= 0:
+                    return self._result("limit", start)
+                limit = now + left
             step = self.pic.pending()        # pending with IF=0: one instruction at a time
-            deadline = now + 1 if step else min(self.pit.next_deadline(), limit)
+            deadline = now + 1 if step else min(self.pit.next_deadline(), limit,
+                                                now + RUN_SLICE)
             rip = eng.reg("ip")
             self._fault = None
             status = eng.start(rip, 0, deadline)
@@ -396,7 +442,7 @@ class Machine:
                 f"at {self.symbols.format(ip)}")
 
     def _result(self, reason, start):
-        return RunResult(reason, self.engine.icount.executed - start,
+        return RunResult(reason, self.clock.executed - start,
                          self.exit_code if reason == "halt" else None,
                          self.oops if reason == "oops" else None)
 

@@ -26,10 +26,12 @@ from emu.machine import DEFAULT_IMAGE
 from emu.qemu import compare
 from kprobes import Kprobes
 from kprobes.events import KprobeEvents, ProbeCommandError, ProbeSyntaxError
+from kprobes.events.ring_buffer import DEFAULT_BUFFER_SIZE_KB
 
 EXIT_BAD_INPUT = 2
 EXIT_OOPS = 3
 EXIT_LIMIT = 4
+EXIT_INTERRUPTED = 130     # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 class UsageError(Exception):
@@ -72,6 +74,14 @@ def build_parser():
     boot.add_argument("--format", choices=("text", "json"), default="text",
                       help="text: console, then the ftrace-style trace and kprobe_profile; "
                       "json: one JSON object per line (console, trace records, profile)")
+    boot.add_argument("--stream", action="store_true",
+                      help="print each trace record as it is written, while the guest "
+                      "runs (like reading trace_pipe); the console is then echoed a whole "
+                      "line at a time")
+    boot.add_argument("--buffer-size-kb", type=_positive, default=DEFAULT_BUFFER_SIZE_KB,
+                      metavar="KB", help="the trace ring buffer's size, as ftrace's "
+                      f"buffer_size_kb (default {DEFAULT_BUFFER_SIZE_KB}); when full the "
+                      "oldest records are overwritten and counted as lost")
     boot.add_argument("--compare-qemu", action="store_true",
                       help="also boot the image under QEMU icount and compare the console "
                       "bytes, exit code and ticks (exit 0 identical, 1 different, 2 no QEMU)")
@@ -114,10 +124,10 @@ def _definitions(args):
     return [ln for ln in lines if ln.split("#", 1)[0].strip()]
 
 
-def _attach(m, definitions):
+def _attach(m, definitions, buffer_size_kb=DEFAULT_BUFFER_SIZE_KB):
     """Install kprobes and create every event (kprobe_events writes), still disabled:
     a bad definition fails here, before the guest prints anything."""
-    events = KprobeEvents(Kprobes(m))
+    events = KprobeEvents(Kprobes(m), buffer_size_kb)
     for line in definitions:
         events.command(line)
     return events
@@ -144,55 +154,104 @@ def _profile_text(events):
     return "\n".join(lines + explained) + "\n"
 
 
+class _LineEcho:
+    """The console echoed a whole line at a time (with --stream, so a trace line never
+    lands inside a console line)."""
+
+    def __init__(self, out):
+        self.out = out
+        self.pending = b""
+
+    def __call__(self, data):
+        self.pending += data
+        if b"\n" in self.pending:
+            done, _, self.pending = self.pending.rpartition(b"\n")
+            self.out.buffer.write(done + b"\n")
+            self.out.flush()
+
+    def close(self):
+        if self.pending:
+            self.out.buffer.write(self.pending)
+            self.out.flush()
+            self.pending = b""
+
+
+def _json_line(out, obj):
+    out.write(json.dumps(obj) + "\n")
+
+
 def cmd_boot(args, out, err):
     if args.compare_qemu:
         return cmd_compare_qemu(args, out, err)
     definitions = _definitions(args)
     text = args.format == "text"
-    echo = None if args.quiet or not text else (lambda b: (out.buffer.write(b), out.flush()))
+    echo = None
+    if text and not args.quiet:
+        echo = _LineEcho(out) if args.stream else \
+            (lambda b: (out.buffer.write(b), out.flush()))
     m = Machine(args.image, cmdline=args.cmdline, echo=echo)
     for path in args.module:          # insmod first: events may probe module text
         m.load_module(path)
-    events = _attach(m, definitions) if definitions else None
-    boot = m.boot(max_insns=args.max_insns)
-    result = boot
-    if boot.reason == "boot":
-        if events is not None:
-            events.enable()           # attached once the kernel is up, as on Linux
-        remaining = None if args.max_insns is None else args.max_insns - boot.insns
-        result = m.run(max_insns=remaining) if remaining is None or remaining > 0 else boot
-        if remaining is not None and remaining <= 0:
-            result.reason = "limit"
+    events = _attach(m, definitions, args.buffer_size_kb) if definitions else None
+    if events is not None and args.stream:
+        events.listeners.append(
+            (lambda rec: (out.write(rec.text() + "\n"), out.flush())) if text else
+            (lambda rec: (_json_line(out, {"type": "trace", **rec.as_json()}), out.flush())))
+    interrupted = None
+    try:
+        result = m.boot(max_insns=args.max_insns)
+        if result.reason == "boot":
+            if events is not None:
+                events.enable()           # attached once the kernel is up, as on Linux
+            remaining = None if args.max_insns is None else args.max_insns - result.insns
+            if remaining is None or remaining > 0:
+                result = m.run(max_insns=remaining)
+            else:
+                result.reason = "limit"
+    except KeyboardInterrupt as exc:      # Ctrl-C: the guest stopped cleanly; report it all
+        interrupted = exc
+    if isinstance(echo, _LineEcho):
+        echo.close()
     if events is not None:
-        _print_trace(events, m, text, out)
+        _print_trace(events, m, text, args.stream, out)
     elif not text:
-        out.write(json.dumps({"type": "console", "text": m.console}) + "\n")
-    total = m.clock.now
-    ticks = m.pit.ticks
+        _json_line(out, {"type": "console", "text": m.console})
+    clock = m.clock
+    if interrupted is not None:
+        err.write(f"{interrupted.args[0] if interrupted.args else 'kpemu: interrupted'}; "
+                  f"clock {clock.now}\n")
+        return EXIT_INTERRUPTED
     if result.reason == "halt":
         err.write(f"kpemu: powered off with exit code {m.exit_code}: "
-                  f"{m.clock.executed} instructions executed, clock {total} "
-                  f"({m.clock.idle} idle in hlt), {ticks} timer ticks\n")
+                  f"{clock.executed} instructions executed, clock {clock.now} "
+                  f"({clock.idle} idle in hlt), {m.pit.ticks} timer ticks\n")
         return m.exit_code
     if result.reason == "oops":
         err.write(m.oops.format() + "\n")
         return EXIT_OOPS
-    err.write(f"kpemu: stopped after {total} instructions (--max-insns); guest at "
-              f"{m.symbols.format(m.engine.reg('ip'))}\n")
+    err.write(f"kpemu: stopped after {clock.executed} instructions (--max-insns); guest at "
+              f"{m.symbols.format(m.engine.reg('ip'))}, clock {clock.now}\n")
     return EXIT_LIMIT
 
 
-def _print_trace(events, m, text, out):
+def _print_trace(events, m, text, streamed, out):
+    """After the run: the trace (unless it was streamed), kprobe_profile, and what the
+    ring buffer lost."""
+    buf = events.buffer
     if text:
-        out.write(events.trace())
+        if not streamed:
+            out.write(events.trace())
         out.write(_profile_text(events))
         return
-    out.write(json.dumps({"type": "console", "text": m.console}) + "\n")
-    for rec in events.buffer:
-        out.write(json.dumps({"type": "trace", **rec.as_json()}) + "\n")
+    _json_line(out, {"type": "console", "text": m.console})
+    if not streamed:
+        for rec in buf:
+            _json_line(out, {"type": "trace", **rec.as_json()})
     for e in events.events.values():
-        out.write(json.dumps({"type": "profile", "event": e.name, "hits": e.nhit,
-                              "misses": e.nmissed, "causes": events.miss_causes(e)}) + "\n")
+        _json_line(out, {"type": "profile", "event": e.name, "hits": e.nhit,
+                         "misses": e.nmissed, "causes": events.miss_causes(e)})
+    _json_line(out, {"type": "buffer", "size_kb": buf.size_kb, "entries": buf.entries,
+                     "written": buf.written, "overrun": buf.overrun})
 
 
 def cmd_events(args, out, err):
@@ -220,7 +279,16 @@ def _qemu_end(c):
 
 def cmd_compare_qemu(args, out, err):
     """kpemu boot --compare-qemu: kpemu's console, then one verdict on QEMU icount's run
-    of the same image and command line (emu/qemu.py, docs/qemu.md)."""
+    of the same image and command line (emu/qemu.py, docs/qemu.md).  Options that only
+    kpemu could honour (probes, modules, a JSON or streamed trace) are refused."""
+    unsupported = [flag for flag, used in (
+        ("-e/--event", args.events), ("--events-file", args.events_file),
+        ("--module", args.module), ("--format json", args.format != "text"),
+        ("--stream", args.stream),
+        ("--buffer-size-kb", args.buffer_size_kb != DEFAULT_BUFFER_SIZE_KB)) if used]
+    if unsupported:
+        raise UsageError(f"--compare-qemu compares the unprobed image with QEMU and cannot "
+                         f"take {', '.join(unsupported)}")
     echo = None if args.quiet else (lambda b: (out.buffer.write(b), out.flush()))
     c = compare(args.image, args.cmdline, echo=echo, max_insns=args.max_insns)
     if c.oops:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from emu import MemoryFault
 from kprobes import KRETPROBE_MAXACTIVE_MAX, Kprobe, KprobeError, Kretprobe
 from kprobes.events.errors import ErrorCode, LogError, ProbeCommandError, ProbeSyntaxError
+from kprobes.events.ring_buffer import DEFAULT_BUFFER_SIZE_KB, RingBuffer
 from kprobes.events.trace_output import (
     TraceRecord,
     format_probe_ip,
@@ -459,8 +460,11 @@ class TraceKprobe:
             flags=self.events.flags_now(regs), clock=m.clock.now,
             event=self.event.event, ip_text=ip_text,
             args_text=defn.format_values(values, m.symbols),
-            values={a.name: a.format_value(v, m.symbols) for a, v in zip(defn.args, values)})
-        self.events.append(rec)
+            values={a.name: a.json_value(v, m.symbols) for a, v in zip(defn.args, values)})
+        # The record as Linux's ring buffer holds it: trace_entry (8 bytes), the probe's
+        # ip (a return probe's func and ret_ip), then the fields.
+        self.events.append(rec, 8 + (16 if defn.is_return else 8) +
+                           sum(a.payload_size(v) for a, v in zip(defn.args, values)))
 
     def _hit(self, p, regs):
         self._record(regs, format_probe_ip(self.m.symbols, p.addr), _Ctx(self.m, regs))
@@ -508,11 +512,12 @@ class KprobeEvents:
     listing()), events/GROUP/EVENT/enable (enable()/disable()), kprobe_profile
     (profile()), trace (trace_lines()), error_log."""
 
-    def __init__(self, k):
+    def __init__(self, k, buffer_size_kb=DEFAULT_BUFFER_SIZE_KB):
         self.k = k
         self.m = k.m
         self.events = {}              # "group/event" -> TraceEvent, in creation order
-        self.buffer = []
+        self.buffer = RingBuffer(buffer_size_kb)     # the one CPU's
+        self.listeners = []           # fn(TraceRecord) as each is written (trace_pipe)
         self.error_log = []
         self.tramp = self.m.symbols.lookup_name("kretprobe_trampoline")
         layout = self.m.layout
@@ -639,8 +644,12 @@ class KprobeEvents:
 
     # -- trace, profile ---------------------------------------------------------------
 
-    def append(self, record):
-        self.buffer.append(record)
+    def append(self, record, payload):
+        """Write one record (`payload` bytes of data) into the ring buffer and hand it to
+        the listeners."""
+        self.buffer.write(record, payload)
+        for listener in self.listeners:
+            listener(record)
 
     def flags_now(self, regs):
         """The five flag columns at a hit: kprobe handlers run with interrupts off (int3
@@ -663,7 +672,8 @@ class KprobeEvents:
 
     def trace(self):
         """The `trace` file: its header and the lines."""
-        return "\n".join(trace_header(len(self.buffer)) + self.trace_lines()) + "\n"
+        buf = self.buffer
+        return "\n".join(trace_header(buf.entries, buf.written) + self.trace_lines()) + "\n"
 
     def profile(self):
         """kprobe_profile: `  EVENT(44) HITS(15) MISSES(15)` per event."""

@@ -81,23 +81,33 @@ class TraceRecord:
     event: str
     ip_text: str
     args_text: str
-    values: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)   # the arguments by name, typed (json_value)
 
     def text(self):
         return format_trace_line(self.comm, self.pid, 0, self.flags, self.clock, self.event,
                                  self.ip_text, self.args_text)
 
     def as_json(self):
+        """The record for JSON: `args` typed (numbers as numbers, strings as strings, a
+        fault as null); `clock` the instruction count, `timestamp` as the trace prints it."""
         return {"comm": self.comm, "pid": self.pid, "cpu": 0, "flags": self.flags,
-                "clock": self.clock, "event": self.event, "where": self.ip_text,
-                "args": self.values}
+                "clock": self.clock, "timestamp": timestamp(self.clock),
+                "event": self.event, "where": self.ip_text, "args": self.values}
 
 
-def trace_header(entries):
-    """The lines the `trace` file starts with, for a buffer of `entries` records on one CPU
-    (the nop tracer's header with the irq-info columns explained)."""
+def timestamp(clock):
+    """The trace's `SECS.USECS` for an instruction count taken as nanoseconds."""
+    secs, usec = divmod((clock + 500) // 1000, 1_000_000)
+    return f"{secs}.{usec:06d}"
+
+
+def trace_header(entries, written=None):
+    """The lines the `trace` file starts with, for a buffer holding `entries` records of
+    the `written` ever written on one CPU (the nop tracer's header with the irq-info
+    columns explained)."""
+    written = entries if written is None else written
     return ["# tracer: nop", "#",
-            f"# entries-in-buffer/entries-written: {entries}/{entries}   #P:1", "#",
+            f"# entries-in-buffer/entries-written: {entries}/{written}   #P:1", "#",
             "#                                _-----=> irqs-off/BH-disabled",
             "#                               / _----=> need-resched",
             "#                              | / _---=> hardirq/softirq",

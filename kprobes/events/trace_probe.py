@@ -455,12 +455,48 @@ class FetchArg:
 
     # -- printing (the print_type_* functions, trace_probe_print_args) ------------------
 
+    def json_value(self, value, symbols=None):
+        """The value typed for JSON: an integer as a number (signed or not as the type
+        says), a string as a string, a char as a one-character string, a symbol as
+        `sym+0xoff/0xsize`, an array as a list, a fault as None."""
+        if self.count:
+            if not isinstance(value, list):
+                return None
+            return [_json_one(self.type, v, symbols) for v in value]
+        return _json_one(self.type, value, symbols)
+
+    def payload_size(self, value):
+        """Bytes this value takes in a ring-buffer record: the type's size (times the
+        count of an array); for a string its __data_loc word and the string with its
+        NUL, as Linux stores dynamic data."""
+        if self.type.is_string:
+            strings = value if isinstance(value, list) else [value]
+            return sum(4 + (len(v.encode()) + 1
+                            if isinstance(v, str) else 4) for v in strings)
+        return self.type.size * (self.count or 1)
+
     def format_value(self, value, symbols=None):
         if self.count:
             if not isinstance(value, list):
                 return FAULT_STRING
             return "{" + ",".join(_print_one(self.type, v, symbols) for v in value) + "}"
         return _print_one(self.type, value, symbols)
+
+
+def _json_one(t, v, symbols):
+    if v is FAULT:
+        return None
+    if t.is_string:
+        return v
+    if t.name == "char":
+        return chr(v & 0xff)
+    if t.name == "symbol":
+        return sprint_symbol(symbols, v & _MASK64)
+    bits = 8 * t.size
+    v &= (1 << bits) - 1
+    if t.is_signed and v >> (bits - 1):
+        v -= 1 << bits
+    return v
 
 
 def _print_one(t, v, symbols):

@@ -34,12 +34,16 @@ def test_events_file_and_json(tmp_path):
     records = [json.loads(line) for line in r.stdout.splitlines()]
     assert records[0]["type"] == "console" and "init: 7 tasks exited" in records[0]["text"]
     trace = [x for x in records if x["type"] == "trace"]
+    # typed: a string is a JSON string, a number a JSON number (issue 11)
     assert [x["args"]["path"] for x in trace if x["event"] == "mk"] == [
-        '"/tmp"', '"/home"', '"/var"', '"/tmp"']
+        "/tmp", "/home", "/var", "/tmp"]
     assert {x["comm"] for x in trace if x["event"] == "gp"} == {"mkdir", "exec"}
+    assert all(isinstance(x["args"]["ret"], int) for x in trace if x["event"] == "gp")
     assert all(x["flags"] == "d...." and x["cpu"] == 0 for x in trace)
     profile = {x["event"]: (x["hits"], x["misses"]) for x in records if x["type"] == "profile"}
     assert profile == {"kprobes/mk": (4, 0), "kprobes/gp": (2, 0)}
+    assert records[-1] == {"type": "buffer", "size_kb": 1408, "entries": 6, "written": 6,
+                           "overrun": 0}
 
 
 def test_bad_definition_prints_error_log_and_exits_2():

@@ -1,5 +1,5 @@
 """The events package's modules follow Linux's files and import one way:
-errors <- trace_probe <- trace_output <- trace_kprobe, at top level only, and the kprobes
+errors <- ring_buffer <- trace_probe <- trace_output <- trace_kprobe, at top level only, and the kprobes
 core only through the package top level."""
 
 import ast
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 EVENTS = Path(__file__).resolve().parents[2] / "kprobes" / "events"
-ORDER = ["errors", "trace_probe", "trace_output", "trace_kprobe"]
+ORDER = ["errors", "ring_buffer", "trace_probe", "trace_output", "trace_kprobe"]
 
 
 def _imports(name):
