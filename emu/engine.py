@@ -229,6 +229,14 @@ class Engine:
         """Stop the guest before its next instruction (callable from any hook)."""
         self.icount.deadline = self.icount.executed
 
+    def stop_now(self):
+        """Stop the CPU loop itself, from an interrupt hook: for a fault whose
+        instruction never completes, the instruction counter's stop would not come
+        before the CPU faults on it again (and QEMU makes a second fault a double
+        fault)."""
+        self.request_stop()
+        self.uc.emu_stop()
+
     def start(self, begin, until=0, deadline=NEVER):
         """Run from `begin` until `deadline` instructions have been executed in all, `until`
         is reached, the guest halts, or a hook stops it.  Re-raises what a hook raised.

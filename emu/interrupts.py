@@ -17,9 +17,10 @@ from emu.errors import MachineError
 VECTOR_NAMES = {
     0: "divide error", 1: "debug", 2: "NMI", 3: "int3", 4: "overflow", 5: "bounds",
     6: "invalid opcode", 7: "device not available", 8: "double fault",
-    10: "invalid TSS", 11: "segment not present", 12: "stack segment",
-    13: "general protection fault", 14: "page fault", 16: "x87 error",
-    17: "alignment check", 18: "machine check", 19: "SIMD error",
+    9: "coprocessor segment overrun", 10: "invalid TSS", 11: "segment not present",
+    12: "stack segment", 13: "general protection fault", 14: "page fault",
+    16: "x87 error", 17: "alignment check", 18: "machine check", 19: "SIMD error",
+    20: "virtualization exception", 21: "control protection",
 }
 HAS_ERROR_CODE = frozenset((8, 10, 11, 12, 13, 14, 17))
 

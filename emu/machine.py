@@ -163,6 +163,7 @@ class Machine:
         self.halted = False
         self.exit_code = None
         self.oops = None
+        self.dead = None               # why the machine cannot go on (a stack overflow)
         self.irqs = 0
         self.cpu_halted = False        # in hlt, waiting for an interrupt
         self._stop = None              # why a hook stopped the guest: "halt"/"boot"/"oops"
@@ -257,8 +258,10 @@ class Machine:
         self._raise_oops(None, f"kernel BUG: {message}")
 
     def _raise_oops(self, vector, message):
+        if self._stop == "oops" and not self.call_depth:
+            return                     # the first fault is the report; the CPU stops now
         oops = self.make_oops(vector, message)
-        self.engine.request_stop()
+        self.engine.stop_now()
         if self.call_depth:
             raise GuestFault(oops)     # m.call reports it; the machine goes on
         self._stop = "oops"
@@ -346,6 +349,8 @@ class Machine:
     def _run_loop(self, max_insns, until_boot):
         if self.halted:
             raise MachineError("the machine is powered off")
+        if self.dead is not None:
+            raise MachineError(f"the machine cannot go on: {self.dead}")
         if self.oops is not None:
             raise MachineError(f"the machine oopsed and cannot go on: {self.oops.message}")
         if self.engine.nested:
@@ -460,6 +465,8 @@ class Machine:
         the current task."""
         if not self.booted:
             raise MachineError("boot the machine (m.boot()) before m.call()")
+        if self.dead is not None:
+            raise MachineError(f"the machine cannot go on: {self.dead}")
         if self.halted:
             raise MachineError("the machine is powered off: m.call() has no guest to run")
         if len(args) > 6:
@@ -475,6 +482,11 @@ class Machine:
         ctx = eng.context_save()
         stack = self.module_area.alloc(stack_size, 4096, tag="m.call stack") \
             if stack_size else None
+        if stack:
+            bounds = (stack, stack + stack_size)
+        else:                          # the task's THREAD_SIZE stack, less its thread_info
+            base = eng.reg("sp") & ~(self.layout.thread_size - 1)
+            bounds = (base + self.layout.thread_info_end, base + self.layout.thread_size)
         # bytes and str arguments live in a block of their own, never on a stack
         data = self.module_area.alloc(sum(len(b) + 16 for b in blobs if b is not None),
                                       16, tag="m.call arguments") if any(
@@ -514,6 +526,9 @@ class Machine:
                     self._stop = None
                     raise GuestFault(self.make_oops(None, msg))
                 return eng.reg("ax")
+        except GuestFault as exc:
+            self._check_stack_overflow(exc, bounds)
+            raise
         finally:
             self.call_depth -= 1
             eng.context_restore(ctx)
@@ -521,6 +536,22 @@ class Machine:
                 self.module_area.free(stack)
             if data:
                 self.module_area.free(data)
+
+    def _check_stack_overflow(self, exc, bounds):
+        """A fault with the stack pointer outside the call's stack (or in the task's
+        thread_info) is a kernel stack overflow: what lies below the stack was
+        overwritten, so, as in Linux, the machine cannot go on -- say so in the report,
+        and refuse to run or call from now on."""
+        oops = exc.oops
+        sp = oops.regs.get("sp")
+        low, high = bounds
+        if sp is None or low <= sp <= high:
+            return
+        oops.message = (f"kernel stack overflow: sp {sp:#x} is outside the stack "
+                        f"[{low:#x}, {high:#x}) ({oops.message}); the memory below the stack "
+                        "was overwritten, so the machine cannot go on")
+        exc.args = (oops.summary(),)
+        self.dead = f"a kernel stack overflow in m.call (sp {sp:#x})"
 
     def _resolve(self, target):
         if isinstance(target, bool) or not isinstance(target, (int, str)):

@@ -29,6 +29,10 @@ class TaskLayout:
         c = image.const
         self.thread_size = c("THREAD_SIZE")
         self.ti_task = c("TI_task")
+        # Where the thread_info at a stack's base ends, as far as its exported fields
+        # tell (each taken as a word): a stack pointer below it has overwritten them.
+        self.thread_info_end = max(c(n) for n in ("TI_task", "TI_flags", "TI_preempt_count",
+                                                  "TI_cpu")) + 8
         self.pda_pcurrent = c("PDA_pcurrent")
         self.state = c("TASK_state")
         self.pid = c("TASK_pid")
