@@ -358,11 +358,15 @@ def main(argv=None, out=None, err=None):
         if debug:
             raise
         err.write(exc.format() + "\n")          # the error_log entry, caret and all
+        if exc.reason:
+            err.write(f"kpemu: {exc.reason}\n")
         return EXIT_BAD_INPUT
     except ProbeCommandError as exc:
         if debug:
             raise
         err.write(f"kpemu: {exc}\n")
+        if exc.reason:
+            err.write(f"kpemu: {exc.reason}\n")
         return EXIT_BAD_INPUT
     except EmuError as exc:
         if debug:

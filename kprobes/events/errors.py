@@ -98,8 +98,11 @@ class ProbeCommandError(KprobesError):
 
     Used bare for failures Linux reports with an errno only (an unknown command letter, a
     line with no probe point, a malformed `-:` line); ProbeSyntaxError adds the error_log
-    entry.
+    entry.  `.reason` is kpemu's word on why, where Linux's log says only that it failed
+    (the registration's own message: blacklisted, not text...), or None.
     """
+
+    reason = None
 
     def __init__(self, errno, message=None):
         super().__init__(message or _errno.errorcode.get(errno, str(errno)))

@@ -574,6 +574,8 @@ class KprobeEvents:
                 self.k.register_kprobe(tp.probe)
         except KprobeError as exc:
             err = registration_error(defn, exc.errno)
+            if getattr(err, "err", None) in (None, ErrorCode.FAIL_REG_PROBE):
+                err.reason = str(exc)        # the log says only that it failed
             if isinstance(err, ProbeSyntaxError):
                 self.error_log.append(err.format())
             raise err from None
@@ -586,24 +588,35 @@ class KprobeEvents:
         return tp
 
     def _delete(self, cmd):
-        victims = [e for e in self.events.values()
-                   if any(cmd.matches(tp.defn) for tp in e.probes)]
+        """dyn_event_release(): every probe the command matches goes, one at a time,
+        like unregister_trace_kprobe() -- a probe with siblings on its event just goes
+        (so `-:GRP/EVENT PLACE` removes that probe of a multi-probe event, even an enabled
+        one); the last probe of an event takes the event with it, and is refused with
+        EBUSY while the event is enabled, which stops the command there."""
+        victims = [tp for e in self.events.values() for tp in e.probes
+                   if cmd.matches(tp.defn)]
         if not victims:
             raise ProbeCommandError(_errno.ENOENT, f"no event matches -:{cmd.group}/"
                                     f"{cmd.event}")
-        for event in victims:
-            if event.enabled:
+        for tp in victims:
+            event = tp.event
+            if len(event.probes) == 1 and event.enabled:
                 raise ProbeCommandError(_errno.EBUSY, f"{event.name} is enabled")
-        for event in victims:
-            self._remove(event)
+            self._remove_probe(tp)
+
+    def _remove_probe(self, tp):
+        if tp.defn.is_return:
+            self.k.unregister_kretprobe(tp.probe)
+        else:
+            self.k.unregister_kprobe(tp.probe)
+        event = tp.event
+        event.probes.remove(tp)
+        if not event.probes:
+            del self.events[event.name]
 
     def _remove(self, event):
-        for tp in event.probes:
-            if tp.defn.is_return:
-                self.k.unregister_kretprobe(tp.probe)
-            else:
-                self.k.unregister_kprobe(tp.probe)
-        del self.events[event.name]
+        for tp in list(event.probes):
+            self._remove_probe(tp)
 
     def clear(self):
         """`> kprobe_events`: refused while any event is enabled (EBUSY)."""

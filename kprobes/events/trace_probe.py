@@ -42,6 +42,9 @@ FETCH_INSN_MAX = 16                 # the last slot is the END sentinel
 # The guest's THREAD_SIZE (toykernel asm-offsets); Linux bounds $stackN and $argN by
 # THREAD_SIZE / sizeof(long) and reads $stackN only inside the current THREAD_SIZE stack.
 THREAD_SIZE = 8192
+# x86_64's TASK_SIZE_MAX with 4-level paging, (1 << 47) - PAGE_SIZE: user fetches must stay
+# below it.
+TASK_SIZE_MAX = (1 << 47) - 4096
 FAULT_STRING = "(fault)"
 
 UINT_MAX = (1 << 32) - 1
@@ -221,6 +224,29 @@ def _read(ctx, addr, size):
     return int.from_bytes(data, "little")
 
 
+def _user(addr, size):
+    """access_ok() of copy_from_user(): a user fetch (+u, ustring) of `size` bytes at
+    `addr` must lie below TASK_SIZE_MAX; a kernel address faults (MemoryFault) without
+    being read."""
+    addr &= _MASK64
+    if addr + size > TASK_SIZE_MAX:
+        raise MemoryFault(addr)
+    return addr
+
+
+def _read_user(ctx, addr, size):
+    return _read(ctx, _user(addr, size), size)
+
+
+def _read_user_cstring(ctx, addr):
+    """strncpy_from_user(): a kernel address faults; a string must end (its NUL) below
+    TASK_SIZE_MAX."""
+    addr = _user(addr, 1)
+    text = _read_cstring(ctx, addr)
+    _user(addr, len(text.encode("utf-8", "surrogateescape")) + 1)
+    return text
+
+
 def _stack_nth(ctx, n, thread_size):
     """regs_get_kernel_stack_nth(): 0 outside the current stack or on a fault."""
     sp = _reg(ctx.regs, "sp")
@@ -375,8 +401,9 @@ class FetchArg:
         lval = val
         while code[i][0] in _DEREFS:
             lval = val
+            read = _read_user if code[i][0] == "uderef" else _read
             try:
-                val = _read(ctx, val + code[i][1], 8)
+                val = read(ctx, val + code[i][1], 8)
             except MemoryFault:
                 return FAULT
             i += 1
@@ -435,11 +462,15 @@ class FetchArg:
         try:
             if kind == "st_raw":
                 v = val & ((1 << 8 * store[1]) - 1)
-            elif kind in ("st_mem", "st_umem"):
+            elif kind == "st_mem":
                 v = _read(ctx, val + store[1], store[2])
+            elif kind == "st_umem":
+                v = _read_user(ctx, val + store[1], store[2])
             elif kind in ("st_string", "st_ustring"):
                 if isinstance(val, str):      # $comm and "..." point at the text itself
                     return val
+                if kind == "st_ustring":
+                    return _read_user_cstring(ctx, val + store[1])
                 return _read_cstring(ctx, val + store[1])
             elif kind == "st_symstr":
                 return sprint_symbol(getattr(ctx, "symbols", None), (val + store[1]) & _MASK64)

@@ -69,3 +69,18 @@ def test_events_check():
                                         "function entry")
     r = kpemu("events", "--check", "p:z fib", "--image", "/no/such/image")
     assert (r.returncode, r.stderr) == (2, "kpemu: /no/such/image: no such file\n")
+
+
+def test_a_refused_probe_says_why():
+    """Regression: the CLI printed only Linux's "Failed to register probe event"; the
+    registration's own reason follows the error_log entry."""
+    r = kpemu("boot", "-e", "p:t kretprobe_trampoline")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "trace_kprobe: error: Failed to register probe event",
+        "  Command: p:t kretprobe_trampoline", "               ^",
+        "kpemu: kretprobe_trampoline+0x0/0xf: blacklisted (kretprobe_trampoline) (EINVAL)"]
+    r = kpemu("boot", "-e", "p:j jiffies")
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == ("kpemu: jiffies+0x0/0x8: not in kernel or module "
+                                         "text (EINVAL)")

@@ -143,3 +143,22 @@ def test_return_event_sees_entry_args_and_misses(ev):
     assert lines == ["n=0x4 ret=0x3", "n=0x3 ret=0x2", "n=0x5 ret=0x5"]
     ev_ = events.events["kprobes/fr"]
     assert ev_.nmissed == 12 and events.miss_causes(ev_) == {"maxactive": 12}
+
+
+def test_delete_with_a_place_removes_that_probe_only(ev):
+    """Regression: `-:grp/event SYM` deleted the whole multi-probe event; like Linux's
+    dyn_event_release() it removes the probes it matches, and the event stays while it
+    has any (even enabled: a probe with siblings just goes)."""
+    m, k, ev = ev
+    ev.write("p:grp/multi fib n=%di\np:grp/multi do_fork n=%di\n")
+    ev.enable("grp/multi")
+    ev.command("-:grp/multi do_fork")
+    assert ev.listing() == "p:grp/multi fib n=%di\n"
+    assert [tp.defn.symbol for tp in ev.events["grp/multi"].probes] == ["fib"]
+    assert "do_fork" not in k.list() and "fib+0x0" in k.list()
+    with pytest.raises(ProbeCommandError) as exc:        # the last probe of an enabled event
+        ev.command("-:grp/multi fib")
+    assert exc.value.errno == errno.EBUSY
+    ev.disable("grp/multi")
+    ev.command("-:grp/multi")
+    assert ev.listing() == "" and ev.events == {}

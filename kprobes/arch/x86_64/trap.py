@@ -122,23 +122,24 @@ class ArchKprobes:
     # -- registration side ----------------------------------------------------------
 
     def can_probe(self, addr, probed):
-        """The placement checks that read the text: EINVAL on an int3 that is not a
-        kprobe's (unless `probed`: the address already carries one of ours) or on
-        unmapped text, EILSEQ off an instruction boundary of the function holding addr."""
+        """The placement checks that read the text, in Linux's order: EILSEQ off an
+        instruction boundary of the function holding addr (can_probe()), then EINVAL on
+        unmapped text or on an int3 that is not a kprobe's (unless `probed`: the address
+        already carries one of ours), which the copy of the instruction finds."""
         m = self.m
         where = m.symbols.format(addr)
-        if not probed:
-            try:
-                if m.read(addr, 1)[0] == BREAKPOINT_INSTRUCTION:
-                    raise KprobeError(_errno.EINVAL, f"{where}: an int3 is already there "
-                                      "and it is not a kprobe's")
-            except MemoryFault:
-                raise KprobeError(_errno.EINVAL, f"{where}: not mapped") from None
         sym = m.symbols.symbol_at(addr)
-        if sym is not None and sym.addr != addr:
-            code = self.core.original_bytes(sym.addr, addr - sym.addr + MAX_INSN_SIZE)
-            if not on_boundary(code, sym.addr, addr):
-                raise KprobeError(_errno.EILSEQ, f"{where}: not an instruction boundary")
+        try:
+            if sym is not None and sym.addr != addr:
+                code = self.core.original_bytes(sym.addr, addr - sym.addr + MAX_INSN_SIZE)
+                if not on_boundary(code, sym.addr, addr):
+                    raise KprobeError(_errno.EILSEQ, f"{where}: not an instruction "
+                                      "boundary")
+            if not probed and m.read(addr, 1)[0] == BREAKPOINT_INSTRUCTION:
+                raise KprobeError(_errno.EINVAL, f"{where}: an int3 is already there and "
+                                  "it is not a kprobe's")
+        except MemoryFault:
+            raise KprobeError(_errno.EINVAL, f"{where}: not mapped") from None
 
     def prepare(self, p, addr):
         """arch_prepare_kprobe + arch_copy_kprobe: decode, take a slot, write the copy."""
