@@ -5,6 +5,7 @@
     kpemu events --check DEF [--check DEF]... [--image IMAGE]
     kpemu symbols [PATTERN] [--image IMAGE]
     kpemu disasm SYMBOL [--image IMAGE]
+    kpemu list [-e DEF]... [--module F.o]... [--available | --blacklist] [--image IMAGE]
 
 Bad input (a missing or malformed image, an unknown symbol, a bad option) prints one line
 naming the problem and exits 2 (a bad probe definition prints the kernel's error_log
@@ -96,6 +97,19 @@ def build_parser():
                           "size) matching a shell pattern")
     syms.add_argument("pattern", nargs="?", default="*")
     syms.add_argument("--image", default=None)
+
+    lst = sub.add_parser("list", parents=[common], help="what kprobes sees: the probes "
+                         "registered (kprobes/list), what can be probed, the blacklist")
+    lst.add_argument("--image", default=None)
+    lst.add_argument("--module", action="append", default=[], metavar="FILE.o",
+                     help="load a module first (repeatable)")
+    lst.add_argument("-e", "--event", action="append", default=[], metavar="DEF",
+                     dest="events", help="register this probe definition first (repeatable)")
+    what = lst.add_mutually_exclusive_group()
+    what.add_argument("--available", action="store_true", help="the functions that can be "
+                      "probed, like available_filter_functions")
+    what.add_argument("--blacklist", action="store_true", help="kprobes/blacklist, with the "
+                      "reason for each entry")
 
     dis = sub.add_parser("disasm", parents=[common], help="disassemble a function as it is in guest memory")
     dis.add_argument("symbol")
@@ -337,8 +351,28 @@ def cmd_disasm(args, out, err):
     return 0
 
 
+def cmd_list(args, out, err):
+    """kpemu list: kprobes/list after the definitions are registered (the kprobes
+    subsystem's own trampoline probe included, as 2.6.13 registered it), or
+    --available / --blacklist."""
+    m = Machine(args.image)
+    for path in args.module:
+        m.load_module(path)
+    events = _attach(m, args.events)
+    k = events.k
+    if args.available:
+        for name, module in k.available_functions():
+            out.write(f"{name} [{module}]\n" if module else f"{name}\n")
+    elif args.blacklist:
+        for start, end, name, why in k.blacklist():
+            out.write(f"0x{start:016x}-0x{end:016x}\t{name}\t({why})\n")
+    else:
+        out.write(k.list())
+    return 0
+
+
 COMMANDS = {"boot": cmd_boot, "events": cmd_events, "symbols": cmd_symbols,
-            "disasm": cmd_disasm}
+            "disasm": cmd_disasm, "list": cmd_list}
 
 
 def main(argv=None, out=None, err=None):

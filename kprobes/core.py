@@ -124,6 +124,30 @@ class Kprobes:
                 return f"in {mod.name}'s .kprobes.text"
         return None
 
+    def blacklist(self):
+        """The kprobes/blacklist entries: (start, end, name, why) of every function that
+        may not be probed, in address order (Linux prints `0xSTART-0xEND\tNAME`; `why`
+        is kpemu's)."""
+        out = []
+        for fn in self._functions():
+            why = self.blacklisted(fn.addr)
+            if why:
+                out.append((fn.addr, fn.addr + fn.size, fn.name, why))
+        return sorted(out)
+
+    def available_functions(self):
+        """What can be probed by name (like available_filter_functions): the kernel's
+        and the loaded modules' functions outside the blacklist, as (name, module or
+        None), in address order."""
+        return [(fn.name, fn.module) for fn in self._functions()
+                if self.m.is_kernel_text(fn.addr) and not self.blacklisted(fn.addr)]
+
+    def _functions(self):
+        """Functions with an ELF size, in address order (labels like _stext, which share
+        an address with the function after them, are not functions)."""
+        return sorted((fn for fn in self.m.symbols.functions() if fn.elf_size > 0),
+                      key=lambda f: (f.addr, f.name))
+
     def check_address(self, addr):
         """check_kprobe_address_safe() + the arch's can_probe(): EINVAL outside text or
         in the blacklist, then what the arch refuses (a foreign int3, EINVAL; off an

@@ -112,3 +112,29 @@ def test_module_with_a_bad_relocation_is_one_clear_message(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.splitlines()[-1].startswith(f"kpemu: {obj}: overflow in relocation "
                                                 "type 10 (R_X86_64_32)")
+
+
+def test_list_shows_registered_probes_available_functions_and_the_blacklist():
+    r = kpemu("list", "-e", "p:a fib", "-e", "r:b do_fork")
+    assert r.returncode == 0, r.stderr
+    rows = [ln.split() for ln in r.stdout.splitlines()]
+    assert [row[1:3] for row in rows] == [["k", "kretprobe_trampoline+0x0"],
+                                          ["r", "do_fork+0x0"], ["k", "fib+0x0"]]
+    assert all(row[-1] == "[DISABLED]" for row in rows[1:])   # events start disabled
+    r = kpemu("list", "--available")
+    names = r.stdout.splitlines()
+    assert r.returncode == 0 and {"fib", "do_fork", "schedule"} <= set(names)
+    assert "kretprobe_trampoline" not in names and "int3" not in names
+    assert "_stext" not in names                                # a label, not a function
+    r = kpemu("list", "--blacklist")
+    entries = [ln.split("\t") for ln in r.stdout.splitlines()]
+    assert entries[0][1:] == ["kretprobe_trampoline", "(kretprobe_trampoline)"]
+    assert ["int3", "(in .kprobes.text)"] in [e[1:] for e in entries]
+    start, end = entries[0][0].split("-")
+    assert int(end, 16) - int(start, 16) == 0xF                 # its kallsyms size
+    assert not set(names) & {e[1] for e in entries}
+
+
+def test_list_shows_module_functions(probe_targets_o):
+    r = kpemu("list", "--available", "--module", str(probe_targets_o))
+    assert "mod_fib_plus [probe_targets]" in r.stdout.splitlines()
