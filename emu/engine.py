@@ -251,6 +251,12 @@ class Engine:
     def nested(self):
         return self._depth > 0
 
+    @property
+    def hook_count(self):
+        """How many Unicorn hooks the engine has installed.  All are installed when it is
+        built: nothing added later (a probe, a call) may add one."""
+        return len(self._cbs)
+
     # -- registers --------------------------------------------------------------------
 
     def reg(self, name):
