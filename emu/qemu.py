@@ -408,10 +408,6 @@ class Comparison:
     def nlines(self):
         return len(self.kpemu_console.splitlines())
 
-    @property
-    def consoles_identical(self):
-        return self.kpemu_console == self.qemu_console
-
 
 def run_kpemu(image=None, cmdline="", echo=None, max_insns=None):
     """Boot `image` in kpemu to power-off; returns the Machine and the last RunResult."""
