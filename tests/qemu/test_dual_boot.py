@@ -18,7 +18,7 @@ import shutil
 
 import pytest
 
-from emu.qemu import compare, first_line_of, split_firmware
+from emu.qemu import compare, first_line_of, run_qemu, split_firmware
 
 pytestmark = [
     pytest.mark.qemu,
@@ -124,11 +124,10 @@ def test_a_budget_does_not_change_a_run_that_powers_off(runs):
     """The budget's QMP socket and its polling leave the guest alone: with a budget it
     does not reach, the default run prints the same bytes and powers off the same way."""
     c = runs("")
-    b = compare(cmdline="", qemu_max_ns=10**9)
-    assert not b.qemu_budget_spent and b.qemu_virtual_ns is None
-    assert b.qemu_console == c.qemu_console and b.qemu_status == c.qemu_status == 1
-    assert b.qemu_argv[:len(c.qemu_argv)] == c.qemu_argv
-    assert b.qemu_argv[len(c.qemu_argv)] == "-qmp"
+    q = run_qemu(cmdline="", first_line=first_line_of(c.kpemu_console), max_ns=10**9)
+    assert not q.budget_spent and q.virtual_ns is None
+    assert q.console == c.qemu_console and q.status == c.qemu_status == 1
+    assert q.argv[:len(c.qemu_argv)] == c.qemu_argv and q.argv[len(c.qemu_argv)] == "-qmp"
 
 
 def test_a_budget_stops_a_running_guest(runs):
@@ -136,9 +135,9 @@ def test_a_budget_stops_a_running_guest(runs):
     with part of the firmware's output and no exit status.  (The kernel's own run is too
     short in host time for a poll to land inside it reliably.)"""
     c = runs("")
-    b = compare(cmdline="", qemu_max_ns=3_000_000)
-    assert b.qemu_budget_spent and b.qemu_exit is None and b.qemu_status is None
-    assert 3_000_000 <= b.qemu_virtual_ns < 8_000_000
-    assert 3_000_000 - 10_000 < b.qemu_icount <= b.qemu_virtual_ns
-    raw, full = b.firmware + b.qemu_console, c.firmware + c.qemu_console
+    q = run_qemu(cmdline="", max_ns=3_000_000)
+    assert q.budget_spent and q.exit_code is None and q.status is None
+    assert 3_000_000 <= q.virtual_ns < 8_000_000
+    assert 3_000_000 - 10_000 < q.icount <= q.virtual_ns
+    raw, full = q.firmware + q.console, c.firmware + c.qemu_console
     assert full.startswith(raw) and len(raw) < len(c.firmware)
