@@ -226,8 +226,9 @@ def pm_timer_port(flatviews):
 
 
 def unwrap_pm_timer(previous, raw, icount):
-    """The PM timer's count since reset from a 24-bit reading `raw`: the previous count
-    unwrapped, `previous`, and `icount` instructions executed, floors of the count."""
+    """The PM timer's count since reset, from `raw`, its 24-bit reading now.  `previous`
+    (the count at the last reading) and `icount` (instructions executed, 1 ns each) are
+    floors: the count never goes back, and the clock is never behind the instructions."""
     span = 1 << PM_TIMER_BITS
     ticks = previous - previous % span + raw % span
     if ticks < previous:
@@ -274,6 +275,27 @@ def _connect(path, proc, deadline):
     return None
 
 
+def _spend_budget(qmp, max_ns, deadline):
+    """Poll until QEMU's virtual clock has passed `max_ns`, then stop the VM and quit QEMU;
+    returns (virtual_ns, icount) at the stop."""
+    clock = _VirtualClock(qmp)
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        icount = qmp.command("query-replay")["icount"]
+        if clock.read(icount) >= max_ns:
+            break
+        time.sleep(POLL_INTERVAL)
+    qmp.command("stop")
+    icount = qmp.command("query-replay")["icount"]
+    stopped_at = (clock.read(icount), icount)
+    try:
+        qmp.command("quit")
+    except _QmpClosed:
+        pass                                    # QEMU closed the socket as it quit
+    return stopped_at
+
+
 def _run_qemu_with_budget(binary, argv, first_line, timeout, max_ns):
     with tempfile.TemporaryDirectory(prefix="kpemu-qemu-") as tmp:
         path = os.path.join(tmp, "qmp.sock")
@@ -288,18 +310,8 @@ def _run_qemu_with_budget(binary, argv, first_line, timeout, max_ns):
         qmp = None
         try:
             qmp = _connect(path, proc, deadline)
-            clock = qmp and _VirtualClock(qmp)
-            while qmp is not None:
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                icount = qmp.command("query-replay")["icount"]
-                if clock.read(icount) >= max_ns:
-                    qmp.command("stop")
-                    icount = qmp.command("query-replay")["icount"]
-                    stopped_at = (clock.read(icount), icount)
-                    qmp.command("quit")
-                    break
-                time.sleep(POLL_INTERVAL)
+            if qmp is not None:
+                stopped_at = _spend_budget(qmp, max_ns, deadline)
         except _QmpClosed:
             pass                                # the guest powered off (or QEMU failed)
         except TimeoutError:
