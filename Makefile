@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml setup.py emu/_fastpath.c emu/kpemu.h kprobes/arch/x86_6
 run: $(STAMP)
 	$(VENV)/bin/kpemu boot $(IMAGE)
 
+# Two workers (pytest-xdist), one a core; worksteal, because the whole-image differential's
+# two runs are half the suite and an idle worker takes over tests still queued elsewhere.
 test: $(STAMP) qemu-for-tests
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist worksteal
 
 # The QEMU tests (tests/qemu, marker qemu) need qemu-system-x86_64.  When it is missing,
 # install Debian's package if we can (root with apt-get, as in CI); if we cannot, say why
