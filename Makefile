@@ -8,7 +8,7 @@ QEMU   ?= qemu-system-x86_64
 IMAGE  ?= kernel_images/toykernel/vmlinux
 APPEND ?=
 
-.PHONY: run test images bench qemu clean
+.PHONY: run test images bench qemu qemu-for-tests clean
 
 $(STAMP): pyproject.toml setup.py emu/_fastpath.c emu/kpemu.h kprobes/arch/x86_64/trap.c
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,24 @@ $(STAMP): pyproject.toml setup.py emu/_fastpath.c emu/kpemu.h kprobes/arch/x86_6
 run: $(STAMP)
 	$(VENV)/bin/kpemu boot $(IMAGE)
 
-test: $(STAMP)
-	$(PY) -m pytest
+# Two workers (pytest-xdist), one a core; worksteal, because the whole-image differential's
+# two runs are half the suite and an idle worker takes over tests still queued elsewhere.
+test: $(STAMP) qemu-for-tests
+	$(PY) -m pytest -n 2 --dist worksteal
+
+# The QEMU tests (tests/qemu, marker qemu) need qemu-system-x86_64.  When it is missing,
+# install Debian's package if we can (root with apt-get, as in CI); if we cannot, say why
+# and those tests skip with their reason.  Silent when it is already there.
+qemu-for-tests:
+	@if command -v qemu-system-x86_64 >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "make: installing qemu-system-x86 for the QEMU tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends qemu-system-x86 >/dev/null; \
+	else \
+	  echo "make: qemu-system-x86_64 not found and not installed (needs root and apt-get):" \
+	       "the QEMU tests will skip"; \
+	fi
 
 images:
 	$(MAKE) -C kernel_images/toykernel

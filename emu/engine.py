@@ -39,8 +39,6 @@ REG_IDS = {
     "fs_base": x86.UC_X86_REG_FS_BASE, "gs_base": x86.UC_X86_REG_GS_BASE,
 }
 
-MSR_EFER = 0xC0000080
-
 # Callback signatures (the binding's, declared here so kpemu registers its own callbacks
 # without the binding's per-call wrapper).  UC_HOOK_INTR is the C one in _fastpath.c.
 _HOOK_OUT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
@@ -259,6 +257,12 @@ class Engine:
     def nested(self):
         return self._depth > 0
 
+    @property
+    def hook_count(self):
+        """How many Unicorn hooks the engine has installed.  All are installed when it is
+        built: nothing added later (a probe, a call) may add one."""
+        return len(self._cbs)
+
     # -- registers --------------------------------------------------------------------
 
     def reg(self, name):
@@ -301,12 +305,6 @@ class Engine:
         rid = {"gdtr": x86.UC_X86_REG_GDTR, "idtr": x86.UC_X86_REG_IDTR}[name]
         _sel, base, limit, _flags = self.uc.reg_read(rid)
         return base, limit
-
-    def msr(self, index):
-        return self.uc.msr_read(index)
-
-    def set_msr(self, index, value):
-        self.uc.msr_write(index, value)
 
     def context_save(self):
         return self.uc.context_save()

@@ -1,7 +1,8 @@
 """The same image under QEMU, on an instruction-count clock, and a byte-for-byte comparison
 with kpemu (issue 3; docs/qemu.md).
 
-QEMU runs with exactly the command line the README documents:
+QEMU runs with exactly the command line the README documents (a run with a budget adds
+one QMP socket, below):
 
     qemu-system-x86_64 -accel tcg -nographic -no-reboot -net none \\
         -icount shift=0,sleep=off -device isa-debug-exit,iobase=0xf4,iosize=0x04 \\
@@ -26,15 +27,36 @@ Exit status.  Writing v to isa-debug-exit (port 0xf4) makes QEMU exit with (v <<
 any even status (0 after a triple fault with -no-reboot, 1's neighbours from QEMU errors) is
 not a guest power-off and decodes to exit_code None.  A QEMU that has not powered off
 within the timeout is killed: its output so far is kept, status and exit_code are None and
-timed_out is set (a guest that never wakes from hlt does this under QEMU).
+timed_out is set (a guest that never wakes from hlt does this under QEMU, unless the run has
+a budget).
+
+A budget of virtual time.  run_qemu(max_ns=N) stops QEMU once its virtual clock has passed
+N ns, N instructions' worth of time under shift=0 (instructions executed plus the idle hlt
+warps, what kpemu's clock counts; QEMU's clock also covers the firmware before the
+kernel).  A guest idle in hlt still spends it: sleep=off warps the clock to each timer
+deadline.  For that run only QEMU also gets a QMP socket (-qmp unix:...), which the harness
+polls every POLL_INTERVAL: `query-replay` gives the instructions executed so far (QEMU's
+raw icount, without the warps), and the ACPI PM timer, which QEMU counts on its virtual
+clock at 3.579545 MHz (24 bits), gives the clock.  The timer's I/O port is found in
+`info mtree -f` once the firmware has enabled it, and read with the HMP `i` command;
+neither changes guest state.  Until then the instruction count stands in for the clock
+(the clock is never behind it).  Once the clock has passed N the harness stops the VM (QMP
+`stop`), reads both counters again and quits QEMU: budget_spent is set, status and
+exit_code are None, virtual_ns and icount hold the counters at the stop.  The stop lands
+up to one poll past N, so a guest still printing then may print a little more; a guest
+that powers off first ends the run as usual; the wall-clock timeout still applies.
 
 Must not import: unicorn, kprobes (compare() imports emu.machine only when called).
 """
 
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +67,9 @@ DEFAULT_TIMEOUT = 300            # seconds of host time for one QEMU run
 FIRMWARE_LAST_WORDS = b"Booting from ROM.."
 SUMMARY_RE = re.compile(rb"jiffies (\d+)")
 TSC_RE = re.compile(rb"tsc delta (\d+)")
+PM_TIMER_HZ = 3579545            # the ACPI PM timer's rate; QEMU counts it on the virtual clock
+PM_TIMER_BITS = 24
+POLL_INTERVAL = 0.01             # seconds of host time between two readings of a budget run
 
 
 class QemuNotFound(EmuError):
@@ -95,16 +120,22 @@ class QemuRun:
     argv: tuple = ()
     timed_out: bool = False
     timeout: float = None
+    budget_spent: bool = False  # stopped at the max_ns budget of virtual time
+    virtual_ns: int = None      # QEMU's virtual clock at that stop
+    icount: int = None          # instructions QEMU had executed by then (no warps)
 
     def __iter__(self):
         return iter((self.console, self.exit_code, self.status))
 
 
-def run_qemu(image=None, cmdline="", first_line=None, timeout=DEFAULT_TIMEOUT, qemu=QEMU):
+def run_qemu(image=None, cmdline="", first_line=None, timeout=DEFAULT_TIMEOUT, qemu=QEMU,
+             max_ns=None):
     """Boot `image` (default: the toykernel) under QEMU icount and return a QemuRun.
     `first_line` is the kernel's first console line if known (see the module doc).  Raises
     QemuNotFound when QEMU is not installed; a QEMU still running after `timeout` seconds
-    is killed and its output so far returned (timed_out=True)."""
+    is killed and its output so far returned (timed_out=True).  With `max_ns`, QEMU is
+    stopped once its virtual clock has passed that many ns (budget_spent=True; see the
+    module doc)."""
     if image is None:
         image = default_image()
     binary = qemu_binary(qemu)
@@ -112,6 +143,8 @@ def run_qemu(image=None, cmdline="", first_line=None, timeout=DEFAULT_TIMEOUT, q
         raise QemuNotFound(f"{qemu} not installed (not found on PATH): cannot run "
                            "the image under QEMU")
     argv = qemu_argv(image, cmdline, qemu)
+    if max_ns is not None:
+        return _run_qemu_with_budget(binary, argv, first_line, timeout, max_ns)
     try:
         proc = subprocess.run([binary] + argv[1:], stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -123,6 +156,191 @@ def run_qemu(image=None, cmdline="", first_line=None, timeout=DEFAULT_TIMEOUT, q
     firmware, console = split_firmware(proc.stdout, first_line)
     return QemuRun(console, decode_status(proc.returncode), proc.returncode, firmware,
                    proc.stderr, tuple(argv), timeout=timeout)
+
+
+class _QmpClosed(Exception):
+    """QEMU closed its QMP socket: it has exited."""
+
+
+class _Qmp:
+    """A QMP client on a unix socket, one command at a time; events are skipped."""
+
+    def __init__(self, sock, timeout):
+        sock.settimeout(timeout)
+        self.sock = sock
+        self.file = sock.makefile("rwb")
+        self._reply()                                   # the greeting
+        self.command("qmp_capabilities")
+
+    def _reply(self):
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise _QmpClosed()
+            reply = json.loads(line)
+            if "event" not in reply:
+                return reply
+
+    def command(self, name, **arguments):
+        message = {"execute": name}
+        if arguments:
+            message["arguments"] = arguments
+        try:
+            self.file.write(json.dumps(message).encode() + b"\n")
+            self.file.flush()
+            reply = self._reply()
+        except TimeoutError:
+            raise
+        except OSError as exc:                          # reset or broken pipe: QEMU is gone
+            raise _QmpClosed() from exc
+        if "error" in reply:
+            raise EmuError(f"QEMU's QMP refused {name}: {reply['error'].get('desc')}")
+        return reply["return"]
+
+    def hmp(self, line):
+        return self.command("human-monitor-command", **{"command-line": line})
+
+    def close(self):
+        for f in (self.file, self.sock):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def pm_timer_port(flatviews):
+    """The ACPI PM timer's I/O port in an `info mtree -f` listing (the flat views: what is
+    really mapped, at absolute addresses), or None while the firmware has not enabled it."""
+    in_io = False
+    for line in flatviews.splitlines():
+        if line.startswith("FlatView"):
+            in_io = False
+        elif line.strip() == 'AS "I/O", root: io':
+            in_io = True
+        elif in_io:
+            found = re.fullmatch(r"\s*([0-9a-f]+)-[0-9a-f]+ \(prio -?\d+, i/o\): acpi-tmr",
+                                 line.rstrip())
+            if found:
+                return int(found.group(1), 16)
+    return None
+
+
+def unwrap_pm_timer(previous, raw, icount):
+    """The PM timer's count since reset, from `raw`, its 24-bit reading now.  `previous`
+    (the count at the last reading) and `icount` (instructions executed, 1 ns each) are
+    floors: the count never goes back, and the clock is never behind the instructions."""
+    span = 1 << PM_TIMER_BITS
+    ticks = previous - previous % span + raw % span
+    if ticks < previous:
+        ticks += span                                   # wrapped since the last reading
+    while ticks < icount * PM_TIMER_HZ // 10**9 - 1:
+        ticks += span                                   # wrapped more than once
+    return ticks
+
+
+class _VirtualClock:
+    """QEMU's virtual clock in ns, through the ACPI PM timer (see the module doc)."""
+
+    def __init__(self, qmp):
+        self.qmp = qmp
+        self.port = None
+        self.ticks = 0                                  # PM timer ticks, unwrapped
+
+    def read(self, icount):
+        """The clock now.  `icount`, the instructions executed (read just before), is its
+        floor: it stands in while the PM timer is not enabled, and corrects the timer's
+        coarser resolution."""
+        if self.port is None:
+            self.port = pm_timer_port(self.qmp.hmp("info mtree -f"))
+            if self.port is None:
+                return icount
+        raw = int(self.qmp.hmp(f"i /w {self.port:#x}").rsplit("=", 1)[1], 16)
+        self.ticks = unwrap_pm_timer(self.ticks, raw, icount)
+        return max(self.ticks * 10**9 // PM_TIMER_HZ, icount)    # a tick is 279 ns
+
+
+def _connect(path, proc, deadline):
+    """A QMP connection to the QEMU `proc` at `path`; None if QEMU exited first."""
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):   # not listening yet
+            sock.close()
+            time.sleep(0.001)
+            continue
+        return _Qmp(sock, max(deadline - time.monotonic(), 0.001))
+    return None
+
+
+def _spend_budget(qmp, max_ns, deadline):
+    """Poll until QEMU's virtual clock has passed `max_ns`, then stop the VM and quit QEMU;
+    returns (virtual_ns, icount) at the stop."""
+    clock = _VirtualClock(qmp)
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        icount = qmp.command("query-replay")["icount"]
+        if clock.read(icount) >= max_ns:
+            break
+        time.sleep(POLL_INTERVAL)
+    qmp.command("stop")
+    icount = qmp.command("query-replay")["icount"]
+    stopped_at = (clock.read(icount), icount)
+    try:
+        qmp.command("quit")
+    except _QmpClosed:
+        pass                                    # QEMU closed the socket as it quit
+    return stopped_at
+
+
+def _run_qemu_with_budget(binary, argv, first_line, timeout, max_ns):
+    with tempfile.TemporaryDirectory(prefix="kpemu-qemu-") as tmp:
+        path = os.path.join(tmp, "qmp.sock")
+        out_path, err_path = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
+        argv = list(argv) + ["-qmp", f"unix:{path},server=on,wait=off"]
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen([binary] + argv[1:], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err)
+        deadline = time.monotonic() + timeout
+        stopped_at = None                       # (virtual_ns, icount) at the stop
+        timed_out = False
+        qmp = None
+        try:
+            qmp = _connect(path, proc, deadline)
+            if qmp is not None:
+                stopped_at = _spend_budget(qmp, max_ns, deadline)
+        except _QmpClosed:
+            pass                                # the guest powered off (or QEMU failed)
+        except TimeoutError:
+            timed_out = True
+        except BaseException:
+            proc.kill()                         # an error of ours: leave no QEMU behind
+            raise
+        finally:
+            if qmp is not None:
+                qmp.close()
+            if not timed_out and proc.poll() is None:     # exiting: powered off, or quit
+                try:
+                    proc.wait(timeout=max(deadline - time.monotonic(), 1.0))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        with open(out_path, "rb") as out, open(err_path, "rb") as err:
+            output, stderr = out.read(), err.read()
+    firmware, console = split_firmware(output, first_line)
+    if stopped_at is not None:
+        return QemuRun(console, None, None, firmware, stderr, tuple(argv), timeout=timeout,
+                       budget_spent=True, virtual_ns=stopped_at[0], icount=stopped_at[1])
+    if timed_out:
+        return QemuRun(console, None, None, firmware, stderr, tuple(argv),
+                       timed_out=True, timeout=timeout)
+    return QemuRun(console, decode_status(proc.returncode), proc.returncode, firmware,
+                   stderr, tuple(argv), timeout=timeout)
 
 
 def default_image():
@@ -190,6 +408,9 @@ class Comparison:
     qemu_argv: tuple = ()
     qemu_timed_out: bool = False
     qemu_timeout: float = None
+    qemu_budget_spent: bool = False  # QEMU stopped at its qemu_max_ns budget of virtual time
+    qemu_virtual_ns: int = None     # QEMU's virtual clock at that stop
+    qemu_icount: int = None         # instructions QEMU had executed by then
 
     @property
     def nbytes(self):
@@ -198,10 +419,6 @@ class Comparison:
     @property
     def nlines(self):
         return len(self.kpemu_console.splitlines())
-
-    @property
-    def consoles_identical(self):
-        return self.kpemu_console == self.qemu_console
 
 
 def run_kpemu(image=None, cmdline="", echo=None, max_insns=None):
@@ -220,10 +437,11 @@ def run_kpemu(image=None, cmdline="", echo=None, max_insns=None):
 
 
 def compare(image=None, cmdline="", echo=None, timeout=DEFAULT_TIMEOUT, max_insns=None,
-            qemu=QEMU):
+            qemu=QEMU, qemu_max_ns=None):
     """Boot `image` with `cmdline` in kpemu, then under QEMU icount, and compare the console
     bytes, the exit codes and the tick counts.  `echo` gets kpemu's console as it is
-    printed.  Raises QemuNotFound before running anything when QEMU is not installed."""
+    printed; `max_insns` is kpemu's budget and `qemu_max_ns` QEMU's (run_qemu's max_ns).
+    Raises QemuNotFound before running anything when QEMU is not installed."""
     if qemu_binary(qemu) is None:
         raise QemuNotFound(f"{qemu} not installed (not found on PATH): cannot run "
                            "the image under QEMU")
@@ -231,7 +449,8 @@ def compare(image=None, cmdline="", echo=None, timeout=DEFAULT_TIMEOUT, max_insn
         image = default_image()
     m, result = run_kpemu(image, cmdline, echo, max_insns)
     kc = bytes(m.uart.output)
-    q = run_qemu(image, cmdline, first_line=first_line_of(kc), timeout=timeout, qemu=qemu)
+    q = run_qemu(image, cmdline, first_line=first_line_of(kc), timeout=timeout, qemu=qemu,
+                 max_ns=qemu_max_ns)
     kexit = m.exit_code if result.reason == "halt" else None
     diff = first_difference(kc, q.console)
     try:
@@ -253,4 +472,5 @@ def compare(image=None, cmdline="", echo=None, timeout=DEFAULT_TIMEOUT, max_insn
         tsc_delta=parse_tsc_delta(kc),
         oops=m.oops.format() if result.reason == "oops" and m.oops is not None else None,
         firmware=q.firmware, qemu_argv=q.argv, qemu_timed_out=q.timed_out,
-        qemu_timeout=q.timeout)
+        qemu_timeout=q.timeout, qemu_budget_spent=q.budget_spent,
+        qemu_virtual_ns=q.virtual_ns, qemu_icount=q.icount)

@@ -308,13 +308,24 @@ def test_fault_in_the_single_stepped_copy(km, probe_targets_o):
     assert info.value.oops.regs["ip"] == load
     assert info.value.oops.message.startswith("page fault at mod_read+")
     assert not k.arch.kcb.running
-    assert m.call("mod_read", m.symbols.lookup_name("jiffies")) >= 0
+    value = 0x0123456789abcdef                    # the probed load works again
+    assert m.call("mod_read", value.to_bytes(8, "little")) == value
+    assert seen == [(14, p.ainsn.slot)]
 
 
 def test_registering_probes_adds_no_unicorn_hook(km):
-    """Unprobed code runs with no per-instruction hook: probes are bytes in the text."""
+    """Unprobed code runs with no per-instruction hook: probes are bytes in the text.
+    Neither a hit nor registering again after unregistering adds one."""
     m, k = km
-    hooks = len(m.engine._cbs)
-    k.register_kprobes([Kprobe(symbol_name=s.name) for s in m.symbols.functions()
-                        if s.name.startswith(("mix_", "sys_"))][:12])
-    assert len(m.engine._cbs) == hooks
+    hooks = m.engine.hook_count
+    names = [s.name for s in m.symbols.functions() if s.name.startswith(("mix_", "sys_"))][:12]
+    hits = []
+    for _ in range(2):
+        probes = [Kprobe(symbol_name=name, pre_handler=lambda p, regs: hits.append(p.addr))
+                  for name in names]
+        k.register_kprobes(probes)
+        assert m.engine.hook_count == hooks
+        assert m.call("mix_add", 1) == 1 + 0x9e3779b9
+        k.unregister_kprobes(probes)
+        assert m.engine.hook_count == hooks
+    assert hits == [m.symbols.lookup_name("mix_add")] * 2

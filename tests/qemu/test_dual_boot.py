@@ -18,7 +18,7 @@ import shutil
 
 import pytest
 
-from emu.qemu import compare, first_line_of, split_firmware
+from emu.qemu import compare, first_line_of, run_qemu, split_firmware
 
 pytestmark = [
     pytest.mark.qemu,
@@ -93,16 +93,51 @@ def test_timer_rates_change_the_schedule(runs):
     assert len({c.kpemu_console for c in results}) == len(CONFIGS)
 
 
-@pytest.mark.slow
+# QEMU's budget for the divisor-1 case, in ns of its virtual clock (firmware included).
+# Under QEMU 7.2.22 SeaBIOS and the PVH stub take 8,209,041 instructions, then the kernel
+# runs the 461,677 that kpemu runs to its oops and halts at QEMU instruction 8,670,718;
+# 10 ms leaves QEMU more than 1 ms idle in hlt, over a thousand periods of this PIT rate.
+DIVISOR_1_BUDGET_NS = 10_000_000
+PIT_PERIOD_NS_AT_DIVISOR_1 = 838        # 10**9 / 1193182
+
+
 def test_divisor_1_hangs_both_machines_after_the_same_bytes():
     """hz >= 795455 makes the kernel load the PIT with 1 in mode 2, which the 8254 forbids:
     QEMU raises IRQ0 once and then keeps OUT high, so the sleeper never wakes and QEMU
     never powers off.  kpemu must do the same (it reports the CPU that can never wake
-    instead of hanging), after printing the same bytes."""
-    c = compare(cmdline="hz=1193182", timeout=15)
+    instead of hanging), after printing the same bytes.  QEMU is stopped on a budget of
+    virtual time, not a wall-clock timeout."""
+    c = compare(cmdline="hz=1193182", qemu_max_ns=DIVISOR_1_BUDGET_NS, timeout=120)
     assert b"PIT channel 0 at 1193182 Hz (divisor 1)" in c.kpemu_console
-    assert c.qemu_timed_out and c.qemu_exit is None
     assert c.kpemu_reason == "oops" and "would never wake" in c.oops
-    assert c.kpemu_pit_ticks == c.kpemu_irqs == 1
+    assert c.kpemu_idle == 0 and c.kpemu_pit_ticks == c.kpemu_irqs == 1
+    assert c.qemu_budget_spent and not c.qemu_timed_out and c.qemu_exit is None
+    assert c.qemu_virtual_ns >= DIVISOR_1_BUDGET_NS
+    # QEMU's clock ran on past the instructions it executed: its CPU sat in hlt for more
+    # than a thousand PIT periods and no tick woke it.
+    assert c.qemu_virtual_ns - c.qemu_icount > 1000 * PIT_PERIOD_NS_AT_DIVISOR_1
     assert c.kpemu_console == c.qemu_console, _explain(c)
     assert not c.identical
+
+
+def test_a_budget_does_not_change_a_run_that_powers_off(runs):
+    """The budget's QMP socket and its polling leave the guest alone: with a budget it
+    does not reach, the default run prints the same bytes and powers off the same way."""
+    c = runs("")
+    q = run_qemu(cmdline="", first_line=first_line_of(c.kpemu_console), max_ns=10**9)
+    assert not q.budget_spent and q.virtual_ns is None
+    assert q.console == c.qemu_console and q.status == c.qemu_status == 1
+    assert q.argv[:len(c.qemu_argv)] == c.qemu_argv and q.argv[len(c.qemu_argv)] == "-qmp"
+
+
+def test_a_budget_stops_a_running_guest(runs):
+    """A budget that ends inside SeaBIOS (busy, it idles hardly at all) stops QEMU there,
+    with part of the firmware's output and no exit status.  (The kernel's own run is too
+    short in host time for a poll to land inside it reliably.)"""
+    c = runs("")
+    q = run_qemu(cmdline="", max_ns=3_000_000)
+    assert q.budget_spent and q.exit_code is None and q.status is None
+    assert 3_000_000 <= q.virtual_ns < 8_000_000
+    assert 3_000_000 - 10_000 < q.icount <= q.virtual_ns
+    raw, full = q.firmware + q.console, c.firmware + c.qemu_console
+    assert full.startswith(raw) and len(raw) < len(c.firmware)

@@ -1,10 +1,11 @@
 """emu.qemu's pieces that need no QEMU: the command line, the exit-status decoding, the
-firmware/kernel cut and the first-difference search."""
+firmware/kernel cut, the first-difference search and the budget's PM timer reading."""
 
 import ast
 from pathlib import Path
 
-from emu.qemu import decode_status, first_difference, parse_jiffies, qemu_argv, split_firmware
+from emu.qemu import (decode_status, first_difference, parse_jiffies, pm_timer_port, qemu_argv,
+                      split_firmware, unwrap_pm_timer)
 
 ROOT = Path(__file__).resolve().parents[2]
 SEABIOS = b"\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2-debian-1.16.2-1)\r\nBooting from ROM.."
@@ -62,20 +63,49 @@ def test_parse_jiffies():
 
 
 def test_a_qemu_that_does_not_power_off_is_killed_and_its_output_kept(tmp_path):
-    import sys
     import time
 
     from emu.qemu import run_qemu
 
-    fake = tmp_path / "qemu-system-x86_64"
-    fake.write_text(f"#!{sys.executable}\n"
-                    "import sys, time\n"
-                    f"sys.stdout.buffer.write({SEABIOS!r} + b'toykernel: hi\\n')\n"
-                    "sys.stdout.flush()\n"
-                    "time.sleep(60)\n")
+    (tmp_path / "output").write_bytes(SEABIOS + b"toykernel: hi\n")
+    fake = tmp_path / "qemu-system-x86_64"         # a shell script: it prints at once
+    fake.write_text(f"#!/bin/sh\ncat '{tmp_path / 'output'}'\nexec sleep 60\n")
     fake.chmod(0o755)
     start = time.monotonic()
-    q = run_qemu("IMAGE", "", timeout=1, qemu=str(fake))
+    q = run_qemu("IMAGE", "", timeout=0.5, qemu=str(fake))
     assert time.monotonic() - start < 30
     assert q.timed_out and q.status is None and q.exit_code is None
     assert q.console == b"toykernel: hi\n" and q.firmware == SEABIOS
+
+
+FLATVIEWS = """\
+FlatView #1
+ AS "I/O", root: io
+ Root memory region: io
+  0000000000000600-0000000000000603 (prio 0, i/o): acpi-evt
+  0000000000000608-000000000000060b (prio 0, i/o): acpi-tmr
+  000000000000ae00-000000000000ae17 (prio 0, i/o): acpi-pci-hotplug
+FlatView #2
+ AS "memory", root: system
+ Root memory region: system
+  00000000fed00000-00000000fed003ff (prio 0, i/o): acpi-tmr
+"""
+
+
+def test_pm_timer_port_from_the_flat_views():
+    assert pm_timer_port(FLATVIEWS) == 0x608
+    # before the firmware enables ACPI the I/O view has no timer; other views do not count
+    assert pm_timer_port(FLATVIEWS.replace("0608-000000000000060b (prio 0, i/o): acpi-tmr",
+                                           "0700-000000000000073f (prio 0, i/o): pm-smbus")) \
+        is None
+
+
+def test_pm_timer_unwrap():
+    span = 1 << 24
+    assert unwrap_pm_timer(0, 5, 0) == 5
+    assert unwrap_pm_timer(100, 200, 0) == 200
+    assert unwrap_pm_timer(span - 10, 3, 0) == span + 3              # wrapped once
+    assert unwrap_pm_timer(2 * span + 7, 9, 0) == 2 * span + 9
+    # a long idle warp between two readings: the instruction count says it wrapped twice
+    icount = (2 * span + 50) * 10**9 // 3579545 + 1
+    assert unwrap_pm_timer(span - 10, 60, icount) == 2 * span + 60
