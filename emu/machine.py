@@ -621,6 +621,12 @@ class Machine:
             self._modules = ModuleLoader(self.mem, self.symbols, self.module_area)
         return self._modules
 
+    @property
+    def call_return_address(self):
+        """Where m.call's function returns to: a pad of int3s in the module area, the
+        return address the outermost frame of a call sees."""
+        return self._call_ret
+
     def loaded_modules(self):
         """The modules loaded now, in load order (an empty list before the first load;
         unlike `modules`, asking never creates the loader)."""

@@ -62,7 +62,7 @@ def test_recursion(rm, depth, maxactive):
     # returning depth - instrumented + 1 .. depth.
     assert [ax for ax, _ in order] == list(range(frames - instrumented, frames))
     rets = [r for _, r in order]
-    assert rets[-1] == m._call_ret                # the outermost returns to m.call
+    assert rets[-1] == m.call_return_address                # the outermost returns to m.call
     assert set(rets[:-1]) <= {sym(m, "rdepth_ret")}
     assert len(rp.free_instances) == maxactive
 

@@ -155,3 +155,13 @@ def test_one_error_root():
     for cls in (EmuError, KprobesError, KprobeError, KprobeBug, ProbeCommandError,
                 ProbeSyntaxError):
         assert issubclass(cls, KpemuError), cls
+
+
+def test_tests_touch_no_private_machine_attribute():
+    """Tests use the public API too (ARCHITECTURE.md): no m._* nor engine._* reads."""
+    private = sorted(f"{p.relative_to(ROOT)}:{node.lineno} .{node.attr}"
+                     for p in (ROOT / "tests").rglob("*.py")
+                     for node in ast.walk(ast.parse(p.read_text(), str(p)))
+                     if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                     and not node.attr.startswith("__") and _through_machine(node.value))
+    assert private == []
