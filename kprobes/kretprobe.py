@@ -34,12 +34,15 @@ from kprobes.arch import ArchKretprobes
 from kprobes.errors import KprobeError
 from kprobes.probe import Kprobe, check_handlers
 
-# The caps modern Linux puts on a kretprobe (kprobes.h): kprobe_events refuses a larger
-# maxactive, register_kretprobe a larger data_size, both with E2BIG.  kpemu's API caps
-# maxactive too: Linux's kmalloc of a huge pool fails with ENOMEM, kpemu's would first
-# take all of the host's memory.
+# The caps modern Linux puts on a kretprobe: kprobe_events refuses a maxactive above
+# KRETPROBE_MAXACTIVE_MAX (trace_kprobe.c), register_kretprobe a data_size above
+# KRETPROBE_MAX_DATA_SIZE (kprobes.h), both with E2BIG.  register_kretprobe itself takes
+# any maxactive and fails with ENOMEM when the pool cannot be allocated; kpemu's would first
+# take all of the host's memory, so it refuses a pool above MAXACTIVE_POOL_MAX (about 140
+# MiB of instances) with that ENOMEM.
 KRETPROBE_MAXACTIVE_MAX = 4096
 KRETPROBE_MAX_DATA_SIZE = 4096
+MAXACTIVE_POOL_MAX = 1 << 20
 KPROBE_HASH_BITS = 6
 KPROBE_TABLE_SIZE = 1 << KPROBE_HASH_BITS
 NR_CPUS = 1
@@ -174,15 +177,16 @@ class KretprobeManager:
         if rp.registered:
             raise KprobeError(_errno.EINVAL, f"{rp!r} is already registered")
         check_handlers(rp, ("handler", "entry_handler"))
-        for field, cap in (("maxactive", KRETPROBE_MAXACTIVE_MAX),
-                           ("data_size", KRETPROBE_MAX_DATA_SIZE)):
+        for field, cap, err, why in (
+                ("maxactive", MAXACTIVE_POOL_MAX, _errno.ENOMEM, "instances kpemu allocates"),
+                ("data_size", KRETPROBE_MAX_DATA_SIZE, _errno.E2BIG, "Linux allows")):
             value = getattr(rp, field)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise KprobeError(_errno.EINVAL, f"{rp!r}: {field} must be an integer, "
                                   f"not {type(value).__name__}")
             if value > cap:
-                raise KprobeError(_errno.E2BIG, f"{rp!r}: {field} {value} is more than "
-                                  f"the {cap} Linux allows")
+                raise KprobeError(err, f"{rp!r}: {field} {value} is more than the {cap} "
+                                  f"{why}")
         if rp.data_size < 0:
             raise KprobeError(_errno.EINVAL, f"{rp!r}: data_size {rp.data_size} is negative")
         addr = self.core.kprobe_addr(rp.kp)
