@@ -515,6 +515,7 @@ class FetchArg:
 
 
 def _json_one(t, v, symbols):
+    """One value as its type says: an int (sign applied), a str, None for a fault."""
     if v is FAULT:
         return None
     if t.is_string:
@@ -531,21 +532,17 @@ def _json_one(t, v, symbols):
 
 
 def _print_one(t, v, symbols):
-    if v is FAULT:
+    """One value as the trace prints it (the type's print format)."""
+    value = _json_one(t, v, symbols)
+    if value is None:
         return FAULT_STRING
     if t.is_string:
-        return f'"{v}"'
+        return f'"{value}"'
     if t.name == "char":
-        return f"'{chr(v & 0xff)}'"
-    if t.name == "symbol":
-        return sprint_symbol(symbols, v & _MASK64)
-    bits = 8 * t.size
-    v &= (1 << bits) - 1
-    if t.is_signed and v >> (bits - 1):
-        v -= 1 << bits
-    if t.name[0] == "x":
-        return f"0x{v:x}"
-    return str(v)
+        return f"'{value}'"
+    if t.name == "symbol" or t.name[0] != "x":
+        return str(value)
+    return f"0x{value:x}"
 
 
 def _resolve_symbol_ref(symbols, text):
