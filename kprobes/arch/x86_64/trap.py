@@ -77,7 +77,8 @@ def arch_init_kprobes(core):
 
 def _check_entry(kcb, entry, vector, want):
     """The precondition of every trap entry: the vector it is for, and a state whose
-    `running` and `current_kprobe` agree (trap.c's check_entry)."""
+    `running` and `current_kprobe` agree (trap.c's check_entry).  The entries test it
+    inline and call this to raise."""
     if vector != want:
         raise KprobeBug(f"kprobes: {entry} called for vector {vector}, not {want}")
     if kcb.running != (kcb.current_kprobe is not None):
@@ -207,11 +208,13 @@ class ArchKprobes:
         """int3 (vector 3), ip and flags as trapped: the probe address is ip - 1.
         Context: trap (the slow-path entry for the int3s trap.c does not take)."""
         kcb = self.kcb
-        _check_entry(kcb, "the int3 handler", vector, INT3_VECTOR)
+        running = kcb.running
+        if vector != INT3_VECTOR or running != (kcb.current_kprobe is not None):
+            _check_entry(kcb, "the int3 handler", vector, INT3_VECTOR)
         addr = ip - 1
         core = self.core
         p = core.table.get(addr)
-        if kcb.running:
+        if running:
             return self._reentered(p, addr, flags)
         if p is None:
             return self._not_ours(addr, flags)
@@ -219,7 +222,11 @@ class ArchKprobes:
         kcb.n_int3 += 1
         kcb.running = True
         kcb.status = KPROBE_HIT_ACTIVE
-        self.set_current_kprobe(p, flags)
+        # set_current_kprobe(p, flags), inline on the hot path
+        kcb.current_kprobe = p
+        kcb.old_flags = kcb.saved_flags = flags & (X86_EFLAGS_TF | X86_EFLAGS_IF)
+        if p.ainsn.if_modifier:
+            kcb.saved_flags &= ~X86_EFLAGS_IF
         if self.m.observers:
             core.emit("trap", vector=INT3_VECTOR, ip=addr, probe=p)
         if p.disabled:
@@ -290,7 +297,8 @@ class ArchKprobes:
           2. the rest is _finish_step().
         """
         kcb = self.kcb
-        _check_entry(kcb, "the debug handler", vector, DEBUG_VECTOR)
+        if vector != DEBUG_VECTOR or kcb.running != (kcb.current_kprobe is not None):
+            _check_entry(kcb, "the debug handler", vector, DEBUG_VECTOR)
         if not kcb.running or kcb.status not in _STEPPING:
             return False                 # not ours: the guest's #DB
         p = kcb.current_kprobe
