@@ -64,6 +64,12 @@ def init_fails_o(build_target):
     return build_target("init_fails")
 
 
+@pytest.fixture(scope="session")
+def reuse_targets_o(build_target):
+    """a module whose text covers the addresses probe_targets' functions had."""
+    return build_target("reuse_targets")
+
+
 @pytest.fixture
 def machine():
     """A machine booted to the start of the workload."""
