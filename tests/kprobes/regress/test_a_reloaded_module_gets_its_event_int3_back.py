@@ -1,0 +1,29 @@
+"""Regression: after a module was unloaded and loaded again, its event's probe was still
+listed (and counted) as armed at the old address while the new text, written over it, had
+dropped the int3: the event silently never fired again."""
+
+from kprobes.events import KprobeEvents
+
+
+def armed_bytes_are_int3(m, k):
+    return all(m.read(addr, 1) == b"\xcc" for addr in k.armed)
+
+
+def test_a_reloaded_module_gets_its_event_int3_back(km, probe_targets_o):
+    m, k = km
+    events = KprobeEvents(k)
+    m.load_module(probe_targets_o)
+    events.write("p:bump probe_targets:mod_bump")
+    events.enable()
+    kp = events.events["kprobes/bump"].probes[0].kprobe
+    for load in range(3):
+        addr = m.symbols.lookup_name("mod_bump")
+        assert kp.addr == addr and not kp.gone and addr in k.armed
+        assert armed_bytes_are_int3(m, k)
+        assert "[GONE]" not in k.list()
+        assert m.call("mod_bump") == 1
+        assert len(events.trace_lines()) == load + 1
+        m.unload_module("probe_targets")
+        assert kp.gone and addr not in k.armed and armed_bytes_are_int3(m, k)
+        assert events.listing() == "p:kprobes/bump probe_targets:mod_bump\n"
+        m.load_module(probe_targets_o)
