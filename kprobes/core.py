@@ -232,7 +232,9 @@ class Kprobes:
         """The module notifier (kprobes_module_callback()): when `mod` goes, every probe
         on its memory is killed.  kpemu keeps a module's init sections as long as the
         module, so nothing is killed when it goes LIVE (Linux kills the probes on the
-        init text it frees then)."""
+        init text it frees then).  A kretprobe on the module keeps its instances in
+        flight, as kill_kprobe() leaves them: only its entry probe goes; unregistering it
+        orphans them as usual."""
         if state != MODULE_STATE_GOING:
             return
         for top in [t for addr, t in self.table.items() if mod.contains(addr)]:

@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from emu import Machine
+from emu import Machine, ModuleLoadError
 from kprobes import Kprobes
 from kprobes.events import KprobeEvents, ProbeSyntaxError
 from tests.conftest import compile_module
@@ -160,3 +160,19 @@ def test_a_probe_that_cannot_register_on_the_module_is_logged(ev, probe_targets_
     assert events.log[-1] == "Failed to re-register probe bad on probe_targets: -22"
     assert not events.events["kprobes/bad"].probes[0].kprobe.registered
     assert m.loaded_modules() == [mod] and k.probes() == []
+
+
+def test_an_event_on_a_module_whose_init_fails_goes_gone_and_stays(ev, init_fails_o):
+    """The event was armed at COMING, so its probe fired in init; the failed init sends
+    GOING, which kills it, and the event stays defined for a later load."""
+    m, k, events = ev
+    events.write("p:init init_fails:init_module")
+    events.enable()
+    with pytest.raises(ModuleLoadError):
+        m.load_module(init_fails_o)
+    tp = events.events["kprobes/init"].probes[0]
+    assert len(hits(events, "init")) == 1 and tp.kprobe.gone
+    assert events.listing() == "p:kprobes/init init_fails:init_module\n"
+    with pytest.raises(ModuleLoadError):
+        m.load_module(init_fails_o)
+    assert len(hits(events, "init")) == 2 and k.gone.keys() == {tp.kprobe.addr}
