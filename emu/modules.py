@@ -12,8 +12,10 @@ the machine's m.call (the guest clock does not move).
 
 Every failure is one ModuleLoadError naming the file, with the errno Linux returns; a failed
 load leaves nothing behind: no area allocation, no symbol, and every notifier that saw the
-module come has seen it go.  Before a failure is detected guest memory is untouched, except
-when the module's own init fails: then its block is poisoned and freed as at rmmod.
+module come has seen it go.  A load that fails before the block is written (a bad file, an
+unknown symbol, a full area, a bad relocation) writes nothing to guest memory; once it is
+written (a notifier refuses the module, its init fails) the block is poisoned and freed as
+at rmmod.
 
 Must not import: unicorn, kprobes.
 """
