@@ -527,9 +527,6 @@ class KprobeEvents:
         self.events = {}              # "group/event" -> TraceEvent, in creation order
         self.buffer = []
         self.error_log = []
-        # What Linux pr_warn()s to the kernel log about events: a probe deferred until its
-        # module is loaded, a probe that could not be registered again on a module's text.
-        self.log = []
         self.tramp = self.m.symbols.lookup_name("kretprobe_trampoline")
         layout = self.m.layout
         consts = self.m.image.constants
@@ -537,6 +534,9 @@ class KprobeEvents:
         self._need_resched = consts.get("TIF_NEED_RESCHED")
         self._ti_preempt = consts.get("TI_preempt_count")
         self._thread_size = layout.thread_size
+        # What Linux pr_warn()s to the kernel log about events: a probe deferred until its
+        # module is loaded, a probe that could not be registered again on a module's text.
+        self.log = []
         self.m.modules.notifiers.append(self.module_callback)
 
     # -- kprobe_events ----------------------------------------------------------------
