@@ -3,16 +3,14 @@ listed (and counted) as armed at the old address while the new text, written ove
 dropped the int3: the event silently never fired again."""
 
 from kprobes import Kprobe
-from kprobes.events import KprobeEvents
 
 
 def armed_bytes_are_int3(m, k):
     return all(m.read(addr, 1) == b"\xcc" for addr in k.armed)
 
 
-def test_a_reloaded_module_gets_its_event_int3_back(km, probe_targets_o):
-    m, k = km
-    events = KprobeEvents(k)
+def test_a_reloaded_module_gets_its_event_int3_back(ev, probe_targets_o):
+    m, k, events = ev
     m.load_module(probe_targets_o)
     events.write("p:bump probe_targets:mod_bump")
     events.enable()
@@ -30,11 +28,11 @@ def test_a_reloaded_module_gets_its_event_int3_back(km, probe_targets_o):
         m.load_module(probe_targets_o)
 
 
-def test_no_probe_is_counted_armed_on_reloaded_text_without_its_int3(km, probe_targets_o):
+def test_no_probe_is_counted_armed_on_reloaded_text_without_its_int3(ev, probe_targets_o):
     """The symptom itself, with a plain probe: after the reload its address was in the
     armed set although the new text there had no int3.  Now it is [GONE] and not armed
     (only a `MOD:SYM` event comes back by itself, as in Linux)."""
-    m, k = km
+    m, k, _events = ev
     m.load_module(probe_targets_o)
     kp = Kprobe(symbol_name="mod_bump")
     k.register_kprobe(kp)

@@ -2,13 +2,11 @@
 (kallsyms had no MOD:SYM form, so registration found no symbol: ENOENT)."""
 
 from kprobes import Kprobe
-from kprobes.events import KprobeEvents
 
 
-def test_mod_sym_probe_points_are_accepted(km, probe_targets_o):
-    m, k = km
+def test_mod_sym_probe_points_are_accepted(ev, probe_targets_o):
+    m, k, events = ev
     m.load_module(probe_targets_o)
-    events = KprobeEvents(k)
     events.write("p:entry probe_targets:mod_strlen s=+0(%di):string\n"
                  "p:inside probe_targets:mod_strlen+2\n"
                  "r:ret probe_targets:mod_strlen ret=$retval")

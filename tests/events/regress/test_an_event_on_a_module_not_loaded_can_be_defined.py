@@ -1,12 +1,8 @@
 """Regression: an event on a module not loaded yet could not be defined (ENOENT, "Invalid
 probed address or symbol"); Linux accepts it and registers it when the module comes."""
 
-from kprobes.events import KprobeEvents
-
-
-def test_an_event_on_a_module_not_loaded_can_be_defined(km, probe_targets_o):
-    m, k = km
-    events = KprobeEvents(k)
+def test_an_event_on_a_module_not_loaded_can_be_defined(ev, probe_targets_o):
+    m, k, events = ev
     events.write("p:bump probe_targets:mod_bump\nr:rbump probe_targets:mod_bump ret=$retval")
     assert events.error_log == [] and len(events.events) == 2 and k.probes() == []
     events.enable()
