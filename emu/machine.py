@@ -308,6 +308,10 @@ class Machine:
         if result.reason == "halt" and not self.booted:
             raise MachineError("the kernel powered off before finishing boot "
                                f"(exit code {self.exit_code})")
+        if self.booted and self._modules is not None:
+            # Modules loaded before boot are initialised now, as the initcalls of built-in
+            # code run before init starts the workload (a failed init raises here).
+            self._modules.start(self.call)
         return result
 
     def run(self, max_insns=None):
@@ -616,9 +620,14 @@ class Machine:
 
     @property
     def modules(self):
+        """The ModuleLoader (insmod/rmmod; its `notifiers` hear modules come and go),
+        created at first use; it runs modules' init and cleanup through m.call once the
+        machine has booted."""
         if self._modules is None:
             from emu.modules import ModuleLoader
             self._modules = ModuleLoader(self.mem, self.symbols, self.module_area)
+            if self.booted:
+                self._modules.start(self.call)
         return self._modules
 
     @property
@@ -633,10 +642,15 @@ class Machine:
         return [] if self._modules is None else list(self._modules.modules.values())
 
     def load_module(self, path, name=None):
-        """Load a relocatable ELF .o like insmod; its symbols join kallsyms."""
+        """Load a relocatable ELF .o like insmod; its symbols join kallsyms, its
+        `.init_array` constructors and init_module() run (before boot: when the machine
+        has booted), and a failed init fails the load (ModuleLoadError, errno as insmod)."""
         return self.modules.load(os.fspath(path), name)
 
     def unload_module(self, mod):
+        """Unload a module (a Module or its name) like rmmod: its cleanup_module() runs,
+        the module notifiers hear it go (kprobes on its text go [GONE]) and its memory is
+        poisoned and freed."""
         self.modules.unload(mod)
 
     # -- registers, traces, oopses ----------------------------------------------------

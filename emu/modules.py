@@ -5,10 +5,17 @@ Owns what Linux's load_module() and free_module() do for an object built with
 sections out in one block carved from the module area (module_alloc), resolving its undefined
 symbols through kallsyms, applying its RELA relocations (the recipes live in
 emu.reloc_x86_64), writing the block into guest memory (text through text_poke, so no stale
-translated code survives) and adding or removing the module's symbols in kallsyms.
+translated code survives) and adding or removing the module's symbols in kallsyms.  Like
+do_init_module() and delete_module() it also runs the module's own code: its `.init_array`
+constructors and init_module() once it is in place, cleanup_module() before it goes, through
+the machine's m.call (the guest clock does not move).
 
 Every failure is one ModuleLoadError naming the file, with the errno Linux returns; a failed
-load leaves nothing behind: no area allocation, no guest write, no symbol.
+load leaves nothing behind: no area allocation, no symbol, and every notifier that saw the
+module come has seen it go.  A load that fails before the block is written (a bad file, an
+unknown symbol, a full area, a bad relocation) writes nothing to guest memory; once it is
+written (a notifier refuses the module, its init fails) the block is poisoned and freed as
+at rmmod.
 
 Must not import: unicorn, kprobes.
 """
@@ -17,6 +24,7 @@ import errno
 import io
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 
 from elftools.common.exceptions import ELFError
@@ -24,7 +32,7 @@ from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
 from emu import reloc_x86_64
-from emu.errors import ModuleLoadError
+from emu.errors import GuestFault, ModuleLoadError
 from emu.image import ElfSymbol
 from emu.module_area import AreaFull
 
@@ -35,9 +43,17 @@ SHF_WRITE = SH_FLAGS.SHF_WRITE
 SHF_ALLOC = SH_FLAGS.SHF_ALLOC
 SHF_EXECINSTR = SH_FLAGS.SHF_EXECINSTR
 
-# Module notifier states (include/linux/module.h), passed to ModuleLoader.notifiers.
+# Module states (include/linux/module.h): what ModuleLoader.notifiers are told, and
+# Module.state.  COMING: in place, its init not run yet; LIVE: its init has run; GOING: on
+# its way out (or its init failed).
+MODULE_STATE_LIVE = "MODULE_STATE_LIVE"
 MODULE_STATE_COMING = "MODULE_STATE_COMING"
 MODULE_STATE_GOING = "MODULE_STATE_GOING"
+
+# The module's own entry points, as module_init()/module_exit() name them.
+INIT_FUNCTION = "init_module"
+EXIT_FUNCTION = "cleanup_module"
+INIT_ARRAY = ".init_array"
 
 _ELF64_SHDR_SIZE = 64
 _ELF64_RELA_SIZE = 24
@@ -53,9 +69,27 @@ class Module:
     sections: dict           # name -> (addr, size, flags) of each non-empty allocated section
     symbols: list            # emu.image.ElfSymbol with absolute values, as handed to kallsyms
     text_ranges: list        # (start, end) of each executable section
+    state: str = MODULE_STATE_COMING
+    init_ret: int = None     # what init_module() returned, once it has run
 
     def contains(self, addr):
         return self.base <= addr < self.base + self.size
+
+    def function(self, name):
+        """load_addr of the module's global function `name`, or None (module_init() and
+        module_exit() make init_module and cleanup_module global aliases)."""
+        return next((s.value for s in self.symbols if s.name == name and s.executable
+                     and s.bind in ("STB_GLOBAL", "STB_WEAK")), None)
+
+    def constructor_tables(self):
+        """(load_addr, size) of the constructor tables in the order do_mod_ctors() runs
+        them: `.init_array.N` by name (the priority ones), then `.init_array`, as the
+        kernel's module linker script merges them."""
+        tables = [(key.split("#")[0], addr, size) for key, (addr, size, _f)
+                  in self.sections.items() if key.split("#")[0] == INIT_ARRAY
+                  or key.startswith(INIT_ARRAY + ".")]
+        return [(addr, size) for _name, addr, size in
+                sorted(tables, key=lambda t: (t[0] == INIT_ARRAY, t[0], t[1]))]
 
 
 @dataclass
@@ -107,9 +141,15 @@ def module_name(path):
 
 
 class ModuleLoader:
-    """insmod/rmmod.  `notifiers` are callables fn(state, mod), called with
-    MODULE_STATE_COMING once a module is in place and MODULE_STATE_GOING before it is freed
-    (like register_module_notifier(), e.g. for kprobes to drop probes in module text)."""
+    """insmod/rmmod.  `notifiers` are callables fn(state, mod) (like
+    register_module_notifier(), e.g. for kprobes to drop probes in module text), told
+    MODULE_STATE_COMING once a module is in place, before its init runs (so a probe on init
+    code fires), MODULE_STATE_LIVE after its init, MODULE_STATE_GOING after its cleanup,
+    before it is freed -- or when its init failed.
+
+    `call(load_addr) -> rax` runs a guest function (the machine's m.call); until start()
+    gives it, nothing can run guest code, and a module loaded then stays COMING with its
+    init pending -- start() runs those inits, like the initcalls of built-in code at boot."""
 
     def __init__(self, mem, symbols, area):
         self.mem = mem
@@ -117,6 +157,7 @@ class ModuleLoader:
         self.area = area
         self.modules = {}
         self.notifiers = []
+        self.call = None
 
     def load(self, path, name=None):
         """Load a relocatable object like insmod and return its Module.
@@ -130,7 +171,9 @@ class ModuleLoader:
         5. Build the block on the host and apply the relocations there (ENOEXEC); guest
            memory is untouched until every relocation has succeeded.
         6. Write the block into guest memory, the text through text_poke.
-        7. Add the module's symbols to kallsyms and tell the notifiers.
+        7. Add the module's symbols to kallsyms and tell the notifiers it is COMING.
+        8. When guest code can run (see start()), run its init (_init_module()); a failed
+           init fails the load.
         """
         path = os.fspath(path)
         blob = _read_file(path)
@@ -159,26 +202,108 @@ class ModuleLoader:
         self.symbols.add_module(name, mod.symbols, [(a, a + n) for a, n, _f
                                                     in mod.sections.values()])
         self.modules[name] = mod
+        told = 0
         try:
             for notify in self.notifiers:
                 notify(MODULE_STATE_COMING, mod)
+                told += 1
         except BaseException:
-            # A notifier refused the module: undo the load, as load_module() does when
-            # prepare_coming_module() fails.
-            self._discard(mod)
+            # A notifier refused the module: the ones told before it hear it go and the
+            # load is undone, as prepare_coming_module() does with the robust notifier chain.
+            self._going(mod, self.notifiers[:told])
             raise
+        if self.call is not None:
+            self._init_module(mod)
         return mod
 
+    def start(self, call):
+        """From now on guest code runs through `call(load_addr) -> rax` (the machine has
+        booted): the inits of the modules loaded before run now, in load order.  A module
+        whose init fails is unloaded; the first failure is raised once every pending init
+        has run."""
+        self.call = call
+        failures = []
+        for mod in list(self.modules.values()):
+            if mod.state == MODULE_STATE_COMING:
+                try:
+                    self._init_module(mod)
+                except ModuleLoadError as exc:
+                    failures.append(exc)
+        if failures:
+            raise failures[0]
+
+    def _init_module(self, mod):
+        """do_init_module(): the constructors (do_mod_ctors()), then init_module().  A
+        negative return fails the load with that errno, a positive one loads it anyway
+        with Linux's warning; a guest fault fails it with EFAULT (Linux would oops and
+        leave the module half-initialised).  On failure the notifiers hear it GOING and
+        the module is freed; on success they hear it LIVE."""
+        try:
+            for table, size in mod.constructor_tables():
+                for (ctor,) in struct.iter_unpack("<Q", self.mem.read(table, size - size % 8)):
+                    if ctor:
+                        self.call(ctor)
+            init = mod.function(INIT_FUNCTION)
+            ret = 0 if init is None else _c_int(self.call(init))
+        except GuestFault as exc:
+            self._going(mod, self.notifiers)
+            raise ModuleLoadError(f"{mod.path}: the init of module {mod.name} faulted: "
+                                  f"{exc.oops.summary()}", errno.EFAULT) from exc
+        except BaseException:
+            self._going(mod, self.notifiers)
+            raise
+        mod.init_ret = ret
+        if ret < 0:
+            self._going(mod, self.notifiers)
+            raise ModuleLoadError(f"{mod.path}: {INIT_FUNCTION} of module {mod.name} "
+                                  f"returned {ret}: {os.strerror(-ret)}", -ret)
+        if ret > 0:
+            warnings.warn(f"do_init_module: '{mod.name}'->init suspiciously returned {ret}, "
+                          "it should follow 0/-E convention; loading module anyway...",
+                          RuntimeWarning, stacklevel=3)
+        mod.state = MODULE_STATE_LIVE
+        for notify in self.notifiers:
+            notify(MODULE_STATE_LIVE, mod)
+
     def unload(self, mod):
-        """Unload a module (a Module or its name) like rmmod: notifiers see it GOING first,
-        then its symbols leave kallsyms and its memory is poisoned and freed."""
+        """Unload a module (a Module or its name) like rmmod: its cleanup_module() runs
+        (if its init has run), then the notifiers see it GOING, then its symbols leave
+        kallsyms and its memory is poisoned and freed.  Like delete_module(), a live module
+        with an init_module() but no cleanup_module() cannot be unloaded (EBUSY).  A fault
+        or exception in cleanup_module() is raised once the module is gone (a fault as a
+        ModuleLoadError with EFAULT)."""
         name = mod if isinstance(mod, str) else mod.name
         loaded = self.modules.get(name)
         if loaded is None or (not isinstance(mod, str) and loaded is not mod):
             raise ModuleLoadError(f"module {name} is not loaded", errno.ENOENT)
-        for notify in self.notifiers:
-            notify(MODULE_STATE_GOING, loaded)
-        self._discard(loaded)
+        error = None
+        if loaded.state == MODULE_STATE_LIVE:
+            cleanup = loaded.function(EXIT_FUNCTION)
+            if cleanup is None and loaded.function(INIT_FUNCTION) is not None:
+                raise ModuleLoadError(f"module {name} has an {INIT_FUNCTION}() but no "
+                                      f"{EXIT_FUNCTION}(): it cannot be unloaded", errno.EBUSY)
+            loaded.state = MODULE_STATE_GOING
+            if cleanup is not None:
+                try:
+                    self.call(cleanup)
+                except GuestFault as exc:
+                    error = ModuleLoadError(f"module {name}: {EXIT_FUNCTION}() faulted: "
+                                            f"{exc.oops.summary()}", errno.EFAULT)
+                    error.__cause__ = exc
+                except BaseException as exc:  # noqa: BLE001 - re-raised once it is gone
+                    error = exc
+        self._going(loaded, self.notifiers)
+        if error is not None:
+            raise error
+
+    def _going(self, mod, notifiers):
+        """Tell `notifiers` the module is GOING, then free it."""
+        mod.state = MODULE_STATE_GOING
+        try:
+            for notify in notifiers:
+                notify(MODULE_STATE_GOING, mod)
+        finally:
+            self._discard(mod)
 
     def _discard(self, mod):
         self.symbols.remove_module(mod.name)
@@ -206,6 +331,12 @@ class ModuleLoader:
             more = f" (also {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
             raise ModuleLoadError(f"{path}: Unknown symbol {unknown[0]}{more}", errno.ENOENT)
         return undef
+
+
+def _c_int(rax):
+    """An int return value as C sees it: the low 32 bits of rax, signed."""
+    value = rax & 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
 
 
 # -- reading the object ------------------------------------------------------------------

@@ -68,9 +68,20 @@ class Symbols:
     # -- lookups ---------------------------------------------------------------------
 
     def lookup_name(self, name):
-        """Address of `name` (global symbols first, like kallsyms_lookup_name), or None."""
-        sym = self._by_name.get(name)
+        """Address of `name` (global symbols first, like kallsyms_lookup_name), or None.
+        `MOD:SYM` looks SYM up in module MOD only, as kallsyms_lookup_name() does through
+        module_kallsyms_lookup_name()."""
+        sym = self._module_symbol(name) if ":" in name else self._by_name.get(name)
         return sym.addr if sym else None
+
+    def _module_symbol(self, name):
+        mod, _colon, wanted = name.partition(":")
+        found = [s for s in self._modules.get(mod, ()) if s.name == wanted]
+        return next((s for s in found if s.kind in "TD"), found[0] if found else None)
+
+    def module_symbols(self, name):
+        """The symbols of module `name` in address order ([] when it is not loaded)."""
+        return sorted(self._modules.get(name, ()), key=lambda s: (s.addr, s.name))
 
     def get(self, name):
         return self._by_name.get(name)

@@ -3,7 +3,7 @@
     kpemu boot [IMAGE] [-e DEF]... [--events-file F] [--format text|json]
                [--cmdline TEXT] [--max-insns N] [--compare-qemu]
     kpemu events --check DEF [--check DEF]... [--image IMAGE]
-    kpemu symbols [PATTERN] [--image IMAGE]
+    kpemu symbols [PATTERN] [--image IMAGE] [--module FILE.o]...
     kpemu disasm SYMBOL [--image IMAGE]
     kpemu list [-e DEF]... [--module F.o]... [--available | --blacklist] [--image IMAGE]
 
@@ -17,6 +17,7 @@ traceback appears only with --debug.
 """
 
 import argparse
+import fnmatch
 import json
 import sys
 
@@ -97,6 +98,9 @@ def build_parser():
                           "size) matching a shell pattern")
     syms.add_argument("pattern", nargs="?", default="*")
     syms.add_argument("--image", default=None)
+    syms.add_argument("--module", action="append", default=[], metavar="FILE.o",
+                      help="list this module's symbols instead, at the addresses it loads "
+                      "at (loaded in order, as `boot --module` loads them); repeatable")
 
     lst = sub.add_parser("list", parents=[common], help="what kprobes sees: the probes "
                          "registered (kprobes/list), what can be probed, the blacklist")
@@ -326,10 +330,19 @@ def cmd_compare_qemu(args, out, err):
 
 
 def cmd_symbols(args, out, err):
+    """The kernel's kallsyms entries matching PATTERN or, with --module, the modules':
+    each is loaded (not initialised: nothing runs) into a fresh machine in the order given,
+    as `kpemu boot --module` loads them, so the addresses are the ones a boot uses."""
     m = Machine(args.image)
-    found = m.symbols.match(args.pattern)
+    if args.module:
+        names = [m.load_module(path).name for path in args.module]
+        found = [s for name in names for s in m.symbols.module_symbols(name)
+                 if fnmatch.fnmatchcase(s.name, args.pattern)]
+    else:
+        found = m.symbols.match(args.pattern)
     if not found:
-        raise UsageError(f"no symbol matches {args.pattern!r}")
+        where = f" in {', '.join(args.module)}" if args.module else ""
+        raise UsageError(f"no symbol matches {args.pattern!r}{where}")
     for s in found:
         mod = f" [{s.module}]" if s.module else ""
         out.write(f"{s.addr:016x} {s.kind} {s.name} {s.size:#x}{mod}\n")

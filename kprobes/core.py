@@ -11,12 +11,18 @@ case.
 Reaches the machine only through emu.Machine's public methods.  Registration runs on the
 host between runs or inside a handler (then arming takes effect at the next instruction).
 
+A module notifier (like kprobes_module_callback()) kills the probes on a module's text
+when it goes: they become [GONE] -- out of the table the trap path reads, their slot
+freed, their byte never written again (the text is freed; another module may be loaded
+there) -- and stay registered and listed until their owner unregisters them.
+
 Must not import: unicorn.
 """
 
 import errno as _errno
 
 from emu import Machine
+from emu.modules import MODULE_STATE_GOING
 from kprobes import arch
 from kprobes.errors import KprobeError, KprobesError
 from kprobes.kretprobe import DESIGNS, KretprobeManager
@@ -44,6 +50,9 @@ class Kprobes:
         self.m = m
         self.table = {}             # probe address -> Kprobe or AggrKprobe
         self.armed = set()          # addresses whose byte is 0xCC now
+        # probe address -> [Kprobe or AggrKprobe]: probes killed with their module's text,
+        # oldest first, until unregistered (never in `table`: no trap ever finds them).
+        self.gone = {}
         self.slots = InsnSlots(m.module_area, arch.MAX_INSN_SIZE)
         # Traps taken, by the kinds the trap path sees rarely (see `traps`).
         self.rare_traps = {"fault": 0, "int3-foreign": 0, "int3-vanished": 0}
@@ -52,6 +61,7 @@ class Kprobes:
         self.arch = arch.arch_init_kprobes(self)
         m.text_originals.append(self.original_byte)
         self.kretprobes = KretprobeManager(self, kretprobe_design, flush_on_exec)
+        m.modules.notifiers.append(self.module_callback)
         m.extensions["kprobes"] = self
 
     @property
@@ -96,10 +106,11 @@ class Kprobes:
         return bytes(data)
 
     def probes(self):
-        """Every probe users registered (aggregates expanded into their children; the
-        subsystem's own trampoline probe left out)."""
+        """Every probe users registered, [GONE] ones included (aggregates expanded into
+        their children; the subsystem's own trampoline probe left out)."""
         out = []
-        for p in self.table.values():
+        tops = list(self.table.values()) + [t for tops in self.gone.values() for t in tops]
+        for p in tops:
             out.extend(c for c in (p.children if p.is_aggregate else [p])
                        if not c.internal)
         return out
@@ -179,6 +190,7 @@ class Kprobes:
         if p.registered:
             raise KprobeError(_errno.EINVAL, f"{p!r} is already registered")
         check_handlers(p, ("pre_handler", "post_handler", "fault_handler"))
+        p.gone = False              # register_kprobe() keeps only the user's DISABLED flag
         addr = self.kprobe_addr(p)
         self.check_address(addr)
         old = self.table.get(addr)
@@ -210,6 +222,9 @@ class Kprobes:
             self._arm(old)
 
     def unregister_kprobe(self, p):
+        if p.registered and p.gone:
+            self._unregister_gone(p)
+            return
         top = self.table.get(p.addr) if p.registered else None
         if top is None:
             return
@@ -231,6 +246,54 @@ class Kprobes:
             self._disarm(top)
         del self.table[top.addr]
         self.arch.remove(top)
+
+    def _unregister_gone(self, p):
+        """Unregister a [GONE] probe: it leaves the gone list and nothing is written -- its
+        slot went with it and its address may hold another module's text now."""
+        tops = self.gone[p.addr]
+        top = next(t for t in tops if t is p or (t.is_aggregate and p in t.children))
+        if top.is_aggregate:
+            top.children.remove(p)
+        if top is p or not top.children:
+            tops.remove(top)
+            if not tops:
+                del self.gone[p.addr]
+        p.owner = None
+        self.emit("unregister", probe=p, addr=p.addr)
+
+    # -- modules ------------------------------------------------------------------------
+
+    def module_callback(self, state, mod):
+        """The module notifier (kprobes_module_callback()): when `mod` goes, every probe
+        on its memory is killed.  kpemu keeps a module's init sections as long as the
+        module, so nothing is killed when it goes LIVE (Linux kills the probes on the
+        init text it frees then).  A kretprobe on the module keeps its instances in
+        flight, as kill_kprobe() leaves them: only its entry probe goes; unregistering it
+        orphans them as usual."""
+        if state != MODULE_STATE_GOING:
+            return
+        for top in [t for addr, t in self.table.items() if mod.contains(addr)]:
+            self.kill_kprobe(top)
+
+    def kill_kprobe(self, top):
+        """kill_kprobe(): the text under `top` is going away.
+
+          1. it leaves the table and the armed set without a write: the int3 goes with the
+             freed text, and restoring the byte later would write into whatever is loaded
+             there next;
+          2. it and, for an aggregate, each child are marked gone;
+          3. its instruction slot is freed (arch remove: nothing runs the copy any more).
+        """
+        del self.table[top.addr]
+        self.armed.discard(top.addr)
+        top.gone = True
+        for child in (top.children if top.is_aggregate else ()):
+            child.gone = True
+        if self.curr_kprobe is not None and self.curr_kprobe.addr == top.addr:
+            self.curr_kprobe = None
+        self.arch.remove(top)
+        self.gone.setdefault(top.addr, []).append(top)
+        self.emit("gone", addr=top.addr)
 
     def register_kprobes(self, probes):
         """All or nothing: on the first failure the ones already registered are
@@ -285,6 +348,8 @@ class Kprobes:
     def disable_kprobe(self, p):
         if not p.registered:
             raise KprobeError(_errno.EINVAL, f"{p!r} is not registered")
+        if p.gone:
+            return                  # as Linux: a gone probe counts as disabled already
         p.disabled = True
         top = self.table[p.addr]
         if top.disabled and top.addr in self.armed:
@@ -293,6 +358,8 @@ class Kprobes:
     def enable_kprobe(self, p):
         if not p.registered:
             raise KprobeError(_errno.EINVAL, f"{p!r} is not registered")
+        if p.gone:
+            raise KprobeError(_errno.EINVAL, f"{p!r}: its text has gone with its module")
         p.disabled = False
         top = self.table[p.addr]
         if self._enabled and top.addr not in self.armed:
@@ -321,16 +388,23 @@ class Kprobes:
     # -- listing ----------------------------------------------------------------------
 
     def list(self):
-        """The debugfs kprobes/list text: `<addr>  <k|r>  <sym+0xoff>  <mod> [flags]`."""
+        """The debugfs kprobes/list text (show_kprobe_addr()): `<addr>  <k|r>  <sym+0xoff>
+        <mod> [flags]`, with `[GONE]` for a probe whose module went and `[DISABLED]` for a
+        disabled one that has not gone.  Where kallsyms knows no text at the address (a
+        gone module's, with nothing loaded there since) the place is `%pS` of the bare
+        address, `0x...`."""
         lines = []
-        for addr in sorted(self.table):
-            top = self.table[addr]
-            for p in (top.children if top.is_aggregate else [top]):
-                sym = self.m.symbols.symbol_at(addr)
-                if sym is not None:
-                    where = f"{sym.name}+{addr - sym.addr:#x}  {sym.module or ' '} "
-                else:
-                    where = f"{addr:016x} "
-                flags = "[DISABLED]" if p.disabled else ""
-                lines.append(f"{addr:016x}  {p.kind}  {where}{flags}")
+        for addr in sorted(set(self.table) | set(self.gone)):
+            tops = ([self.table[addr]] if addr in self.table else []) + self.gone.get(addr, [])
+            where = self._list_place(addr)
+            for top in tops:
+                for p in (top.children if top.is_aggregate else [top]):
+                    flags = "[GONE]" if p.gone else "[DISABLED]" if p.disabled else ""
+                    lines.append(f"{addr:016x}  {p.kind}  {where}{flags}")
         return "\n".join(lines) + ("\n" if lines else "")
+
+    def _list_place(self, addr):
+        sym = self.m.symbols.symbol_at(addr) if self.m.is_kernel_text(addr) else None
+        if sym is None:
+            return f"{addr:#x} "
+        return f"{sym.name}+{addr - sym.addr:#x}  {sym.module or ' '} "

@@ -33,6 +33,9 @@ class Kprobe:
     resume_in_post_handler = False
     kind = "k"
     disabled = False    # what the user asked (disable_kprobe); an aggregate derives it
+    # KPROBE_FLAG_GONE: the module holding its text was unloaded; it stays registered (and
+    # listed) until unregistered, never armed or written again.
+    gone = False
 
     def __init__(self, addr=None, symbol_name=None, offset=0, pre_handler=None,
                  post_handler=None, fault_handler=None):
@@ -59,7 +62,7 @@ class Kprobe:
     def __repr__(self):
         where = (f"{self.symbol_name}+{self.offset:#x}" if self.symbol_name
                  else f"{self.addr:#x}" if self.addr is not None else "?")
-        state = " disabled" if self.disabled else ""
+        state = " gone" if self.gone else " disabled" if self.disabled else ""
         return f"<{type(self).__name__} {where}{state} nmissed={self.nmissed}>"
 
 

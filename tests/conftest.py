@@ -36,6 +36,40 @@ def probe_targets_o(tmp_path_factory):
     return compile_module(TARGETS / "probe_targets.c", tmp_path_factory.mktemp("mod"))
 
 
+@pytest.fixture(scope="session")
+def build_target(tmp_path_factory):
+    """build_target(name, *extra): tests/machine/targets/NAME.c built as a module (gcc
+    `extra` flags such as -DINIT_RET=5), once per session for each set of flags."""
+    built = {}
+
+    def build(name, *extra):
+        key = (name, extra)
+        if key not in built:
+            built[key] = compile_module(TARGETS / f"{name}.c",
+                                        tmp_path_factory.mktemp(name), extra)
+        return built[key]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def init_targets_o(build_target):
+    """constructors, init_module() and cleanup_module() that leave their marks."""
+    return build_target("init_targets")
+
+
+@pytest.fixture(scope="session")
+def init_fails_o(build_target):
+    """a module whose init_module() returns -ENODEV after its constructor ran."""
+    return build_target("init_fails")
+
+
+@pytest.fixture(scope="session")
+def reuse_targets_o(build_target):
+    """a module whose text covers the addresses probe_targets' functions had."""
+    return build_target("reuse_targets")
+
+
 @pytest.fixture
 def machine():
     """A machine booted to the start of the workload."""

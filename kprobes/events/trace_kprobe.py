@@ -8,7 +8,11 @@ This module owns:
     and the error a failed register_kprobe() leaves in error_log;
   * the events: kprobe_events commands turned into real kprobes and kretprobes on the
     machine, per-event enable/disable, the kprobe_events read-back, kprobe_profile, the
-    trace buffer and the error_log, and what happens at a hit.
+    trace buffer and the error_log, and what happens at a hit;
+  * events on modules (trace_kprobe_module_callback()): a `MOD:SYM` event whose module is
+    not loaded is defined all the same and registered when the module comes; when it goes,
+    its probes go [GONE] (kprobes' own notifier) and the event stays, to be registered
+    again on the new text when the module is loaded again.
 
 The fetch arguments and types are trace_probe's, the error catalogue is errors', the text
 of a trace line trace_output's.  This module sits on top of the three and is the only one
@@ -21,6 +25,7 @@ import errno as _errno
 from dataclasses import dataclass
 
 from emu import MemoryFault
+from emu.modules import MODULE_STATE_COMING
 from kprobes import KRETPROBE_MAXACTIVE_MAX, Kprobe, KprobeError, Kretprobe
 from kprobes.events.errors import ErrorCode, LogError, ProbeCommandError, ProbeSyntaxError
 from kprobes.events.ring_buffer import DEFAULT_BUFFER_SIZE_KB, RingBuffer
@@ -100,6 +105,13 @@ class ProbeDefinition:
     @property
     def is_return(self):
         return self.kind == "r"
+
+    @property
+    def module(self):
+        """MOD of a `MOD:SYM[+OFFS]` probe point, else None."""
+        if self.symbol is None or ":" not in self.symbol:
+            return None
+        return self.symbol.split(":", 1)[0]
 
     @property
     def command(self):
@@ -526,6 +538,10 @@ class KprobeEvents:
         self._need_resched = consts.get("TIF_NEED_RESCHED")
         self._ti_preempt = consts.get("TI_preempt_count")
         self._thread_size = layout.thread_size
+        # What Linux pr_warn()s to the kernel log about events: a probe deferred until its
+        # module is loaded, a probe that could not be registered again on a module's text.
+        self.log = []
+        self.m.modules.notifiers.append(self.module_callback)
 
     # -- kprobe_events ----------------------------------------------------------------
 
@@ -561,31 +577,67 @@ class KprobeEvents:
         except ProbeSyntaxError as err:
             self.error_log.append(err.format())
             raise
-        if defn.symbol is not None and defn.resolve(self.m.symbols) is None:
-            # A module symbol not loaded yet: Linux defers it; kpemu needs the module.
-            err = registration_error(defn, _errno.ENOENT)
-            self.error_log.append(err.format())
-            raise err
         tp = TraceKprobe(self, event or TraceEvent(defn.group, defn.event), defn)
         try:
-            if defn.is_return:
-                self.k.register_kretprobe(tp.probe)
-            else:
-                self.k.register_kprobe(tp.probe)
+            self._register(tp)
         except KprobeError as exc:
-            err = registration_error(defn, exc.errno)
-            if getattr(err, "err", None) in (None, ErrorCode.FAIL_REG_PROBE):
-                err.reason = str(exc)        # the log says only that it failed
-            if isinstance(err, ProbeSyntaxError):
-                self.error_log.append(err.format())
-            raise err from None
-        # A new probe of an event follows the event's switch.
-        if not tp.event.enabled:
-            self.k.disable_kprobe(tp.kprobe)
+            if exc.errno != _errno.ENOENT or self._module_loaded(defn):
+                err = registration_error(defn, exc.errno)
+                if getattr(err, "err", None) in (None, ErrorCode.FAIL_REG_PROBE):
+                    err.reason = str(exc)        # the log says only that it failed
+                if isinstance(err, ProbeSyntaxError):
+                    self.error_log.append(err.format())
+                raise err from None
+            # register_trace_kprobe(): ENOENT for a `MOD:SYM` whose module is not loaded
+            # defers the probe to the module's coming.
+            self.log.append(f"{name}: This probe might be able to register after target "
+                            "module is loaded. Continue.")
         if event is None:
             self.events[name] = tp.event
         tp.event.probes.append(tp)
         return tp
+
+    def _register(self, tp):
+        """__register_trace_kprobe(): register tp's probe, disabled unless its event is
+        enabled (a new probe of an event follows the event's switch, never armed even for
+        a moment otherwise)."""
+        tp.kprobe.disabled = not tp.event.enabled
+        if tp.defn.is_return:
+            self.k.register_kretprobe(tp.probe)
+        else:
+            self.k.register_kprobe(tp.probe)
+
+    def _unregister(self, tp):
+        if tp.defn.is_return:
+            self.k.unregister_kretprobe(tp.probe)
+        else:
+            self.k.unregister_kprobe(tp.probe)
+
+    def _module_loaded(self, defn):
+        """trace_kprobe_module_exist(): the module a `MOD:SYM` names is loaded (always
+        true for a kernel symbol or an address)."""
+        mod = defn.module
+        return mod is None or any(x.name == mod for x in self.m.loaded_modules())
+
+    def module_callback(self, state, mod):
+        """The module notifier (trace_kprobe_module_callback()): when `mod` comes, every
+        probe placed `MOD:SYM` in it -- deferred, or [GONE] with an earlier load -- is
+        unregistered (a gone probe writes nothing) and registered on the new text,
+        resolving its `@SYM` arguments again; one that fails stays unregistered, with
+        Linux's warning in `log`.  Leaving is kprobes' notifier's business."""
+        if state != MODULE_STATE_COMING:
+            return
+        for event in self.events.values():
+            for tp in event.probes:
+                if tp.defn.module != mod.name:
+                    continue
+                self._unregister(tp)
+                try:
+                    tp.defn.compile(self.m.symbols)
+                    self._register(tp)
+                except (KprobeError, ProbeCommandError) as exc:
+                    self.log.append(f"Failed to re-register probe {event.event} on "
+                                    f"{mod.name}: {-exc.errno}")
 
     def _delete(self, cmd):
         """dyn_event_release(): every probe the command matches goes, one at a time,
@@ -605,10 +657,7 @@ class KprobeEvents:
             self._remove_probe(tp)
 
     def _remove_probe(self, tp):
-        if tp.defn.is_return:
-            self.k.unregister_kretprobe(tp.probe)
-        else:
-            self.k.unregister_kprobe(tp.probe)
+        self._unregister(tp)
         event = tp.event
         event.probes.remove(tp)
         if not event.probes:
@@ -644,16 +693,21 @@ class KprobeEvents:
         return found
 
     def enable(self, name=None):
+        """Like `echo 1 > events/.../enable`: the event's registered probes are armed; a
+        deferred or [GONE] one is left as it is (__enable_trace_kprobe()) and follows the
+        switch when its module comes."""
         for event in self._select(name):
             event.enabled = True
             for tp in event.probes:
-                self.k.enable_kprobe(tp.kprobe)
+                if tp.kprobe.registered and not tp.kprobe.gone:
+                    self.k.enable_kprobe(tp.kprobe)
 
     def disable(self, name=None):
         for event in self._select(name):
             event.enabled = False
             for tp in event.probes:
-                self.k.disable_kprobe(tp.kprobe)
+                if tp.kprobe.registered:
+                    self.k.disable_kprobe(tp.kprobe)
 
     # -- trace, profile ---------------------------------------------------------------
 

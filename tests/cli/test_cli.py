@@ -98,6 +98,18 @@ def test_module_on_the_command_line(tmp_path, probe_targets_o):
     assert "  b " in r.stdout                      # the event on module text exists
 
 
+def test_module_symbols_and_a_failing_module_init_on_the_command_line(probe_targets_o,
+                                                                      init_fails_o):
+    r = kpemu("symbols", "mod_bump", "--module", str(probe_targets_o))
+    addr, kind, name, _size, mod = r.stdout.split()
+    assert r.returncode == 0 and (kind, name, mod) == ("T", "mod_bump", "[probe_targets]")
+    assert addr.startswith("ffffffff812")            # the module area
+    r = kpemu("boot", "--quiet", "--module", str(init_fails_o))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr == (f"kpemu: {init_fails_o}: init_module of module init_fails "
+                        "returned -19: No such device\n")
+
+
 def test_module_with_a_bad_relocation_is_one_clear_message(tmp_path):
     import shutil
     import subprocess as sp

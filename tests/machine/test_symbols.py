@@ -38,3 +38,25 @@ def test_lookup_addr_formats_like_kallsyms(image_path):
     assert m.symbols.format(fib.addr + 4) == f"fib+0x4/{fib.size:#x}"
     assert m.symbols.lookup_addr(0x1234) is None and m.symbols.format(0x1234) == "0x1234"
     assert m.symbols.get("kretprobe_trampoline").elf_size == 1
+
+
+def test_mod_colon_sym_looks_only_in_that_module(tmp_path):
+    from tests.conftest import compile_module
+
+    src = tmp_path / "shadow.c"
+    src.write_text("long fib(long n) { return n + 1000; }\n"
+                   "static long helper(long n) { return n; }\n"
+                   "long (*use)(long) = helper;\n")
+    m = Machine()
+    kernel_fib = m.symbols.lookup_name("fib")
+    mod = m.load_module(compile_module(src, tmp_path))
+    mod_fib = next(s.value for s in mod.symbols if s.name == "fib")
+    assert m.symbols.lookup_name("fib") == kernel_fib         # the kernel's comes first
+    assert m.symbols.lookup_name("shadow:fib") == mod_fib != kernel_fib
+    assert m.symbols.lookup_name("shadow:helper") is not None  # locals too, as kallsyms
+    assert m.symbols.lookup_name("shadow:printk") is None      # never outside the module
+    assert m.symbols.lookup_name("nomod:fib") is None
+    syms = m.symbols.module_symbols("shadow")
+    assert sorted(s.name for s in syms) == ["fib", "helper", "use"]
+    assert [s.addr for s in syms] == sorted(s.addr for s in syms)
+    assert m.symbols.module_symbols("nomod") == []
