@@ -9,6 +9,9 @@ import pytest
 from emu import Machine
 from emu.machine import DEFAULT_IMAGE
 
+# The kpemu plugin (kprobes/pytest_plugin.py) is tested with inner pytest sessions.
+pytest_plugins = ["pytester"]
+
 TARGETS = Path(__file__).resolve().parent / "machine" / "targets"
 # The kernel's own code-generation flags (kernel_images/toykernel/Makefile), so a module
 # is built like a kernel module.
