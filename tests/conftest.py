@@ -39,14 +39,6 @@ def probe_targets_o(tmp_path_factory):
     return compile_module(TARGETS / "probe_targets.c", tmp_path_factory.mktemp("mod"))
 
 
-@pytest.fixture
-def machine():
-    """A machine booted to the start of the workload."""
-    m = Machine()
-    m.boot()
-    return m
-
-
 @pytest.fixture(scope="session")
 def reference_run():
     """The unprobed default workload run to power-off once: console, clock, tasks."""
