@@ -2,10 +2,10 @@
 
 import sys
 
-from bench import kprobes_speed, kretprobes_speed, machine_speed
+from bench import kprobes_speed, kretprobes_speed, machine_speed, snapshot_speed
 
 BENCHES = {"machine": machine_speed.run, "kprobes": kprobes_speed.run,
-           "kretprobes": kretprobes_speed.run}
+           "kretprobes": kretprobes_speed.run, "snapshot": snapshot_speed.run}
 
 
 def main(argv):

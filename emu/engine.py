@@ -324,3 +324,21 @@ class Engine:
         """Drop translated blocks covering [va, va+size): a write to code is not seen
         otherwise.  Takes effect at the next block boundary, also from inside a hook."""
         self.uc.ctl_remove_cache(va, va + size)
+
+    def flush_all_code(self):
+        """Drop every translated block (after RAM changed under the whole cache: a
+        restore onto a snapshot other than the one RAM is a view of)."""
+        self.uc.ctl_flush_tb()
+
+    def flush_tlb(self):
+        """Drop the soft TLB (guest virtual -> host pages): after the page tables or the
+        CPU context were put back behind the CPU's back (a snapshot restore)."""
+        status = uclib.uc_ctl(self._uch, ctypes.c_int(
+            (uc_const.UC_CTL_IO_WRITE << 30) | uc_const.UC_CTL_TLB_FLUSH))
+        if status != uc_const.UC_ERR_OK:
+            raise MachineError(f"uc_ctl(TLB_FLUSH) failed: {UcError(status)}")
+
+    @property
+    def ram_address(self):
+        """The host address of guest RAM (what Unicorn was given with mem_map_ptr)."""
+        return ctypes.addressof(self._ram_obj)

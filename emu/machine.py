@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from emu import interrupts
+from emu import interrupts, snapshot
 from emu.clock import Clock
 from emu.cpu import X86_EFLAGS_IF, X86_EFLAGS_TF
 from emu.devices.debug_exit import DebugExit
@@ -320,6 +320,18 @@ class Machine:
         if not self.booted:
             self.boot()
         return self._run(max_insns)
+
+    def snapshot(self):
+        """The whole machine now, for restore(): RAM (copy-on-write), CPU, clock, devices,
+        modules and symbols, run state, what other layers plugged in (emu/snapshot.py says
+        exactly what, and when it is refused)."""
+        return snapshot.take(self)
+
+    def restore(self, snap):
+        """Put the machine back as it was at `snap` (taken of this machine): it then runs
+        byte-identically to the machine the snapshot was taken of.  A layer installed
+        since (kprobes) is gone with everything it wrote into the guest."""
+        snapshot.restore(self, snap)
 
     @contextmanager
     def _sigint_stops_the_guest(self):

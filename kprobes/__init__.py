@@ -8,6 +8,8 @@ plus the kprobe_events language, the CLI and the pytest plugin.
   arch/x86_64/   everything that knows x86: the instruction layer, the trap path (Python
                  and C), the kretprobe trampoline's handlers
   events/        the kprobe_events language and the trace
+  pytest_plugin  the pytest plugin (entry point pytest11 `kpemu`): machine, kprobes and
+                 kprobe_events fixtures, the kpemu marker and options, failure reports
 
 Imports point one way: kprobes -> emu -> unicorn; inside, core -> kretprobe -> arch ->
 probe -> errors, with no circle.

@@ -189,6 +189,9 @@ class Kprobes:
     def register_kprobe(self, p):
         if p.registered:
             raise KprobeError(_errno.EINVAL, f"{p!r} is already registered")
+        if self.m.extensions.get("kprobes") is not self:
+            raise KprobesError("this Kprobes is no longer installed on its machine (an "
+                               "m.restore() to a snapshot from before it detached it)")
         check_handlers(p, ("pre_handler", "post_handler", "fault_handler"))
         p.gone = False              # register_kprobe() keeps only the user's DISABLED flag
         addr = self.kprobe_addr(p)

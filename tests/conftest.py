@@ -9,6 +9,9 @@ import pytest
 from emu import Machine
 from emu.machine import DEFAULT_IMAGE
 
+# The kpemu plugin (kprobes/pytest_plugin.py) is tested with inner pytest sessions.
+pytest_plugins = ["pytester"]
+
 TARGETS = Path(__file__).resolve().parent / "machine" / "targets"
 # The kernel's own code-generation flags (kernel_images/toykernel/Makefile), so a module
 # is built like a kernel module.
@@ -68,14 +71,6 @@ def init_fails_o(build_target):
 def reuse_targets_o(build_target):
     """a module whose text covers the addresses probe_targets' functions had."""
     return build_target("reuse_targets")
-
-
-@pytest.fixture
-def machine():
-    """A machine booted to the start of the workload."""
-    m = Machine()
-    m.boot()
-    return m
 
 
 @pytest.fixture(scope="session")

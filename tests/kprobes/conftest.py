@@ -4,8 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from emu import Machine
-from kprobes import Kprobes
 from kprobes.arch.x86_64 import trap as arch_trap
 
 TARGETS = Path(__file__).resolve().parent / "targets"
@@ -38,12 +36,9 @@ def trap_path(request, monkeypatch):
 
 
 @pytest.fixture
-def km():
-    """(machine, kprobes): kprobes installed before boot, as ARCHITECTURE.md shows."""
-    m = Machine()
-    k = Kprobes(m)
-    m.boot()
-    return m, k
+def km(machine, kprobes):
+    """(machine, kprobes): the plugin's fresh booted machine and its Kprobes."""
+    return machine, kprobes
 
 
 def sym(m, name):
