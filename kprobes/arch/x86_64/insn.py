@@ -48,6 +48,12 @@ class Resume(IntEnum):
     JMP_ABS = _trap.RESUME_JMP_ABS      # indirect jmp: keep rip
 
 
+# The members resume_execution() compares with, as plain module names: an enum member's
+# lookup on its class costs more than the whole fix-up of a relocated step.
+_RET, _PUSHF = Resume.RET, Resume.PUSHF
+_PUSHES_RETURN = (Resume.CALL, Resume.CALL_ABS)
+_KEEPS_IP = (Resume.CALL_ABS, Resume.JMP_ABS)
+
 # Instructions that cannot be single-stepped out of line here (mnemonic -> why).
 NOT_STEPPABLE = {
     "iret": "iret pops an absolute rip and flags",
@@ -208,15 +214,15 @@ def resume_execution(ainsn, probe_addr, ip, flags, old_flags, read_sp, read_u64,
     slot = ainsn.slot
     flags &= ~X86_EFLAGS_TF
     resume = ainsn.resume
-    if resume == Resume.RET:
+    if resume == _RET:
         return ip, flags
-    if resume == Resume.PUSHF:
+    if resume == _PUSHF:
         sp = read_sp()
         image = read_u64(sp)
         write_u64(sp, (image & ~(X86_EFLAGS_TF | X86_EFLAGS_IF)) | old_flags)
-    elif resume in (Resume.CALL, Resume.CALL_ABS):
+    elif resume in _PUSHES_RETURN:
         sp = read_sp()
         write_u64(sp, probe_addr + (read_u64(sp) - slot))
-    if resume not in (Resume.CALL_ABS, Resume.JMP_ABS):
+    if resume not in _KEEPS_IP:
         ip = probe_addr + (ip - slot)
     return ip, flags

@@ -246,7 +246,9 @@ class ArchKprobes:
                 # per-CPU state here; 2.6.13 left it to the handler).
                 kcb.unlock()
                 return ip, flags
-        return self._singlestep(p, flags)
+        resume = self.prepare_singlestep(p, flags)
+        kcb.status = KPROBE_HIT_SS
+        return resume
 
     def _singlestep(self, p, flags):
         resume = self.prepare_singlestep(p, flags)
