@@ -17,6 +17,7 @@ traceback appears only with --debug.
 
 import argparse
 import json
+import os
 import sys
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
@@ -24,7 +25,7 @@ from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 from emu import EmuError, Machine
 from emu.machine import DEFAULT_IMAGE
 from emu.qemu import compare
-from kprobes import Kprobes
+from kprobes import Kprobes, KprobesError
 from kprobes.events import KprobeEvents, ProbeCommandError, ProbeSyntaxError
 
 EXIT_BAD_INPUT = 2
@@ -103,14 +104,69 @@ def _positive(text):
     return value
 
 
+class EventsFileError(KprobesError):
+    """An --events-file that cannot be read as probe definitions: not found, a directory,
+    larger than EVENTS_FILE_MAX, not UTF-8 text, a NUL byte, a line Linux would refuse."""
+
+
+# Linux's kprobe_events takes a write of any length, but parses it in WRITE_BUFSIZE (4096)
+# pieces and refuses a line of WRITE_BUFSIZE - 2 bytes or more (trace_parse_run_command()).
+# A file is bounded too, so /dev/zero or a runaway generator ends at once: 1 MiB is some
+# ten thousand definitions, far more probes than a run can carry.
+EVENTS_FILE_MAX = 1 << 20
+EVENTS_LINE_MAX = 4096 - 2
+
+
+def read_events_file(path):
+    """The lines of a probe-definitions file, as `for line in open(path)` gives them, or
+    EventsFileError.  Any readable file works, a pipe too (`--events-file <(...)`), but at
+    most EVENTS_FILE_MAX bytes are read: an endless stream fails at once, never hangs."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise EventsFileError(f"{path}: {exc.strerror}") from None
+    try:
+        # O_NONBLOCK only so that opening a FIFO with no writer returns; reads then block
+        # for data as `cat` would (a FIFO nobody writes to reads as empty).
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(EVENTS_FILE_MAX + 1)
+    except IsADirectoryError:
+        raise EventsFileError(f"{path}: is a directory, not a file of probe "
+                              "definitions") from None
+    except OSError as exc:
+        raise EventsFileError(f"{path}: cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > EVENTS_FILE_MAX:
+        raise EventsFileError(f"{path}: more than the {EVENTS_FILE_MAX >> 20} MiB kpemu reads "
+                              "from an events file")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise EventsFileError(f"{path}: UTF-16 text (it starts with a byte-order mark); "
+                              "probe definitions are ASCII or UTF-8")
+    lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    out = []
+    for number, raw in enumerate(lines, 1):
+        if b"\0" in raw:
+            raise EventsFileError(f"{path}: line {number} has a NUL byte at column "
+                                  f"{raw.index(0) + 1}: a binary file, or UTF-16 text?")
+        if len(raw) >= EVENTS_LINE_MAX:
+            raise EventsFileError(f"{path}: line {number} is {len(raw)} bytes long; like "
+                                  f"Linux, kpemu takes lines shorter than {EVENTS_LINE_MAX}")
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise EventsFileError(f"{path}: line {number} is not UTF-8 text (byte "
+                                  f"{raw[exc.start]:#04x} at column {exc.start + 1})") from None
+    return out
+
+
 def _definitions(args):
     lines = list(args.events)
     if args.events_file:
-        try:
-            with open(args.events_file) as f:
-                lines += [ln.rstrip("\n") for ln in f]
-        except OSError as exc:
-            raise UsageError(f"{args.events_file}: {exc.strerror}") from None
+        lines += read_events_file(args.events_file)
     return [ln for ln in lines if ln.split("#", 1)[0].strip()]
 
 
@@ -281,6 +337,11 @@ def main(argv=None, out=None, err=None):
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args, out, err)
+    except EventsFileError as exc:
+        if debug:
+            raise
+        err.write(f"kpemu: {exc}\n")
+        return EXIT_BAD_INPUT
     except UsageError as exc:
         if debug:
             raise
