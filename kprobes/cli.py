@@ -18,6 +18,7 @@ traceback appears only with --debug.
 import argparse
 import json
 import os
+import signal
 import sys
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
@@ -31,6 +32,8 @@ from kprobes.events import KprobeEvents, ProbeCommandError, ProbeSyntaxError
 EXIT_BAD_INPUT = 2
 EXIT_OOPS = 3
 EXIT_LIMIT = 4
+# What a shell reports for a tool killed by SIGPIPE (`kpemu boot | head`).
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 class UsageError(Exception):
@@ -336,7 +339,17 @@ def main(argv=None, out=None, err=None):
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args, out, err)
+        status = COMMANDS[args.command](args, out, err)
+        out.flush()                   # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        if debug:
+            raise
+        # The reader went away (`kpemu boot | head`): stop quietly, as a Unix tool killed
+        # by SIGPIPE does.  Python's docs (signal, "Note on SIGPIPE"): point the closed
+        # stream at /dev/null, or the interpreter's last flush raises once more.
+        _discard_output(out, err)
+        return EXIT_BROKEN_PIPE
     except EventsFileError as exc:
         if debug:
             raise
@@ -365,6 +378,19 @@ def main(argv=None, out=None, err=None):
     except KeyboardInterrupt:
         err.write("kpemu: interrupted\n")
         return 130
+
+
+def _discard_output(*streams):
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in streams:
+            try:
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):
+                continue              # not a file (a test's StringIO): nothing to flush later
+            os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":
