@@ -221,9 +221,10 @@ def _read_file(path):
     try:
         with f:
             elfcheck.check_size(f, size, MODULE_MAX_SIZE, "module", fail)
-            # Read one byte more than the limit: a file that grew since fstat() is caught.
+            # As many bytes as fstat() said, and one more to catch a file that grew since
+            # (read(n) allocates n bytes up front: never ask for the limit itself).
             f.seek(0)
-            blob = f.read(MODULE_MAX_SIZE + 1)
+            blob = f.read(size + 1)
     except OSError as exc:
         raise ModuleLoadError(f"{path}: cannot read: {exc.strerror}", exc.errno) from None
     if len(blob) > MODULE_MAX_SIZE:
