@@ -12,7 +12,8 @@ entry: the message, the command, a caret under the offending character); a guest
 prints the report and exits 3; a run cut off by --max-insns exits 4; otherwise the exit status is the guest's (the value it wrote to
 isa-debug-exit).  With --compare-qemu the status is 0 when QEMU icount printed the same
 bytes and exit code, 1 when it did not, 2 when qemu-system-x86_64 is not installed.  A
-traceback appears only with --debug.
+reader closing the output pipe (`kpemu boot | head`) ends kpemu quietly with 141, the status
+of a tool killed by SIGPIPE.  A traceback appears only with --debug.
 """
 
 import argparse
