@@ -24,8 +24,10 @@ import struct
 ELF_MAGIC = b"\x7fELF"
 EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 PHDR_SIZE = 56
-# p_offset and p_filesz of one program header, the rest skipped
-PHDR_EXTENT = struct.Struct("<8xQ16xQ16x")
+# p_type, p_offset and p_filesz of one program header, the rest skipped
+PHDR_EXTENT = struct.Struct("<I4xQ16xQ16x")
+PT_NOTE = 4
+NHDR = struct.Struct("<III")
 SHDR = struct.Struct("<IIQQQQIIQQ")
 SYM = struct.Struct("<IBBHQQ")
 
@@ -110,10 +112,12 @@ def check_headers(f, size, fail):
             raise fail(f"truncated: program headers end at {phoff + phnum * PHDR_SIZE:#x} "
                        f"past the file's {size:#x} bytes", errno.ENOEXEC)
         table = read_at(f, phoff, phnum * PHDR_SIZE)
-        for p_offset, p_filesz in PHDR_EXTENT.iter_unpack(table):
+        for p_type, p_offset, p_filesz in PHDR_EXTENT.iter_unpack(table):
             if p_offset + p_filesz > size:
                 raise fail(f"truncated: a segment ends at byte {p_offset + p_filesz:#x} but "
                            f"the file has {size:#x} bytes", errno.ENOEXEC)
+            if p_type == PT_NOTE:
+                check_notes(f, p_offset, p_filesz, fail)
     if shoff == 0:
         return []                    # no section header table (pyelftools: no sections)
     if shentsize != SHDR.size:
@@ -147,6 +151,23 @@ def check_headers(f, size, fail):
             raise bad(f"section {i}'s name at {sec[0]:#x} is outside the section name "
                       f"table ({names[5]:#x} bytes)")
     return sections
+
+
+def check_notes(f, offset, size, fail):
+    """Every note of the note segment at `offset` must end inside it: pyelftools reads a
+    note's name and descriptor with the sizes its header states, and read(n) allocates n
+    bytes before it finds the file shorter.  Walks the notes as pyelftools' iter_notes()
+    does (a header of three words, the name and the descriptor each padded to 4 bytes)."""
+    end = offset + size
+    pos = offset
+    while pos + NHDR.size < end:
+        namesz, descsz, _type = NHDR.unpack(read_at(f, pos, NHDR.size))
+        desc_end = pos + NHDR.size + (namesz + 3 & ~3) + descsz
+        if desc_end > end:
+            raise fail(f"malformed ELF: the note at {pos:#x} (name {namesz:#x} bytes, "
+                       f"descriptor {descsz:#x}) runs past its segment's end at {end:#x}",
+                       errno.ENOEXEC)
+        pos = pos + NHDR.size + (namesz + 3 & ~3) + (descsz + 3 & ~3)
 
 
 def check_string_table(f, sec, what, fail):
