@@ -98,8 +98,12 @@ class Machine:
         self.symbols = Symbols()
         self.symbols.load_kernel(self.image)
         self.layout = TaskLayout(self.image)
-        self.module_area = ModuleArea(self.image.symbol_value("__module_area_start"),
-                                      self.image.symbol_value("__module_area_end"))
+        area_start = self.image.symbol_value("__module_area_start")
+        area_end = self.image.symbol_value("__module_area_end")
+        if not area_start < area_end:
+            raise ImageError(f"{self.image.path}: empty module area (__module_area_start "
+                             f"{area_start:#x}, __module_area_end {area_end:#x})")
+        self.module_area = ModuleArea(area_start, area_end)
         self._kernel_text = list(self.image.text_ranges)
         self._modules = None
 
@@ -166,6 +170,10 @@ class Machine:
             raise ImageError(f"{self.image.path}: its page tables do not map _text at "
                              f"{start:#x} to {start - START_KERNEL_MAP:#x}")
         self.mem.kernel_map_checked = True
+        area = self.module_area
+        if not (self.mem.mapped(area.start) and self.mem.mapped(area.end - 1)):
+            raise ImageError(f"{self.image.path}: its page tables do not map the module area "
+                             f"{area.start:#x}-{area.end:#x}")
         eng.set_reg("si", 0x7000)
         eng.set_reg("ip", self.image.entry)
 
