@@ -35,6 +35,12 @@ class Field:
     offset: int      # in the file
     size: int        # bytes: 1, 2, 4 or 8 (little-endian)
 
+    @property
+    def in_header(self):
+        """A field of the ELF header or of a program or section header (not of an entry
+        of a symbol table, relocation section or note)."""
+        return self.name.startswith(("e_", "phdr[", "shdr[")) and ".note[" not in self.name
+
 
 _EHDR = [("e_ident[EI_CLASS]", 4, 1), ("e_ident[EI_DATA]", 5, 1),
          ("e_ident[EI_VERSION]", 6, 1), ("e_type", 16, 2), ("e_machine", 18, 2),
@@ -52,8 +58,8 @@ _RELA = [("r_offset", 0, 8), ("r_type", 8, 4), ("r_sym", 12, 4), ("r_addend", 16
 _NHDR = [("n_namesz", 0, 4), ("n_descsz", 4, 4), ("n_type", 8, 4)]
 
 # Per table, at most this many entries get their fields named: the first ones and then
-# every k-th, so a 300-symbol table does not drown the headers in the draw.
-_MAX_ENTRIES = 48
+# every k-th (a guard against a huge seed; the committed ones are far below it).
+_MAX_ENTRIES = 4096
 
 
 def _spread(count):

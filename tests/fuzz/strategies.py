@@ -11,9 +11,13 @@ from tests.fuzz import mutations as mu
 
 
 def elf_ops(seed, max_ops=3):
-    """Lists of mutations of the ELF file `seed`: about half set a named header field to a
-    boundary value or a random one, the rest flip, cut, clear, insert, delete or copy bytes."""
+    """Lists of mutations of the ELF file `seed`: a third set a header field (ELF, program
+    or section header) to a boundary value or a random one, a third do the same to a field
+    of a symbol, relocation or note (there are far more of those: drawn from one pool they
+    would crowd the headers out), the rest flip, cut, clear, insert, delete or copy bytes."""
     fields = mu.elf64_fields(seed)
+    headers = [f for f in fields if f.in_header]
+    entries = [f for f in fields if not f.in_header]
     cuts = mu.elf64_boundaries(seed)
     n = len(seed)
 
@@ -23,7 +27,8 @@ def elf_ops(seed, max_ops=3):
                           st.integers(0, (1 << 8 * field.size) - 1))
         return value.map(lambda v: ("set", field.offset, field.size, v))
 
-    set_field = st.sampled_from(fields).flatmap(field_op)
+    set_header = st.sampled_from(headers).flatmap(field_op)
+    set_entry = st.sampled_from(entries).flatmap(field_op)
     pos = st.integers(0, n - 1)
     byte_ops = st.one_of(
         st.tuples(st.just("xor"), pos, st.integers(1, 255)),
@@ -33,7 +38,8 @@ def elf_ops(seed, max_ops=3):
         st.tuples(st.just("delete"), pos, st.integers(1, 64)),
         st.tuples(st.just("copy"), pos, pos, st.integers(1, 64)),
     )
-    return st.lists(st.one_of(set_field, set_field, byte_ops), min_size=1, max_size=max_ops)
+    return st.lists(st.one_of(set_header, set_entry, byte_ops), min_size=1,
+                    max_size=max_ops)
 
 
 def definition_text(seeds):
