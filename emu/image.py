@@ -22,7 +22,7 @@ from emu import elfcheck
 from emu.errors import ImageError
 
 # Far above any kernel image kpemu can boot: the loadable part must fit the machine's
-# 128 MiB of RAM, and a Linux vmlinux is some 50-60 MB without debug info, a few hundred MB
+# 128 MiB of RAM, and a Linux vmlinux is some 50-60 MB without debug info, several hundred MB
 # with it.  The file is streamed, never read whole, so the limit bounds the work, not memory.
 IMAGE_MAX_SIZE = 1 << 30
 
@@ -108,14 +108,14 @@ def load_image(path, ram_size=None):
         elfcheck.check_size(f, size, IMAGE_MAX_SIZE, "kernel image", fail)
         try:
             sections = elfcheck.check_headers(f, size, fail)
-            return _parse(path, f, sections, ram_size)
+            return _parse(path, f, sections, ram_size, fail)
         except ELFError as exc:
             raise fail(f"malformed ELF: {exc}") from None
         except OSError as exc:
             raise fail(f"cannot read: {exc.strerror}") from None
 
 
-def _parse(path, f, raw_sections, ram_size):
+def _parse(path, f, raw_sections, ram_size, fail):
     elf = ELFFile(f)
     if elf["e_machine"] != "EM_X86_64":
         raise ImageError(f"{path}: ELF for machine {elf['e_machine']}, kpemu emulates x86_64")
@@ -162,8 +162,7 @@ def _parse(path, f, raw_sections, ram_size):
     if symtab["sh_type"] != "SHT_SYMTAB":
         raise ImageError(f"{path}: malformed ELF: .symtab is not a symbol table "
                          f"({symtab['sh_type']})")
-    elfcheck.check_symtab(f, raw_sections, symtab_index,
-                          lambda message, _errno: ImageError(f"{path}: {message}"))
+    elfcheck.check_symtab(f, raw_sections, symtab_index, fail)
     symbols = []
     constants = {}
     for sym in symtab.iter_symbols():

@@ -216,7 +216,7 @@ class ModuleLoader:
 def _read_file(path):
     """The whole object, read only if it is a regular file of at most MODULE_MAX_SIZE bytes
     (a device or a FIFO could never end; a forged 2 GB file is refused unread)."""
-    fail = lambda message, err: ModuleLoadError(f"{path}: {message}", err)   # noqa: E731
+    fail = _failure(path)
     f, size = elfcheck.open_regular(path, "module", fail)
     try:
         with f:
@@ -254,13 +254,20 @@ def _parse(path, blob):
         raise ModuleLoadError(f"{path}: malformed ELF: {exc}", errno.ENOEXEC) from None
 
 
+def _failure(path):
+    """emu.elfcheck's `fail` for this file: its message as a ModuleLoadError."""
+    def fail(message, err):
+        return ModuleLoadError(f"{path}: {message}", err)
+    return fail
+
+
 def _malformed(path, what):
     return ModuleLoadError(f"{path}: malformed ELF: {what}", errno.ENOEXEC)
 
 
 def _read_object(path, blob):
     stream = io.BytesIO(blob)
-    fail = lambda message, err: ModuleLoadError(f"{path}: {message}", err)   # noqa: E731
+    fail = _failure(path)
     raw_sections = elfcheck.check_headers(stream, len(blob), fail)
     elf = ELFFile(stream)
     if elf["e_machine"] != "EM_X86_64":
