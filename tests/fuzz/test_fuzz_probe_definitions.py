@@ -14,7 +14,7 @@ from hypothesis import given
 
 from emu import Machine
 from kprobes import Kprobes
-from kprobes.events import KprobeEvents, ProbeDefinition, parse_command
+from kprobes.events import KprobeEvents, ProbeDefinition, TraceKprobe, parse_command
 from tests.fuzz import strategies as fs
 from tests.fuzz.harness import fuzz_settings, run_input
 from tests.fuzz.seeds import probe_definitions
@@ -54,9 +54,8 @@ def test_parse_command(symbols, line):
 def command_then_clear(events, line):
     try:
         result = events.command(line)
-        listing = events.listing()
-        if isinstance(result, ProbeDefinition) or getattr(result, "defn", None):
-            assert listing, "an event was created but kprobe_events lists nothing"
+        if isinstance(result, TraceKprobe):
+            assert events.listing() == result.defn.canonical() + "\n"
         return result
     finally:
         events.clear()
