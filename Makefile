@@ -8,7 +8,7 @@ QEMU   ?= qemu-system-x86_64
 IMAGE  ?= kernel_images/toykernel/vmlinux
 APPEND ?=
 
-.PHONY: run test images bench qemu qemu-for-tests clean
+.PHONY: run test fuzz images bench qemu qemu-for-tests clean
 
 $(STAMP): pyproject.toml setup.py emu/_fastpath.c emu/kpemu.h kprobes/arch/x86_64/trap.c
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ qemu-for-tests:
 	  echo "make: qemu-system-x86_64 not found and not installed (needs root and apt-get):" \
 	       "the QEMU tests will skip"; \
 	fi
+
+# The fuzz campaign's long form (tests/fuzz): FUZZ_EXAMPLES fresh random inputs per category
+# instead of the few hundred fixed ones `make test` runs; prints the figures at the end.
+FUZZ_EXAMPLES ?= 5000
+fuzz: $(STAMP)
+	KPEMU_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz
 
 images:
 	$(MAKE) -C kernel_images/toykernel

@@ -2,8 +2,10 @@
 entry points, symbol table, asm-offsets constants and PVH note; and the boot information
 (a PVH hvm_start_info) kpemu hands the kernel in %rsi.
 
-Every problem with the file becomes one ImageError naming it (missing, not ELF, another
-class or machine, not an executable, truncated); ELFError never escapes.
+Every problem with the file becomes one ImageError naming it (missing, not a regular file,
+over IMAGE_MAX_SIZE, not ELF, another class or machine, not an executable, truncated, a
+header field pointing outside the file); emu.elfcheck checks the raw headers before
+pyelftools reads them, so ELFError and the library's internal errors never escape.
 
 Must not import: unicorn, kprobes.
 """
@@ -16,7 +18,13 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
+from emu import elfcheck
 from emu.errors import ImageError
+
+# Far above any kernel image kpemu can boot: the loadable part must fit the machine's
+# 128 MiB of RAM, and a Linux vmlinux is some 50-60 MB without debug info, several hundred MB
+# with it.  The file is streamed, never read whole, so the limit bounds the work, not memory.
+IMAGE_MAX_SIZE = 1 << 30
 
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 HVM_START_MAGIC = 0x336EC578
@@ -70,37 +78,45 @@ class KernelImage:
         raise ImageError(f"{self.path}: no symbol {name}")
 
 
-def load_image(path):
-    """Read and check a kernel image; raise ImageError with the reason if it is unusable."""
+def load_image(path, ram_size=None):
+    """Read and check a kernel image; raise ImageError with the reason if it is unusable.
+
+    The file is never read whole: after the header and the raw section headers are checked
+    (emu.elfcheck), pyelftools reads from the open file only the program headers, the
+    loadable segments (each checked to lie in the file and, with `ram_size`, to fit in
+    guest RAM before it is read), the notes and the symbol table."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ImageError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise ImageError(f"{path}: is a directory, not a kernel image")
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read: {exc.strerror}") from None
-    if blob[:4] != b"\x7fELF":
-        raise ImageError(f"{path}: not an ELF file")
-    if len(blob) < 64:
-        raise ImageError(f"{path}: truncated ELF header ({len(blob)} bytes)")
-    if blob[4] != 2:
-        raise ImageError(f"{path}: ELF class {'ELF32' if blob[4] == 1 else blob[4]}, "
-                         "kpemu boots ELF64 images only")
-    try:
-        return _parse(path, blob)
-    except ELFError as exc:
-        raise ImageError(f"{path}: malformed ELF: {exc}") from None
-    except (struct.error, ValueError, IndexError) as exc:
-        raise ImageError(f"{path}: malformed or truncated ELF ({exc})") from None
+
+    def fail(message, _errno=None):
+        return ImageError(f"{path}: {message}")
+
+    f, size = elfcheck.open_regular(path, "kernel image", fail)
+    with f:
+        try:
+            head = f.read(64)
+        except OSError as exc:
+            raise fail(f"cannot read: {exc.strerror}") from None
+        if head[:4] != b"\x7fELF":
+            raise fail("not an ELF file")
+        if len(head) < 64:
+            raise fail(f"truncated ELF header ({len(head)} bytes)")
+        if head[4] != 2:
+            raise fail(f"ELF class {'ELF32' if head[4] == 1 else head[4]}, "
+                       "kpemu boots ELF64 images only")
+        if head[5] != 1:
+            raise fail("big-endian ELF, kpemu boots little-endian x86_64 images only")
+        elfcheck.check_size(f, size, IMAGE_MAX_SIZE, "kernel image", fail)
+        try:
+            sections = elfcheck.check_headers(f, size, fail)
+            return _parse(path, f, sections, ram_size, fail)
+        except ELFError as exc:
+            raise fail(f"malformed ELF: {exc}") from None
+        except OSError as exc:
+            raise fail(f"cannot read: {exc.strerror}") from None
 
 
-def _parse(path, blob):
-    import io
-
-    elf = ELFFile(io.BytesIO(blob))
+def _parse(path, f, raw_sections, ram_size, fail):
+    elf = ELFFile(f)
     if elf["e_machine"] != "EM_X86_64":
         raise ImageError(f"{path}: ELF for machine {elf['e_machine']}, kpemu emulates x86_64")
     if elf["e_type"] != "ET_EXEC":
@@ -109,11 +125,15 @@ def _parse(path, blob):
     segments = []
     pvh_entry = None
     for seg in elf.iter_segments():
-        end = seg["p_offset"] + seg["p_filesz"]
-        if seg["p_type"] in ("PT_LOAD", "PT_NOTE") and end > len(blob):
-            raise ImageError(f"{path}: truncated: a segment ends at byte {end:#x} "
-                             f"but the file has {len(blob):#x} bytes")
         if seg["p_type"] == "PT_LOAD":
+            if seg["p_filesz"] > seg["p_memsz"]:
+                raise ImageError(f"{path}: malformed ELF: a segment at {seg['p_paddr']:#x} "
+                                 f"holds {seg['p_filesz']:#x} bytes of file in "
+                                 f"{seg['p_memsz']:#x} bytes of memory")
+            if ram_size is not None and seg["p_paddr"] + seg["p_memsz"] > ram_size:
+                raise ImageError(f"{path}: segment at {seg['p_paddr']:#x} "
+                                 f"(+{seg['p_memsz']:#x}) does not fit in "
+                                 f"{ram_size >> 20} MiB")
             segments.append(Segment(seg["p_paddr"], seg["p_vaddr"], seg.data(),
                                     seg["p_memsz"], seg["p_flags"]))
         elif seg["p_type"] == "PT_NOTE":
@@ -128,14 +148,21 @@ def _parse(path, blob):
 
     sections = {}
     text_ranges = []
-    for sec in elf.iter_sections():
+    symtab_index = None
+    for index, sec in enumerate(elf.iter_sections()):
+        if sec.name == ".symtab" and symtab_index is None:
+            symtab_index = index
         if sec["sh_flags"] & SH_FLAGS.SHF_ALLOC:
             sections[sec.name] = (sec["sh_addr"], sec["sh_size"], sec["sh_flags"])
             if sec["sh_flags"] & SH_FLAGS.SHF_EXECINSTR and sec["sh_size"]:
                 text_ranges.append((sec["sh_addr"], sec["sh_addr"] + sec["sh_size"]))
-    symtab = elf.get_section_by_name(".symtab")
-    if symtab is None:
+    if symtab_index is None:
         raise ImageError(f"{path}: no symbol table (kpemu needs an unstripped image)")
+    symtab = elf.get_section(symtab_index)
+    if symtab["sh_type"] != "SHT_SYMTAB":
+        raise ImageError(f"{path}: malformed ELF: .symtab is not a symbol table "
+                         f"({symtab['sh_type']})")
+    elfcheck.check_symtab(f, raw_sections, symtab_index, fail)
     symbols = []
     constants = {}
     for sym in symtab.iter_symbols():
@@ -152,6 +179,9 @@ def _parse(path, blob):
             continue
         if not isinstance(shndx, int):
             continue
+        if shndx >= len(raw_sections):
+            raise ImageError(f"{path}: malformed ELF: symbol {sym.name} in section index "
+                             f"{shndx} of {len(raw_sections)}")
         sec = elf.get_section(shndx)
         symbols.append(ElfSymbol(sym.name, sym["st_value"], sym["st_size"], info["type"],
                                  info["bind"], sec.name,

@@ -38,7 +38,7 @@ from emu.devices.pic8259 import PicPair
 from emu.devices.pit8254 import Pit8254
 from emu.devices.uart16550 import Uart16550
 from emu.engine import NEVER, Engine
-from emu.errors import GuestFault, MachineError, MemoryFault
+from emu.errors import GuestFault, ImageError, MachineError, MemoryFault
 from emu.image import build_boot_info, load_image
 from emu.memory import START_KERNEL_MAP, Memory
 from emu.module_area import ModuleArea
@@ -118,7 +118,8 @@ class Machine:
     """A PC with one x86_64 CPU, 128 MiB of RAM and the kernel `image` loaded."""
 
     def __init__(self, image=None, cmdline="", echo=None):
-        self.image = load_image(image if image is not None else DEFAULT_IMAGE)
+        self.image = load_image(image if image is not None else DEFAULT_IMAGE,
+                                ram_size=RAM_SIZE)
         self.cmdline = cmdline
         self.engine = Engine(RAM_SIZE)
         self.mem = Memory(self.engine)
@@ -126,8 +127,12 @@ class Machine:
         self.symbols = Symbols()
         self.symbols.load_kernel(self.image)
         self.layout = TaskLayout(self.image)
-        self.module_area = ModuleArea(self.image.symbol_value("__module_area_start"),
-                                      self.image.symbol_value("__module_area_end"))
+        area_start = self.image.symbol_value("__module_area_start")
+        area_end = self.image.symbol_value("__module_area_end")
+        if not area_start < area_end:
+            raise ImageError(f"{self.image.path}: empty module area (__module_area_start "
+                             f"{area_start:#x}, __module_area_end {area_end:#x})")
+        self.module_area = ModuleArea(area_start, area_end)
         self._kernel_text = list(self.image.text_ranges)
         self._modules = None
 
@@ -179,10 +184,7 @@ class Machine:
     # -- power-on ---------------------------------------------------------------------
 
     def _load(self):
-        for seg in self.image.segments:
-            if seg.paddr + seg.memsz > RAM_SIZE:
-                raise MachineError(f"{self.image.path}: segment at {seg.paddr:#x} "
-                                   f"(+{seg.memsz:#x}) does not fit in {RAM_SIZE >> 20} MiB")
+        for seg in self.image.segments:     # load_image checked that each fits in RAM
             self.mem.write_phys(seg.paddr, seg.data)
             self.mem.write_phys(seg.paddr + len(seg.data), bytes(seg.memsz - len(seg.data)))
         for paddr, blob in build_boot_info(self.cmdline):
@@ -195,11 +197,15 @@ class Machine:
         eng.set_reg("cr3", pgd)
         eng.set_reg("cr4", eng.reg("cr4") | X86_CR4_PAE)
         eng.set_reg("cr0", eng.reg("cr0") | X86_CR0_PG)
-        start = self.symbols.lookup_name("_text")
+        start = self.image.symbol_value("_text")
         if self.engine.vmem_translate(start) != start - START_KERNEL_MAP:
-            raise MachineError(f"{self.image.path}: its page tables do not map _text at "
-                               f"{start:#x} to {start - START_KERNEL_MAP:#x}")
+            raise ImageError(f"{self.image.path}: its page tables do not map _text at "
+                             f"{start:#x} to {start - START_KERNEL_MAP:#x}")
         self.mem.kernel_map_checked = True
+        area = self.module_area
+        if not (self.mem.mapped(area.start) and self.mem.mapped(area.end - 1)):
+            raise ImageError(f"{self.image.path}: its page tables do not map the module area "
+                             f"{area.start:#x}-{area.end:#x}")
         eng.set_reg("si", 0x7000)
         eng.set_reg("ip", self.image.entry)
 

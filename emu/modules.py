@@ -31,7 +31,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
-from emu import reloc_x86_64
+from emu import elfcheck, reloc_x86_64
 from emu.errors import GuestFault, ModuleLoadError
 from emu.image import ElfSymbol
 from emu.module_area import AreaFull
@@ -55,8 +55,10 @@ INIT_FUNCTION = "init_module"
 EXIT_FUNCTION = "cleanup_module"
 INIT_ARRAY = ".init_array"
 
-_ELF64_SHDR_SIZE = 64
 _ELF64_RELA_SIZE = 24
+# Four times the 16 MiB module area: what is loaded must fit the area, the rest of a file
+# is debug info and symbols, which even a big driver built with -g keeps under this.
+MODULE_MAX_SIZE = 64 << 20
 _KALLSYMS_TYPES = ("STT_FUNC", "STT_OBJECT", "STT_NOTYPE")
 
 
@@ -319,12 +321,14 @@ class ModuleLoader:
         undef = {}
         unknown = []
         for idx, sym in enumerate(obj.symbols):
-            if idx == 0 or sym.shndx != "SHN_UNDEF" or not sym.name:
+            if idx == 0 or sym.shndx != "SHN_UNDEF":
                 continue
-            addr = self.symbols.lookup_name(sym.name)
+            # An undefined symbol without a name is looked up as "" and not found, as
+            # simplify_symbols() does; a relocation against it must not go unresolved.
+            addr = self.symbols.lookup_name(sym.name) if sym.name else None
             if addr is None:
                 if sym.bind != "STB_WEAK":
-                    unknown.append(sym.name)
+                    unknown.append(sym.name or f"with no name (symbol {idx})")
                 addr = 0
             undef[idx] = addr
         if unknown:
@@ -342,16 +346,23 @@ def _c_int(rax):
 # -- reading the object ------------------------------------------------------------------
 
 def _read_file(path):
-    if not os.path.exists(path):
-        raise ModuleLoadError(f"{path}: no such file", errno.ENOENT)
-    if not os.path.isfile(path):
-        # kernel_read_file() accepts regular files only.
-        raise ModuleLoadError(f"{path}: not a regular file", errno.EINVAL)
+    """The whole object, read only if it is a regular file of at most MODULE_MAX_SIZE bytes
+    (a device or a FIFO could never end; a forged 2 GB file is refused unread)."""
+    fail = _failure(path)
+    f, size = elfcheck.open_regular(path, "module", fail)
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        with f:
+            elfcheck.check_size(f, size, MODULE_MAX_SIZE, "module", fail)
+            # As many bytes as fstat() said, and one more to catch a file that grew since
+            # (read(n) allocates n bytes up front: never ask for the limit itself).
+            f.seek(0)
+            blob = f.read(size + 1)
     except OSError as exc:
         raise ModuleLoadError(f"{path}: cannot read: {exc.strerror}", exc.errno) from None
+    if len(blob) > MODULE_MAX_SIZE:
+        raise ModuleLoadError(f"{path}: larger than the {elfcheck.size_text(MODULE_MAX_SIZE)} "
+                              "kpemu accepts for a module", errno.EFBIG)
+    return blob
 
 
 def _parse(path, blob):
@@ -373,9 +384,13 @@ def _parse(path, blob):
         return _read_object(path, blob)
     except ELFError as exc:
         raise ModuleLoadError(f"{path}: malformed ELF: {exc}", errno.ENOEXEC) from None
-    except (struct.error, ValueError, IndexError) as exc:
-        raise ModuleLoadError(f"{path}: malformed or truncated ELF ({exc})",
-                              errno.ENOEXEC) from None
+
+
+def _failure(path):
+    """emu.elfcheck's `fail` for this file: its message as a ModuleLoadError."""
+    def fail(message, err):
+        return ModuleLoadError(f"{path}: {message}", err)
+    return fail
 
 
 def _malformed(path, what):
@@ -383,17 +398,17 @@ def _malformed(path, what):
 
 
 def _read_object(path, blob):
-    elf = ELFFile(io.BytesIO(blob))
+    stream = io.BytesIO(blob)
+    fail = _failure(path)
+    raw_sections = elfcheck.check_headers(stream, len(blob), fail)
+    elf = ELFFile(stream)
     if elf["e_machine"] != "EM_X86_64":
         raise ModuleLoadError(f"{path}: ELF for machine {elf['e_machine']}; modules must be "
                               "x86_64 (EM_X86_64)", errno.ENOEXEC)
     if elf["e_type"] != "ET_REL":
         raise ModuleLoadError(f"{path}: ELF type {elf['e_type']}; a module must be a "
                               "relocatable object (ET_REL, built with gcc -c)", errno.ENOEXEC)
-    shoff, shnum = elf["e_shoff"], elf["e_shnum"]
-    if elf["e_shentsize"] != _ELF64_SHDR_SIZE:
-        raise _malformed(path, f"section header size {elf['e_shentsize']}")
-    if shnum == 0 or shoff + shnum * _ELF64_SHDR_SIZE > len(blob):
+    if not raw_sections:
         raise ModuleLoadError(f"{path}: truncated: section headers end past the file's "
                               f"{len(blob):#x} bytes", errno.ENOEXEC)
 
@@ -404,15 +419,12 @@ def _read_object(path, blob):
             raise _malformed(path, f"section {sec.name} alignment {align} is not a power of 2")
         s = _Section(index, sec.name, sec["sh_type"], sec["sh_flags"], sec["sh_offset"],
                      sec["sh_size"], align, sec["sh_link"], sec["sh_info"], sec["sh_entsize"])
-        if s.sh_type != "SHT_NOBITS" and s.file_offset + s.size > len(blob):
-            raise ModuleLoadError(f"{path}: truncated: section {s.name} ends at "
-                                  f"{s.file_offset + s.size:#x} past the file's "
-                                  f"{len(blob):#x} bytes", errno.ENOEXEC)
         sections.append(s)
 
     symtab_index = next((s.index for s in sections if s.sh_type == "SHT_SYMTAB"), None)
     symbols = []
     if symtab_index is not None:
+        elfcheck.check_symtab(stream, raw_sections, symtab_index, fail)
         for sym in elf.get_section(symtab_index).iter_symbols():
             shndx = sym["st_shndx"]
             if isinstance(shndx, int) and not 0 < shndx < len(sections):

@@ -13,27 +13,32 @@ entry: the message, the command, a caret under the offending character); a guest
 prints the report and exits 3; a run cut off by --max-insns exits 4; otherwise the exit status is the guest's (the value it wrote to
 isa-debug-exit).  With --compare-qemu the status is 0 when QEMU icount printed the same
 bytes and exit code, 1 when it did not, 2 when qemu-system-x86_64 is not installed.  A
-traceback appears only with --debug.
+reader closing the output pipe (`kpemu boot | head`) ends kpemu quietly with 141, the status
+of a tool killed by SIGPIPE.  A traceback appears only with --debug.
 """
 
 import argparse
 import fnmatch
 import json
+import os
+import signal
 import sys
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
-from emu import EmuError, Machine
+from emu import KpemuError, Machine
 from emu.machine import DEFAULT_IMAGE
 from emu.qemu import compare
-from kprobes import Kprobes
+from kprobes import Kprobes, KprobesError
 from kprobes.events import KprobeEvents, ProbeCommandError, ProbeSyntaxError
 from kprobes.events.ring_buffer import DEFAULT_BUFFER_SIZE_KB
 
 EXIT_BAD_INPUT = 2
 EXIT_OOPS = 3
 EXIT_LIMIT = 4
-EXIT_INTERRUPTED = 130     # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_INTERRUPTED = 128 + signal.SIGINT    # what a shell reports for Ctrl-C
+# What a shell reports for a tool killed by SIGPIPE (`kpemu boot | head`).
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 class UsageError(Exception):
@@ -131,14 +136,69 @@ def _positive(text):
     return value
 
 
+class EventsFileError(KprobesError):
+    """An --events-file that cannot be read as probe definitions: not found, a directory,
+    larger than EVENTS_FILE_MAX, not UTF-8 text, a NUL byte, a line Linux would refuse."""
+
+
+# Linux's kprobe_events takes a write of any length, but parses it in WRITE_BUFSIZE (4096)
+# pieces and refuses a line of WRITE_BUFSIZE - 2 bytes or more (trace_parse_run_command()).
+# A file is bounded too, so /dev/zero or a runaway generator ends at once: 1 MiB is some
+# ten thousand definitions, far more probes than a run can carry.
+EVENTS_FILE_MAX = 1 << 20
+EVENTS_LINE_MAX = 4096 - 2
+
+
+def read_events_file(path):
+    """The lines of a probe-definitions file, as `for line in open(path)` gives them, or
+    EventsFileError.  Any readable file works, a pipe too (`--events-file <(...)`), but at
+    most EVENTS_FILE_MAX bytes are read: an endless stream fails at once, never hangs."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise EventsFileError(f"{path}: {exc.strerror}") from None
+    try:
+        # O_NONBLOCK only so that opening a FIFO with no writer returns; reads then block
+        # for data as `cat` would (a FIFO nobody writes to reads as empty).
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(EVENTS_FILE_MAX + 1)
+    except IsADirectoryError:
+        raise EventsFileError(f"{path}: is a directory, not a file of probe "
+                              "definitions") from None
+    except OSError as exc:
+        raise EventsFileError(f"{path}: cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > EVENTS_FILE_MAX:
+        raise EventsFileError(f"{path}: more than the {EVENTS_FILE_MAX >> 20} MiB kpemu reads "
+                              "from an events file")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise EventsFileError(f"{path}: UTF-16 text (it starts with a byte-order mark); "
+                              "probe definitions are ASCII or UTF-8")
+    lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    out = []
+    for number, raw in enumerate(lines, 1):
+        if b"\0" in raw:
+            raise EventsFileError(f"{path}: line {number} has a NUL byte at column "
+                                  f"{raw.index(0) + 1}: a binary file, or UTF-16 text?")
+        if len(raw) >= EVENTS_LINE_MAX:
+            raise EventsFileError(f"{path}: line {number} is {len(raw)} bytes long; like "
+                                  f"Linux, kpemu takes lines shorter than {EVENTS_LINE_MAX}")
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise EventsFileError(f"{path}: line {number} is not UTF-8 text (byte "
+                                  f"{raw[exc.start]:#04x} at column {exc.start + 1})") from None
+    return out
+
+
 def _definitions(args):
     lines = list(args.events)
     if args.events_file:
-        try:
-            with open(args.events_file) as f:
-                lines += [ln.rstrip("\n") for ln in f]
-        except OSError as exc:
-            raise UsageError(f"{args.events_file}: {exc.strerror}") from None
+        lines += read_events_file(args.events_file)
     return [ln for ln in lines if ln.split("#", 1)[0].strip()]
 
 
@@ -395,7 +455,22 @@ def main(argv=None, out=None, err=None):
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args, out, err)
+        status = COMMANDS[args.command](args, out, err)
+        out.flush()                   # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        if debug:
+            raise
+        # The reader went away (`kpemu boot | head`): stop quietly, as a Unix tool killed
+        # by SIGPIPE does.  Python's docs (signal, "Note on SIGPIPE"): point the closed
+        # stream at /dev/null, or the interpreter's last flush raises once more.
+        _discard_output(out, err)
+        return EXIT_BROKEN_PIPE
+    except EventsFileError as exc:
+        if debug:
+            raise
+        err.write(f"kpemu: {exc}\n")
+        return EXIT_BAD_INPUT
     except UsageError as exc:
         if debug:
             raise
@@ -415,14 +490,27 @@ def main(argv=None, out=None, err=None):
         if exc.reason:
             err.write(f"kpemu: {exc.reason}\n")
         return EXIT_BAD_INPUT
-    except EmuError as exc:
+    except KpemuError as exc:         # the machine's, kprobes' (one error root)
         if debug:
             raise
         err.write(f"kpemu: {exc}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         err.write("kpemu: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _discard_output(*streams):
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in streams:
+            try:
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):
+                continue              # not a file (a test's StringIO): nothing to flush later
+            os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":
