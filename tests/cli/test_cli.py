@@ -1,12 +1,38 @@
-"""The kpemu command line, end to end in a subprocess."""
+"""The kpemu command line, end to end: its main() with captured streams (what a process
+sees, without starting an interpreter for each case), or a real process where the process
+itself is what is tested (a traceback at exit, a signal, a closed pipe)."""
 
+import contextlib
+import io
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
+from kprobes.cli import main
 
-def kpemu(*args, cwd=None):
+
+def _text(data):
+    """What a subprocess run with text=True reads: universal newlines."""
+    return data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def kpemu(*args):
+    """`kpemu ARGS` in this process: returncode, stdout and stderr as a subprocess's."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="", write_through=True)
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="", write_through=True)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args], out, err)
+        except SystemExit as exc:         # argparse's --help
+            code = exc.code
+    return SimpleNamespace(returncode=code, stdout=_text(out.buffer.getvalue()),
+                           stderr=_text(err.buffer.getvalue()))
+
+
+def kpemu_process(*args, cwd=None):
+    """`kpemu ARGS` as a real process (`python -m kprobes`)."""
     return subprocess.run([sys.executable, "-m", "kprobes", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=120)
 
@@ -62,9 +88,9 @@ def test_bad_image_kinds_from_the_cli(tmp_path):
 
 
 def test_debug_shows_the_traceback():
-    r = kpemu("--debug", "boot", "/no/such/image")
+    r = kpemu_process("--debug", "boot", "/no/such/image")
     assert r.returncode != 0 and "Traceback" in r.stderr and "ImageError" in r.stderr
-    r = kpemu("boot", "/no/such/image", "--debug")
+    r = kpemu_process("boot", "/no/such/image", "--debug")
     assert "Traceback" in r.stderr
 
 

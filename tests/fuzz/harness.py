@@ -48,8 +48,8 @@ LIMITS = {
 
 # Inputs per category: the short form `make test` runs, and what KPEMU_FUZZ_EXAMPLES asks
 # for (`make fuzz` sets it).
-SHORT = {"image": 100, "module": 250, "events-file": 200, "probe-definition": 300,
-         "kprobe_events command": 200}
+SHORT = {"image": 50, "module": 120, "events-file": 100, "probe-definition": 150,
+         "kprobe_events command": 100}
 
 
 def examples(category):
