@@ -1,4 +1,5 @@
-"""A small kallsyms and a fake probe context: the language layer is tested without a machine.
+"""A small kallsyms and a fake probe context: the language layer is tested without a machine;
+and `ev`, the kprobe_events files over a real booted machine, for the command layer.
 
 The symbols are real emu.symbols.Symbols, loaded from a hand-made image, so sizes and
 `sym+0xoff/0xsize` come from the same code the emulator uses.
@@ -8,9 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from emu import Machine
 from emu.errors import MemoryFault
 from emu.image import ElfSymbol, KernelImage
 from emu.symbols import Symbols
+from kprobes import Kprobes
+from kprobes.events import KprobeEvents
 
 TEXT = 0xFFFFFFFF81000000
 DATA = 0xFFFFFFFF82000000
@@ -84,3 +88,12 @@ def ctx(mem, ksyms):
                            r13=0, r14=0, r15=0)
     return SimpleNamespace(regs=regs, read=mem.read, symbols=ksyms, comm="bash", retval=None,
                            entry_args=None)
+
+
+@pytest.fixture
+def ev():
+    """(machine, kprobes, kprobe_events): booted, kprobes installed before boot."""
+    m = Machine()
+    k = Kprobes(m)
+    m.boot()
+    return m, k, KprobeEvents(k)

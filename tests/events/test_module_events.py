@@ -7,18 +7,10 @@ import errno
 
 import pytest
 
-from emu import Machine, ModuleLoadError
-from kprobes import Kprobes
-from kprobes.events import KprobeEvents, ProbeSyntaxError
+from emu import ModuleLoadError
+from kprobes.events import ProbeSyntaxError
 from tests.conftest import compile_module
 
-
-@pytest.fixture
-def ev():
-    m = Machine()
-    k = Kprobes(m)
-    m.boot()
-    return m, k, KprobeEvents(k)
 
 
 def hits(events, name):

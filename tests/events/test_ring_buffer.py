@@ -3,7 +3,7 @@ oldest page, and the counters the trace header reports."""
 
 import pytest
 
-from kprobes import Kprobe, Kprobes
+from kprobes import Kprobes
 from kprobes.events import KprobeEvents
 from kprobes.events.ring_buffer import BUF_PAGE_SIZE, RingBuffer, event_size
 

@@ -6,17 +6,8 @@ import re
 
 import pytest
 
-from emu import Machine
-from kprobes import Kprobes
-from kprobes.events import KprobeEvents, ProbeCommandError, ProbeSyntaxError
+from kprobes.events import ProbeCommandError, ProbeSyntaxError
 
-
-@pytest.fixture
-def ev():
-    m = Machine()
-    k = Kprobes(m)
-    m.boot()
-    return m, k, KprobeEvents(k)
 
 
 def test_events_trace_and_profile_of_the_workload(ev, reference_run):
