@@ -6,6 +6,7 @@ two traps (int3 + debug) per hit."""
 import errno
 from collections import Counter
 
+import pytest
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
 from emu import Machine
@@ -22,6 +23,7 @@ def every_instruction(m):
             yield sym, insn
 
 
+@pytest.mark.slow
 def test_probe_every_instruction_of_the_image(reference_run):
     m = Machine()
     k = Kprobes(m)

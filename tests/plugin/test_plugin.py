@@ -4,6 +4,8 @@ Few sessions, each doing much: every one boots a machine."""
 
 import shutil
 
+import pytest
+
 from emu.machine import DEFAULT_IMAGE
 
 SCENARIOS = '''
@@ -93,6 +95,7 @@ def test_options(machine, kprobes):
     assert "fixture 'machine' not found" in off.stdout.str()
 
 
+@pytest.mark.slow
 def test_the_entry_point_in_a_fresh_process_under_xdist(pytester):
     """A new process finds the plugin from its entry point alone; each of two xdist
     workers boots one machine and restores it for every one of its tests."""
