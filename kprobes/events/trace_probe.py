@@ -241,10 +241,7 @@ def _read_user(ctx, addr, size):
 def _read_user_cstring(ctx, addr):
     """strncpy_from_user(): a kernel address faults; a string must end (its NUL) below
     TASK_SIZE_MAX."""
-    addr = _user(addr, 1)
-    text = _read_cstring(ctx, addr)
-    _user(addr, len(text.encode("utf-8", "surrogateescape")) + 1)
-    return text
+    return _read_cstring(ctx, _user(addr, 1), end=TASK_SIZE_MAX)
 
 
 def _stack_nth(ctx, n, thread_size):
@@ -268,14 +265,18 @@ def kernel_argument(ctx, n, thread_size=THREAD_SIZE):
     return _stack_nth(ctx, n - len(ARGUMENT_REGISTERS) + 1, thread_size)
 
 
-def _read_cstring(ctx, addr):
+def _read_cstring(ctx, addr, end=None):
     """A NUL-terminated string, like fetch_store_strlen() + strncpy_from_kernel_nofault():
     at most MAX_STRING_SIZE - 1 characters; MemoryFault if a byte before the NUL is
-    unmapped."""
+    unmapped, or at or past `end` (a user string's TASK_SIZE_MAX)."""
     out = bytearray()
     addr &= _MASK64
     while len(out) < MAX_STRING_SIZE:
         n = min(PAGE_SIZE - addr % PAGE_SIZE, MAX_STRING_SIZE - len(out))
+        if end is not None:
+            if addr >= end:
+                raise MemoryFault(addr)
+            n = min(n, end - addr)
         try:
             chunk = bytes(ctx.read(addr, n))
         except MemoryFault:

@@ -37,3 +37,15 @@ def test_the_boundary():
     assert _user(TASK_SIZE_MAX - 8, 8) == TASK_SIZE_MAX - 8
     with pytest.raises(Exception, match="not mapped"):
         _user(TASK_SIZE_MAX - 7, 8)
+
+
+def test_a_user_string_must_end_below_task_size_max(ctx, mem, ksyms):
+    """Its NUL must lie below TASK_SIZE_MAX, whatever bytes come before it."""
+    defn = parse_command("p:x vfs_read v=+0(%di):ustring", ksyms)
+    (fa,) = defn.args
+    start = TASK_SIZE_MAX - 4
+    mem.write(start, b"\xff\xfeab" + b"\0")       # runs one byte past: the NUL is beyond
+    ctx.regs.di = start
+    assert fa.fetch(ctx) == FAULT
+    mem.write(start, b"\xff\xfea\0")              # its NUL is the last user byte
+    assert fa.fetch(ctx) == "\\xff\\xfea"
