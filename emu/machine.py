@@ -90,7 +90,7 @@ def _call_blobs(args):
 
 @dataclass
 class RunResult:
-    reason: str            # "halt" (powered off), "limit", "oops", "boot"
+    reason: str            # "halt" (powered off), "limit", "oops", "boot", "stopped"
     insns: int             # guest instructions this run executed (idle time in hlt not counted)
     exit_code: int = None  # the value written to isa-debug-exit, when halted
     oops: Oops = None
@@ -247,6 +247,7 @@ class Machine:
             return True
         self.emit("trap", vector=vector, ip=self.engine.reg("ip"))
         interrupts.deliver(self.engine, self.mem, vector)
+        self._emit_delivered(vector)
         return True     # deliver wrote sp, flags and ip itself
 
     def _invalid_opcode(self):
@@ -280,6 +281,13 @@ class Machine:
             event = Event(kind, self.engine.icount.executed, data)
             for fn in self.observers:
                 fn(event)
+
+    def _emit_delivered(self, vector):
+        """The guest's IDT gate was entered: the frame is pushed, ip is the handler's."""
+        if self.observers:
+            eng = self.engine
+            self.emit("delivered", vector=vector, ip=eng.reg("ip"), sp=eng.reg("sp"),
+                      flags=eng.reg("flags"))
 
     def register_trap_handler(self, vector, fn, first=False):
         """Let `fn(vector, ip, flags)` see interrupt `vector` before the machine does (the
@@ -326,6 +334,15 @@ class Machine:
         if not self.booted:
             self.boot()
         return self._run(max_insns)
+
+    def stop(self):
+        """Stop m.run() before the guest's next instruction (from a handler or an observer,
+        e.g. a lesson that has seen what it wanted): run() returns reason "stopped", and
+        the next run() goes on from there."""
+        if self.call_depth:
+            raise MachineError("m.stop() stops m.run(), not a guest function m.call() runs")
+        self._stop = "stopped"
+        self.engine.request_stop()
 
     def snapshot(self):
         """The whole machine now, for restore(): RAM (copy-on-write), CPU, clock, devices,
@@ -452,6 +469,7 @@ class Machine:
         self.irqs += 1
         self.emit("irq", vector=vector, ip=self.engine.reg("ip"))
         interrupts.deliver(self.engine, self.mem, vector)
+        self._emit_delivered(vector)
 
     def _engine_error(self, status):
         ip = self.engine.reg("ip")

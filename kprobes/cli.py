@@ -30,6 +30,7 @@ from emu import KpemuError, Machine
 from emu.machine import DEFAULT_IMAGE
 from emu.qemu import compare
 from kprobes import Kprobes, KprobesError
+from kprobes.demos import command as demo_command
 from kprobes.events import KprobeEvents, ProbeCommandError, ProbeSyntaxError
 from kprobes.events.ring_buffer import DEFAULT_BUFFER_SIZE_KB
 
@@ -123,6 +124,10 @@ def build_parser():
     dis = sub.add_parser("disasm", parents=[common], help="disassemble a function as it is in guest memory")
     dis.add_argument("symbol")
     dis.add_argument("--image", default=None)
+
+    demo = sub.add_parser("demo", parents=[common], help="teaching demos: a recorded lesson "
+                          "narrated trap by trap (no NAME: list them)")
+    demo_command.add_arguments(demo)
     return p
 
 
@@ -445,7 +450,7 @@ def cmd_list(args, out, err):
 
 
 COMMANDS = {"boot": cmd_boot, "events": cmd_events, "symbols": cmd_symbols,
-            "disasm": cmd_disasm, "list": cmd_list}
+            "disasm": cmd_disasm, "list": cmd_list, "demo": demo_command.cmd_demo}
 
 
 def main(argv=None, out=None, err=None):

@@ -73,6 +73,11 @@ class Kprobes:
         kcb = self.arch.kcb
         return {"int3": kcb.n_int3, "debug": kcb.n_debug, **self.rare_traps}
 
+    def cpu_state(self):
+        """The per-CPU kprobes state now: {"running", "status" (kprobe_status by name),
+        "current_kprobe", "saved" (the probe a re-entry saved, or None)}."""
+        return self.arch.state()
+
     # -- events -----------------------------------------------------------------------
 
     def emit(self, kind, **data):
@@ -209,7 +214,7 @@ class Kprobes:
         p.nmissed = 0
         p.misses.clear()
         p.owner = self
-        self.emit("register", probe=p, addr=addr)
+        self.emit("register", probe=p, addr=addr, slot=p.ainsn.slot if p.ainsn else None)
         return 0
 
     def _register_aggr(self, old, p):
@@ -341,12 +346,12 @@ class Kprobes:
     def _arm(self, top):
         self.arch.arm(top)
         self.armed.add(top.addr)
-        self.emit("arm", addr=top.addr)
+        self.emit("arm", addr=top.addr, opcode=top.opcode)
 
     def _disarm(self, top):
         self.arch.disarm(top)
         self.armed.discard(top.addr)
-        self.emit("disarm", addr=top.addr)
+        self.emit("disarm", addr=top.addr, opcode=top.opcode)
 
     def disable_kprobe(self, p):
         if not p.registered:

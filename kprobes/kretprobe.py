@@ -259,14 +259,23 @@ class KretprobeManager:
             ri.task = self.arch.task_of_stack(slot)
         if rp.entry_handler is not None:
             ri.data[:] = bytes(rp.data_size)
+            if self.m.observers:
+                self.core.emit("handler", which="entry_handler", probe=rp, instance=ri,
+                               regs=regs.as_dict())
             if rp.entry_handler(ri, regs):
                 rp.free_instances.append(ri)
                 rp.misses["entry_handler"] += 1
                 return 0
+        observed = bool(self.m.observers)
+        if observed:
+            was = self.m.mem.u64(slot)
         ri.ret_addr = self.arch.arch_prepare_kretprobe(slot, self.tramp)
         self.table[self._bucket(ri)].append(ri)      # at the head of its bucket
         rp.used_instances.append(ri)
-        self.core.emit("instance", what="taken", instance=ri)
+        if observed:
+            self.core.emit("swap", slot=slot, old=was, new=self.tramp, instance=ri)
+            self.core.emit("instance", what="taken", instance=ri, task=ri.task,
+                           bucket=self._bucket(ri))
         return 0
 
     def _bucket(self, ri):
@@ -306,6 +315,9 @@ class KretprobeManager:
             return
         if rp.handler is not None:
             self.handling = ri
+            if self.m.observers:
+                self.core.emit("handler", which="handler", probe=rp, instance=ri,
+                               regs=regs.as_dict())
             try:
                 rp.handler(ri, regs)
             finally:
@@ -327,7 +339,8 @@ class KretprobeManager:
         if rp is not None:
             _remove_near_head(rp.used_instances, ri)
             rp.free_instances.append(ri)
-        self.core.emit("instance", what="recycled" if rp else "freed", instance=ri)
+        self.core.emit("instance", what="recycled" if rp else "freed", instance=ri,
+                       task=ri.task, bucket=self._bucket(ri))
 
     # -- return (design "stack") ------------------------------------------------------
 

@@ -47,6 +47,8 @@ KPROBE_HIT_SS = _trap.KPROBE_HIT_SS
 KPROBE_REENTER = _trap.KPROBE_REENTER
 KPROBE_HIT_SSDONE = _trap.KPROBE_HIT_SSDONE
 _STEPPING = (KPROBE_HIT_SS, KPROBE_REENTER)
+STATUS_NAMES = {KPROBE_HIT_ACTIVE: "KPROBE_HIT_ACTIVE", KPROBE_HIT_SS: "KPROBE_HIT_SS",
+                KPROBE_REENTER: "KPROBE_REENTER", KPROBE_HIT_SSDONE: "KPROBE_HIT_SSDONE"}
 
 INT3_VECTOR = 3
 DEBUG_VECTOR = 1
@@ -172,6 +174,15 @@ class ArchKprobes:
 
     # -- state helpers ----------------------------------------------------------------
 
+    def state(self):
+        """The per-CPU state as a reader (a lesson, a debugger) sees it."""
+        kcb = self.kcb
+        prev = kcb.prev
+        return {"running": bool(kcb.running),
+                "status": STATUS_NAMES.get(kcb.status, "-") if kcb.running else "-",
+                "current_kprobe": kcb.current_kprobe,
+                "saved": prev[0] if prev is not None else None}
+
     def set_current_kprobe(self, p, flags):
         kcb = self.kcb
         kcb.current_kprobe = p
@@ -195,9 +206,11 @@ class ArchKprobes:
         """prepare_singlestep(): TF on, IF off, ip at the copy in the slot.  Returns the
         (ip, flags) the trap resumes with."""
         slot = p.ainsn.slot
+        flags = (flags | X86_EFLAGS_TF) & ~X86_EFLAGS_IF
         if self.m.observers:
-            self.core.emit("singlestep", probe=p, slot=slot, insn=p.ainsn.text)
-        return slot, (flags | X86_EFLAGS_TF) & ~X86_EFLAGS_IF
+            self.core.emit("singlestep", probe=p, slot=slot, insn=p.ainsn.text, ip=slot,
+                           flags=flags)
+        return slot, flags
 
     def _read_sp(self):
         return self.engine.reg("sp")
@@ -236,10 +249,15 @@ class ArchKprobes:
             kcb.resume_hit = None        # the hit a raising pre_handler stopped goes on
         elif p.pre_handler is not None:
             regs = _regs_at_trap(self.engine, ip, flags)
+            if self.m.observers:
+                core.emit("handler", which="pre_handler", probe=p, regs=regs.as_dict())
             try:
                 changed = p.pre_handler(p, regs)
             except BaseException as exc:  # noqa: BLE001 - handled or re-raised there
                 return self.handler_raised("pre_handler", p, regs, exc, ip, flags)
+            if self.m.observers:
+                core.emit("handler-returned", which="pre_handler", probe=p, value=changed,
+                          regs=regs.as_dict())
             ip, flags = regs.trap_return()
             if changed:
                 # The handler moved ip: no single-step (modern kernels also release the
@@ -310,10 +328,15 @@ class ArchKprobes:
         if kcb.status != KPROBE_REENTER and p.post_handler is not None and not p.disabled:
             kcb.status = KPROBE_HIT_SSDONE
             regs = _regs_at_trap(self.engine, ip, flags)
+            if self.m.observers:
+                self.core.emit("handler", which="post_handler", probe=p, regs=regs.as_dict())
             try:
                 p.post_handler(p, regs, 0)
             except BaseException as exc:  # noqa: BLE001 - finish the step, then re-raise
                 return self.handler_raised("post_handler", p, regs, exc, ip, flags)
+            if self.m.observers:
+                self.core.emit("handler-returned", which="post_handler", probe=p, value=None,
+                               regs=regs.as_dict())
             ip, flags = regs.trap_return()
         return self._finish_step(p, ip, flags)
 
@@ -330,6 +353,7 @@ class ArchKprobes:
              the trap (declining: the machine reads ip and flags, so they are written).
         """
         kcb = self.kcb
+        from_ip = ip
         if p.resume_in_post_handler:
             # The old return-probe design's trampoline: its post handler has set ip to
             # the real return address (2.6.13 recognised it by comparing handlers).
@@ -337,9 +361,10 @@ class ArchKprobes:
         else:
             ip, flags = resume_execution(p.ainsn, p.addr, ip, flags, kcb.old_flags,
                                          self._read_sp, self._read_u64, self._write_u64)
-        if self.m.observers:
-            self.core.emit("fixup", probe=p, resume=p.ainsn.resume, ip=ip)
         flags |= kcb.saved_flags
+        if self.m.observers:
+            self.core.emit("fixup", probe=p, resume=p.ainsn.resume, ip=ip, flags=flags,
+                           from_ip=from_ip)
         if kcb.status == KPROBE_REENTER:
             self.restore_previous_kprobe()
         else:
