@@ -8,7 +8,7 @@ QEMU   ?= qemu-system-x86_64
 IMAGE  ?= kernel_images/toykernel/vmlinux
 APPEND ?=
 
-.PHONY: run test fuzz images bench qemu qemu-for-tests clean
+.PHONY: run test fuzz images bench demos qemu qemu-for-tests clean
 
 $(STAMP): pyproject.toml setup.py emu/_fastpath.c emu/kpemu.h kprobes/arch/x86_64/trap.c
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +27,19 @@ test: $(STAMP) qemu-for-tests
 # install Debian's package if we can (root with apt-get, as in CI); if we cannot, say why
 # and those tests skip with their reason.  Silent when it is already there.
 qemu-for-tests:
-	@if command -v qemu-system-x86_64 >/dev/null 2>&1; then :; \
+	@$(call apt-for-tests,qemu-system-x86_64,qemu-system-x86,the QEMU tests)
+	@$(call apt-for-tests,tmux,tmux,the stepper's terminal test (tests/demos))
+
+# $(call apt-for-tests,COMMAND,PACKAGE,WHO): install Debian's PACKAGE when COMMAND is
+# missing and we can (root with apt-get, as in CI); if we cannot, say why -- WHO then
+# skips with its reason.  Silent when COMMAND is already there.
+apt-for-tests = if command -v $(1) >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "make: installing qemu-system-x86 for the QEMU tests"; \
+	  echo "make: installing $(2) for $(3)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends qemu-system-x86 >/dev/null; \
+	    --no-install-recommends $(2) >/dev/null; \
 	else \
-	  echo "make: qemu-system-x86_64 not found and not installed (needs root and apt-get):" \
-	       "the QEMU tests will skip"; \
+	  echo "make: $(1) not found and not installed (needs root and apt-get): $(3) will skip"; \
 	fi
 
 # The fuzz campaign's long form (tests/fuzz): FUZZ_EXAMPLES fresh random inputs per category
@@ -45,6 +50,12 @@ fuzz: $(STAMP)
 
 images:
 	$(MAKE) -C kernel_images/toykernel
+
+# The demos' committed transcripts (demos/NAME_example.txt), golden lesson traces
+# (tests/demos/golden) and index (docs/demos.md), re-generated from the demos; the tests
+# compare them byte for byte, so this is the explicit step a changed lesson needs.
+demos: $(STAMP)
+	$(PY) -m kprobes.demos.transcript --write
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -9,6 +9,8 @@ Exit status: 0 when every claim of the demo holds, 1 when one does not (the narr
 printed first, then the claims that failed), 2 for a bad name or option.
 """
 
+import sys
+
 from kprobes.demos.catalogue import DEMOS, run
 from kprobes.demos.lesson import LessonError
 from kprobes.demos.render import render_lesson
@@ -41,6 +43,9 @@ def cmd_demo(args, out, err):
             raise LessonError("--step and --json need a demo NAME (kpemu demo lists them)")
         out.write(listing())
         return 0
+    if args.step and not sys.stdin.isatty():
+        raise LessonError("--step needs a terminal to read keys from (stdin is not one); "
+                          "without --step the whole narration is printed")
     lesson = run(args.name)
     if args.json:
         out.write(lesson.to_json_lines())
