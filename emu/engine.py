@@ -37,6 +37,7 @@ REG_IDS = {
     "es": x86.UC_X86_REG_ES, "fs": x86.UC_X86_REG_FS, "gs": x86.UC_X86_REG_GS,
     "cr0": x86.UC_X86_REG_CR0, "cr3": x86.UC_X86_REG_CR3, "cr4": x86.UC_X86_REG_CR4,
     "fs_base": x86.UC_X86_REG_FS_BASE, "gs_base": x86.UC_X86_REG_GS_BASE,
+    "dr6": x86.UC_X86_REG_DR6, "dr7": x86.UC_X86_REG_DR7,
 }
 
 # Callback signatures (the binding's, declared here so kpemu registers its own callbacks

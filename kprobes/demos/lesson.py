@@ -52,6 +52,7 @@ DESIGN_NAMES = {"task": "design (b), instances keyed by task",
                 "stack": "design (a), instances keyed by stack address"}
 DESIGN_LETTERS = {"task": "b", "stack": "a"}
 VECTOR_LABELS = {1: "#DB", 3: "int3", 13: "#GP", 14: "#PF", 6: "#UD", 0: "#DE"}
+DR6_BS = 1 << 14         # DR6's single-step bit
 CODE_ROWS = 8            # instructions in the CODE window
 STACK_ABOVE = 2          # stack slots shown below sp (already popped)
 STACK_BELOW = 6          # slots from sp up
@@ -489,9 +490,12 @@ def _tell_trap(rec, ev):
                 f"kprobe_handler() looks up the probe at ip - 1 = {ev.ip:#x}.",
                 "int3", {"probe_addr": ev.ip, "trap_ip": ip, "vector": 3})
     if vector == 1:
+        dr6 = ev.data.get("dr6", 0)
         return ("#DB", f"With TF set the CPU ran exactly one instruction in the slot and "
-                f"raised a debug trap at {rec.short(ev.ip)}: post_kprobe_handler() runs.",
-                "db", {"ip": ev.ip, "vector": 1})
+                f"raised a debug trap at {rec.short(ev.ip)}, DR6 = {dr6:#x} with BS "
+                f"(bit 14, single-step) {'set' if dr6 & DR6_BS else 'clear'}: "
+                "post_kprobe_handler() runs.", "db",
+                {"ip": ev.ip, "vector": 1, "dr6": dr6, "bs": int(bool(dr6 & DR6_BS))})
     return (vector_name(vector), f"A {vector_name(vector)} while kprobes was running, at "
             f"{rec.short(ev.ip)}.", "fault", {"ip": ev.ip, "vector": vector})
 

@@ -9,6 +9,7 @@ Must not import: unicorn, emu.machine (no renderer runs the emulator).
 """
 
 import io
+import textwrap
 
 from rich import box
 from rich.console import Console, Group
@@ -165,7 +166,8 @@ def extra_panel(step, inner):
 def frame(step):
     """The renderables of one step, in order."""
     inner = WIDTH - 4
-    parts = [Text(header(step), style="bold"), Text(step["narration"])]
+    parts = [Text(header(step), style="bold"),
+             Text("\n".join(textwrap.wrap(step["narration"], WIDTH)))]
     for panel in (code_panel(step, inner), slot_panel(step, inner)):
         if panel is not None:
             parts.append(panel)
@@ -210,10 +212,15 @@ def render_lesson(lesson, color=False):
         print_step(con, step)
     con.print()
     con.print(Text(claims_text(lesson)))
-    return con.file.getvalue()
+    return _rstrip(con.file.getvalue())
 
 
 def render_frame(step, color=False):
     con = console(color=color)
     print_step(con, step)
-    return con.file.getvalue()
+    return _rstrip(con.file.getvalue())
+
+
+def _rstrip(text):
+    """No line ends in the padding of a shorter panel beside a longer one."""
+    return "".join(line.rstrip() + "\n" for line in text.splitlines())

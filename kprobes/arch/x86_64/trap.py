@@ -324,7 +324,8 @@ class ArchKprobes:
         p = kcb.current_kprobe
         kcb.n_debug += 1
         if self.m.observers:
-            self.core.emit("trap", vector=DEBUG_VECTOR, ip=ip, probe=p)
+            self.core.emit("trap", vector=DEBUG_VECTOR, ip=ip, probe=p,
+                           dr6=self.engine.reg("dr6"))
         if kcb.status != KPROBE_REENTER and p.post_handler is not None and not p.disabled:
             kcb.status = KPROBE_HIT_SSDONE
             regs = _regs_at_trap(self.engine, ip, flags)

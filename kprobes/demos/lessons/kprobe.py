@@ -76,6 +76,11 @@ def _one_slot_insn(lesson):
         f"{step['counters']['slot_insns']} instruction(s) ran in the slot"
 
 
+def _dr6_bs(lesson):
+    db = lesson.first(event="kprobes.trap", vector=1)["facts"]
+    return db["bs"] == 1, f"DR6 = {db['dr6']:#x}"
+
+
 def _tf_set_then_cleared(lesson):
     ss = lesson.first(event="kprobes.singlestep")
     fix = lesson.first(event="kprobes.fixup")
@@ -102,6 +107,7 @@ DEMO = Demo(
         Claim("pre_handler's regs.ip == probe address + 1", _pre_ip),
         Claim("post_handler's regs.ip is in the slot, just past the copy", _post_in_slot),
         Claim("exactly one guest instruction ran in the slot", _one_slot_insn),
+        Claim("the #DB says single-step: DR6.BS is set", _dr6_bs),
         Claim("the step runs with TF=1 IF=0; resume clears TF and restores IF",
               _tf_set_then_cleared),
         Claim("resume_execution puts ip at probe address + instruction length",
