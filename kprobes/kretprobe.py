@@ -339,8 +339,9 @@ class KretprobeManager:
         if rp is not None:
             _remove_near_head(rp.used_instances, ri)
             rp.free_instances.append(ri)
-        self.core.emit("instance", what="recycled" if rp else "freed", instance=ri,
-                       task=ri.task, bucket=self._bucket(ri))
+        if self.m.observers:
+            self.core.emit("instance", what="recycled" if rp else "freed", instance=ri,
+                           task=ri.task, bucket=self._bucket(ri))
 
     # -- return (design "stack") ------------------------------------------------------
 
