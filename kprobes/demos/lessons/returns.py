@@ -37,7 +37,7 @@ def task_label(m, task):
     return f"{task:#x} (no task there)"
 
 
-def return_narrators(m, design, probe_name=TARGET):
+def return_narrators(m, design):
     """The narrators of a return lesson: each mechanism event told with its phase."""
     tramp = m.symbols.lookup_name(TRAMPOLINE)
 
@@ -97,8 +97,9 @@ def return_narrators(m, design, probe_name=TARGET):
                     {"regs_ip": regs["ip"], "sp": regs["sp"], "addr": p.addr})
         if ev.which == "handler":
             ri = ev.instance
-            return (f"{probe_name} handler", f"The kretprobe's handler runs with "
-                    f"regs.ax = {regs['ax']:#x}, the value {probe_name} returned, and "
+            name = p.symbol_name
+            return (f"{name} handler", f"{name}'s kretprobe handler runs with "
+                    f"regs.ax = {regs['ax']:#x}, the value {name} returned, and "
                     f"ri.ret_addr = {rec.short(ri.ret_addr)}, where this call returns.",
                     "R.handler", {"ax": regs["ax"], "ret_addr": ri.ret_addr,
                                   "task": ri.task})
@@ -123,9 +124,10 @@ def return_narrators(m, design, probe_name=TARGET):
 
     def swap(rec, ev):
         rec.stack_notes[ev.slot] = (ev.old, ev.new)
+        name = ev.instance.rp.symbol_name
         return ("arch_prepare_kretprobe", f"arch_prepare_kretprobe(): the stack slot at "
                 f"sp = {ev.slot:#x} held the return address {rec.short(ev.old)}; it now "
-                f"holds {rec.short(ev.new)}, so sys_mkdir's ret will go to the "
+                f"holds {rec.short(ev.new)}, so {name}'s ret will go to the "
                 "trampoline.", "E.pre/swap",
                 {"slot": ev.slot, "old": ev.old, "new": ev.new})
 
@@ -142,7 +144,8 @@ def return_narrators(m, design, probe_name=TARGET):
                     f"{key}.", "E.pre/swap",
                     {"free": free, "bucket": ev.bucket, "task": ev.task,
                      "ret_addr": ri.ret_addr, "slot": ri.stack_addr})
-        return (f"instance {ev.what}", f"The instance is recycled: out of bucket "
+        owner = f"{rp.symbol_name}'s instance" if rp else "The orphaned instance"
+        return (f"instance {ev.what}", f"{owner} is {ev.what}: out of bucket "
                 f"{ev.bucket}, back on the free list ({free} free).",
                 "R.handler" if design == "task" else "R.post",
                 {"what": ev.what, "bucket": ev.bucket, "free": free})
@@ -159,7 +162,7 @@ def return_narrators(m, design, probe_name=TARGET):
                     f"for the trampoline probe (its post handler set it): the CPU returns "
                     f"to {rec.short(ev.ip)}.", "resume", {"ip": ev.ip, "flags": ev.flags})
         return ("resume_execution", f"resume_execution() moves ip from "
-                f"{rec.short(ev.from_ip)} to {rec.short(ev.ip)} in {probe_name}, and the "
+                f"{rec.short(ev.from_ip)} to {rec.short(ev.ip)} in {ev.probe.symbol_name}, and the "
                 "trapped TF and IF come back.", "E.db",
                 {"from_ip": ev.from_ip, "ip": ev.ip, "flags": ev.flags})
 
@@ -189,12 +192,13 @@ def stop_on(m, pred):
     return observer
 
 
-def record_return(design, in_handler=None):
+def record_return(design, in_handler=None, epilogue=None, unprobed=None):
     """Record the first probed return of sys_mkdir under `design` ("task" or "stack").
-    `in_handler(rec, ri, regs)` runs inside the kretprobe's handler (to add a step there).
-    Returns (steps, facts); facts include the final state compared with the unprobed run.
-    """
-    unprobed = scenes.unprobed_final()
+    `in_handler(rec, ri, regs)` runs inside the kretprobe's handler (to add a step there),
+    `epilogue(rec)` after the resume step.  Returns (steps, facts); facts include the final
+    state compared with the unprobed run's (`unprobed`, recorded here when not given)."""
+    if unprobed is None:
+        unprobed = scenes.unprobed_final()
     m, k = scenes.booted(design=design)
     rec = Recorder(m, k, design=design)
     rec.narrators.update(return_narrators(m, design))
@@ -260,6 +264,8 @@ def record_return(design, in_handler=None):
                  f"{counted['debug']} #DB.", phase="resume",
                  facts={"ip": ip, "ax": m.engine.reg("ax"),
                         "traps": counted["int3"] + counted["debug"]})
+        if epilogue is not None:
+            epilogue(rec)
     steps = rec.finish()
     for step in steps:            # the setup before the entry trap is not a phase row
         if step["phase"] == "E.int3":
