@@ -46,6 +46,9 @@ fuzz: $(STAMP)
 images:
 	$(MAKE) -C kernel_images/toykernel
 
+# The designs demo's target module: its own rule in its own fragment.
+include kernel_images/lessons/designs.mk
+
 bench: $(STAMP)
 	$(PY) -m bench
 
