@@ -585,7 +585,7 @@ class Machine:
         switched to a stack of its own (an interrupt stack), not an overflow."""
         oops = exc.oops
         sp = oops.regs.get("sp")
-        low, _high = bounds
+        low, high = bounds
         if sp is None or sp >= low:
             return
         oops.message = (f"kernel stack overflow: sp {sp:#x} is outside the stack "

@@ -7,7 +7,7 @@ other way round: a handler on an interrupt stack, a tail call, and exec."""
 import os
 
 import kernel_images
-from emu.errors import GuestFault
+from emu import GuestFault
 from kprobes import Kretprobe
 from kprobes.demos import scenes
 from kprobes.demos.lesson import Claim, Demo, Recorder
@@ -114,19 +114,21 @@ def _oops_panel(oops):
     return {"title": "OOPS", "lines": lines[:OOPS_LINES]}
 
 
-def _scene_machine(design, flush_on_exec=False, module=True):
+def _scene(design, name, watch, flush_on_exec=False, module=True):
+    """A fresh machine for a scene, and its recorder with the compact narrators:
+    (m, k, tramp, rec)."""
     m, k = scenes.booted(design=design, flush_on_exec=flush_on_exec)
     if module:
         m.load_module(TARGETS)
-    return m, k
+    tramp = m.symbols.lookup_name(returns.TRAMPOLINE)
+    rec = Recorder(m, k, design=design)
+    rec.narrators = _compact(m, design, name, tramp)
+    rec.watch(watch)
+    return m, k, tramp, rec
 
 
 def _irq_scene(design):
-    m, k = _scene_machine(design)
-    tramp = m.symbols.lookup_name(returns.TRAMPOLINE)
-    rec = Recorder(m, k, design=design)
-    rec.narrators = _compact(m, design, "irq", tramp)
-    rec.watch("designs_irq_handler")
+    m, k, tramp, rec = _scene(design, "irq", "designs_irq_handler")
     low = m.symbols.lookup_name("designs_irq_stack")
     high = m.symbols.lookup_name("designs_irq_stack_end")
     seen = []
@@ -147,11 +149,17 @@ def _irq_scene(design):
             value = m.call("designs_irq", IRQ_ARG)
         except GuestFault as exc:
             facts.update(oops=exc.oops.message, value=None)
-            rec.step("oops", f"No instance is found for the slot, so no handler ran and "
-                     f"trampoline_post_handler() has no address to resume at: kpemu stops "
-                     f"with the kernel BUG, ip still in the instruction slot "
+            taken = next(st["facts"] for st in rec.steps if st["title"] == "instance taken")
+            found = next(st["facts"] for st in rec.steps
+                         if st["title"] == "trampoline_probe_handler")
+            rec.step("oops", f"The masked word was {taken['task']:#x} at the entry (bucket "
+                     f"{taken['bucket']}); by the return the handler's buffer had made it "
+                     f"{found['task']:#x} (bucket {found['bucket']}). No instance there: no "
+                     f"handler ran, trampoline_post_handler() has no address to resume at, "
+                     f"and the kernel BUG stops the CPU in the slot "
                      f"({rec.short(exc.oops.regs['ip'])}).", phase="irq.result",
-                     facts={"oops": exc.oops.message}, extra=_oops_panel(exc.oops))
+                     facts={"oops": exc.oops.message, "entry_task": taken["task"],
+                            "return_task": found["task"]}, extra=_oops_panel(exc.oops))
         else:
             facts.update(value=value, oops=None)
             rec.step("returned", f"designs_irq returned {value:#x}, and the handler ran "
@@ -163,12 +171,8 @@ def _irq_scene(design):
 
 
 def _tail_scene(design):
-    m, k = _scene_machine(design)
-    tramp = m.symbols.lookup_name(returns.TRAMPOLINE)
-    rec = Recorder(m, k, design=design)
-    rec.narrators = _compact(m, design, "tail", tramp)
+    m, k, tramp, rec = _scene(design, "tail", "designs_f")
     rec.narrators["kprobes.swap"] = _swap_in_tail(design, tramp)
-    rec.watch("designs_f")
     told = []
 
     def handler(ri, regs, name):
@@ -202,12 +206,9 @@ def _tail_scene(design):
 
 
 def _exec_scene(design):
-    m, k = _scene_machine(design, flush_on_exec=True, module=False)
-    tramp = m.symbols.lookup_name(returns.TRAMPOLINE)
-    rec = Recorder(m, k, design=design)
-    rec.narrators = _compact(m, design, "exec", tramp)
+    m, k, _tramp, rec = _scene(design, "exec", "sys_execve", flush_on_exec=True,
+                               module=False)
     rec.narrators["kprobes.flush"] = _flush_teller(m, design)
-    rec.watch("sys_execve")
     seen = []
     rp = Kretprobe(symbol_name="sys_execve", maxactive=returns.MAXACTIVE,
                    handler=lambda ri, regs: seen.append(regs.ax))
