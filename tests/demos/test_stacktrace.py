@@ -36,7 +36,9 @@ def test_the_return_slot_while_the_function_runs(lesson):
     f = lesson.facts
     step = _body(lesson)
     row = next(r for r in step["stack"] if r["addr"] == f["body"]["slot"])
-    assert row["note"].startswith("[rbp+8] was system_call+0x27 -> now kretprobe_trampoline")
+    assert row["note"] == "was system_call+0x27 -> now kretprobe_trampoline"
+    assert next(r for r in step["stack"] if r["addr"] == f["body"]["bp"])["note"] == \
+        "<- rbp"
     assert row["value"] == f["tramp"] and f["body"]["slot"] == f["body"]["bp"] + 8
     assert step["where"]["sym"] == "sys_mkdir+0x12"        # the pre_handler's ip: probe + 1
 

@@ -221,7 +221,7 @@ def _exec_scene(design):
         if result.reason == "oops":
             rec.step("oops", "sys_execve returned through kretprobe_trampoline, and the "
                      "task's bucket has no instance left: the BUG check fires -- the "
-                     "known problem of 2.6.13 (kpemu demo exec-bug, when written, shows the "
+                     "known problem of 2.6.13 (kpemu demo exec-bug shows it in full, and the "
                      "2.6.15 fix).", phase="exec.result", facts={"oops": m.oops.message},
                      extra=_oops_panel(m.oops))
         else:

@@ -36,17 +36,18 @@ def record():
             return 0
         slot = regs.bp + 8
         value = m.mem.u64(slot)
-        rec.stack_labels[slot] = "[rbp+8]"
+        rec.stack_labels[regs.bp] = "<- rbp"
         panel, raw, resolved = returns.trace_panel(m, regs, "BACKTRACE from the kprobe at "
                                                    f"{TARGET}+{BODY_OFFSET:#x}")
         facts["body"] = {"bp": regs.bp, "slot": slot, "value": value, "raw": raw,
                          "resolved": resolved}
         rec.step("__builtin_return_address(0)", f"A kprobe at {rec.short(regs.ip - 1)}, "
-                 f"past the prologue: rbp = {regs.bp:#x}, and [rbp+8] = {value:#x}, "
+                 f"past the prologue: rbp = {regs.bp:#x}, and [rbp+8] (the row after it) holds "
                  f"{rec.short(value)} -- what __builtin_return_address(0) reads in "
                  f"{TARGET} now. A raw backtrace (from regs.ip, the probe + 1) names the "
                  "trampoline as the caller too.",
                  phase="body", facts=facts["body"], extra=panel)
+        del rec.stack_labels[regs.bp]            # this frame's rbp, for this step only
         return 0
 
     def on_return(ri, regs):
