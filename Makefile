@@ -57,6 +57,9 @@ images:
 demos: $(STAMP)
 	$(PY) -m kprobes.demos.transcript --write
 
+# The designs demo's target module: its own rule in its own fragment.
+include kernel_images/lessons/designs.mk
+
 bench: $(STAMP)
 	$(PY) -m bench
 

@@ -578,14 +578,15 @@ class Machine:
                 self.module_area.free(data)
 
     def _check_stack_overflow(self, exc, bounds):
-        """A fault with the stack pointer outside the call's stack (or in the task's
+        """A fault with the stack pointer below the call's stack (or in the task's
         thread_info) is a kernel stack overflow: what lies below the stack was
         overwritten, so, as in Linux, the machine cannot go on -- say so in the report,
-        and refuse to run or call from now on."""
+        and refuse to run or call from now on.  A stack pointer above it is code that
+        switched to a stack of its own (an interrupt stack), not an overflow."""
         oops = exc.oops
         sp = oops.regs.get("sp")
         low, high = bounds
-        if sp is None or low <= sp <= high:
+        if sp is None or sp >= low:
             return
         oops.message = (f"kernel stack overflow: sp {sp:#x} is outside the stack "
                         f"[{low:#x}, {high:#x}) ({oops.message}); the memory below the stack "
@@ -703,10 +704,11 @@ class Machine:
         except MemoryFault:
             return None
 
-    def stack_trace(self, regs=None):
+    def stack_trace(self, regs=None, resolve=True):
         """Return addresses, innermost first, by frame pointers; the first entry is the
         current ip (or regs.ip).  Resolvers registered by other layers (the kretprobe
-        trampoline) map return addresses to the real callers."""
+        trampoline) map return addresses to the real callers; resolve=False gives the raw
+        frame chain instead, what an unwinder without them (Linux before 5.15) saw."""
         if regs is None:
             ip, sp, bp = (self.engine.reg(n) for n in ("ip", "sp", "bp"))
         else:
@@ -714,7 +716,8 @@ class Machine:
         size = self.layout.thread_size
         low = sp & ~(size - 1)
         return unwind(self.mem.u64, self.is_kernel_text, ip, sp, bp, (low, low + size),
-                      first_bytes=self._first_bytes, resolvers=self.unwind_resolvers,
+                      first_bytes=self._first_bytes,
+                      resolvers=self.unwind_resolvers if resolve else (),
                       stop_at={self._call_ret})
 
     def format_trace(self, trace):

@@ -357,16 +357,18 @@ class Recorder:
             old = self._prev_stack.get(addr)
             note = self.stack_labels.get(addr, "")
             swap = self.stack_notes.get(addr)
-            if swap is not None and value == swap[1]:
+            swapped = swap is not None and value == swap[1]
+            if swapped:
                 note = (note + " " if note else "") + \
-                    f"was {self.short(swap[0])} -> now {self.short(swap[1])}"
+                    f"was {self.short(swap[0])} -> now " + \
+                    self.short(swap[1]).removesuffix("+0x0")
             elif value == tramp:
                 note = (note + " " if note else "") + "kretprobe_trampoline"
             rows.append({"addr": addr, "off": 8 * n, "value": value,
                          "sym": self.short(value) if m.is_kernel_text(value) or
                          self._slot_of(value) else "",
                          "changed": old is not None and old != value,
-                         "sp": n == 0, "note": note})
+                         "sp": n == 0, "note": note, "swapped": swapped})
         self._prev_stack = seen
         return rows
 

@@ -146,8 +146,9 @@ def stack_panel(step, inner):
             out.append("\n")
         out.append_text(_mark(">" if row["sp"] else ""))
         out.append_text(_mark("*" if row["changed"] else ""))
-        line = (f" {row['addr']:016x} sp{row['off']:+#05x}  {row['value']:016x}  "
-                f"{row['sym']:<22}")
+        line = f" {row['addr']:016x} sp{row['off']:+#05x}  {row['value']:016x}  "
+        if not row.get("swapped"):       # a swapped slot's note names both values
+            line += f"{row['sym']:<22}"
         out.append(line)
         if row["note"]:
             out.append(" " + _fit(row["note"], inner - len(line) - 3), style="bold")

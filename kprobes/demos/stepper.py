@@ -31,8 +31,8 @@ KEY_SEQUENCES = {"\x1b[C": "right", "\x1b[D": "left", "\x1b[1;2C": "shift-right"
 
 class Navigator:
     """A position in a lesson's steps.  With two designs recorded, the position moves in
-    the current design's steps only, and switch_design() goes to the same phase in the
-    other one."""
+    the current design's steps (and the steps of neither, which both tracks share) only,
+    and switch_design() goes to the same phase in the other one."""
 
     def __init__(self, lesson):
         self.lesson = lesson
@@ -46,7 +46,7 @@ class Navigator:
         steps = self.lesson.steps
         if self.design is None:
             return steps
-        return [s for s in steps if s["design"] == self.design]
+        return [s for s in steps if s["design"] in (self.design, None)]
 
     @property
     def step(self):
