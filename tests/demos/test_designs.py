@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from kprobes.demos.catalogue import DEMOS, run
+from kprobes.demos.catalogue import DEMOS
 from kprobes.demos.lesson import Lesson
 from kprobes.demos.lessons import designs, returns
 from kprobes.demos.stepper import Navigator
+from tests.demos.conftest import recorded
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return run("designs")
+    return recorded("designs")
 
 
 def _main(lesson, design):

@@ -4,13 +4,14 @@ import copy
 
 import pytest
 
-from kprobes.demos.catalogue import DEMOS, run
+from kprobes.demos.catalogue import DEMOS
 from kprobes.demos.lesson import Lesson
+from tests.demos.conftest import recorded
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return run("kretprobe")
+    return recorded("kretprobe")
 
 
 def _rows(lesson):
