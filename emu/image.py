@@ -78,7 +78,31 @@ class KernelImage:
         raise ImageError(f"{self.path}: no symbol {name}")
 
 
+# Parsed images, by the file's identity (device, inode, size, modification time) and the RAM
+# size checked against: a Machine() of an image already read costs no second parse (a
+# lesson or a test boots several machines of one image).  An Image is never modified.
+_PARSED = {}
+_PARSED_MAX = 8
+
+
 def load_image(path, ram_size=None):
+    """Read and check a kernel image (or take the one read before from the same unchanged
+    file); raise ImageError with the reason if it is unusable."""
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return _load_image(path, ram_size)      # _load_image reports why
+    key = (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, ram_size)
+    image = _PARSED.get(key)
+    if image is None:
+        image = _load_image(path, ram_size)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = image
+    return image
+
+
+def _load_image(path, ram_size=None):
     """Read and check a kernel image; raise ImageError with the reason if it is unusable.
 
     The file is never read whole: after the header and the raw section headers are checked

@@ -2,6 +2,8 @@
 self-contained, so going forward from the first step, back from the last and straight to
 step k all show the same frame; recording never moves the guest clock."""
 
+import re
+
 import pytest
 
 from kprobes.demos.catalogue import DEMOS
@@ -14,28 +16,32 @@ PANEL_KEYS = {"i", "n", "design", "clock", "phase", "event", "vector", "trap_no"
 
 
 @pytest.mark.parametrize("name", list(DEMOS))
-def test_forward_back_and_goto_reach_the_same_frame(lesson_of, name):
+def test_forward_back_and_goto_reach_the_same_frame(lesson_of, frames_of, name):
+    """For every k (in each design's track): going forward from the first step, back from
+    the last, and straight to step k reach the same step and so the same frame; going back
+    then forward is the identity."""
     lesson = lesson_of(name)
+    frames = frames_of(name)
     for design in (lesson.designs or [None]):
         nav = Navigator(lesson)
         if design is not None and nav.design != design:
             nav.switch_design()
         track = nav.track
-        forward = []
         nav.first()
-        forward.append(render_frame(nav.step))
+        forward = [nav.step]
         while nav.next():
-            forward.append(render_frame(nav.step))
-        assert len(forward) == len(track)
-        backward = [render_frame(nav.step)]
+            forward.append(nav.step)
+        backward = [nav.step]
         while nav.prev():
-            backward.append(render_frame(nav.step))
-        assert backward[::-1] == forward
+            backward.append(nav.step)
+        assert [s["i"] for s in forward] == [s["i"] for s in track]
+        assert [s["i"] for s in backward[::-1]] == [s["i"] for s in forward]
         for k, step in enumerate(track):
-            assert nav.goto(step["i"]) and render_frame(nav.step) == forward[k]
+            assert nav.goto(step["i"]) and nav.step is forward[k]
+            assert frames[nav.step["i"]] == frames[forward[k]["i"]]
             if nav.prev():
                 nav.next()
-                assert render_frame(nav.step) == forward[k]    # back then forward: identity
+                assert nav.step is forward[k]           # back then forward: identity
 
 
 @pytest.mark.parametrize("name", list(DEMOS))
@@ -50,19 +56,18 @@ def test_every_step_carries_the_whole_state(lesson_of, name):
 
 
 @pytest.mark.parametrize("name", list(DEMOS))
-def test_frames_fit_in_100_columns(lesson_of, name):
-    for step in lesson_of(name).steps:
-        assert max(len(line) for line in render_frame(step).splitlines()) <= WIDTH
+def test_frames_fit_in_100_columns(frames_of, name):
+    for frame in frames_of(name).values():
+        assert max(len(line) for line in frame.splitlines()) <= WIDTH
 
 
 @pytest.mark.parametrize("name", list(DEMOS))
-def test_colour_only_repeats_the_marks(lesson_of, name):
+def test_colour_only_repeats_the_marks(lesson_of, frames_of, name):
     """--no-color output is the coloured output with the escape codes taken out."""
-    import re
-    for step in lesson_of(name).steps[:6]:
+    for step in lesson_of(name).steps[:4]:
         coloured = render_frame(step, color=True)
         assert "\x1b[" in coloured
-        assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == render_frame(step)
+        assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == frames_of(name)[step["i"]]
 
 
 def test_trap_numbers_count_up_and_name_their_vector(lesson_of):
