@@ -45,6 +45,7 @@ fuzz: $(STAMP)
 
 images:
 	$(MAKE) -C kernel_images/toykernel
+	$(MAKE) -C kernel_images/lessons
 
 bench: $(STAMP)
 	$(PY) -m bench
