@@ -19,7 +19,7 @@ def scene_steps(lesson, key):
 
 def test_every_claim_holds(lesson):
     assert lesson.failed_claims() == []
-    assert len(lesson.claims) == 11
+    assert len(lesson.claims) == 12
 
 
 def test_four_steps_a_scene_and_one_trap_pair_each(lesson):

@@ -168,10 +168,11 @@ def record():
     unprobed = {s.key: m.call(s.fn, *s.args) for s in SCENES if not s.bug_2613}
     rec = Recorder(m, k)
     lesson = FixupsLesson(m, k, rec)
+    clock = m.clock.now
     with rec:
         for scene in SCENES:
             lesson.play(scene, unprobed.get(scene.key, unprobed["call_indirect"]))
-    return rec.finish(), {"scenes": lesson.facts,
+    return rec.finish(), {"scenes": lesson.facts, "clock": [clock, m.clock.now],
                           "lt_value": m.read_u64(m.symbols.lookup_name("lt_value")),
                           "lt_value_addr": m.symbols.lookup_name("lt_value"),
                           "lt_callee": m.symbols.lookup_name("lt_callee")}
@@ -423,6 +424,12 @@ def _traps(lesson):
         f"{n} scenes: counted {got}, {c['slot_insns']} slot instructions"
 
 
+def _clock(lesson):
+    before, after = lesson.facts["clock"]
+    return before == after == lesson.final()["clock"], \
+        f"the guest clock read {before:,} before the scenes and {after:,} after"
+
+
 def _three_states(lesson):
     phases = [s["phase"] for s in lesson.steps]
     want = ["before", "raw", "fixed", "result"] * len(SCENES)
@@ -522,6 +529,8 @@ DEMO = Demo(
               _traps),
         Claim("each scene shows before the step, raw after it, after the fix-up, the result",
               _three_states),
+        Claim("the guest clock did not move: m.call and the probes run off the clock",
+              _clock),
         Claim("every probed call returns its unprobed value (but 2.6.13's call *%rax)",
               _same_results),
         Claim("mov: raw ip == slot + len, fixed ip == addr + len (generic relocation)", _mov),

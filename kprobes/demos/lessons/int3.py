@@ -109,6 +109,8 @@ class Int3Lesson:
         rows[2] += f"the flags before the trap (IF={int(bool(values['RFLAGS'] & X86_EFLAGS_IF))})"
         rows[3] += f"the interrupted stack pointer (sp was {before['sp']:#x})"
         rows[4] += f"the stack segment (ss was {before['ss']:#x})"
+        rows.append(f"  the CPU aligned the stack first: ({before['sp']:#x} & ~0xf) - "
+                    f"{len(FRAME)} * 8 = {sp:#x}")
         return rows
 
 
@@ -118,7 +120,12 @@ def _gate_lines(gate, handler):
             f"  offset  {gate['offset']:016x} = {handler} (bits 0-15, 16-31, 32-63)",
             f"  segment {gate['selector']:#06x}   ist {gate['ist']}   "
             f"type {gate['type']:#x} ({GATE_TYPES.get(gate['type'], '?')})   "
-            f"dpl {gate['dpl']}   present {gate['present']}"]
+            f"dpl {gate['dpl']}   present {gate['present']}",
+            f"  dpl {gate['dpl']}: "
+            + ("user mode may raise it too" if gate["dpl"] == 3 else
+               f"only privilege levels <= {gate['dpl']} may raise it")
+            + f"; ist {gate['ist']}: " + ("on the current stack" if gate["ist"] == 0 else
+                                          f"on IST stack {gate['ist']}")]
 
 
 def _decodings(m, addr, size):
