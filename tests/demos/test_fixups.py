@@ -95,5 +95,8 @@ def test_the_2613_call_goes_wild(lesson):
     assert bug["fixed"]["ip"] == bug["addr"] + callee - bug["slot"]
     assert "did not return within 1000 instructions" in bug["lost"]["message"]
     assert bug["result"] is None and fixed["result"] == fixed["addr"] + 2
+    assert bug["fixed"]["sym"] == f"{bug['fixed']['ip']:#x}"      # in no function
+    old, new = bug["lost"]["callee_byte"]
+    assert old == 0x48 and new != old and bug["lost"]["ax"] == callee
     result = scene_steps(lesson, "call_indirect_2613")[3]
     assert f"{bug['fixed']['ip']:#x}" in result["narration"]

@@ -123,7 +123,7 @@ class FixupsLesson:
     def tell_fixed(self, rec, ev):
         f = self.f
         f["fixed"] = {"ip": ev.ip, "flags": ev.flags, "sp": self.m.engine.reg("sp"),
-                      "top": self.top(), "resume": ev.resume.name}
+                      "top": self.top(), "resume": ev.resume.name, "sym": self.short(ev.ip)}
         text, extra = FIXED[self.scene.key](self, f)
         rec.step(f"{self.scene.title}: after the fix-up",
                  f"resume_execution() ({ev.resume.name}): " + text,
@@ -149,11 +149,15 @@ class FixupsLesson:
         self.f.update(slot=p.ainsn.slot, copy=p.ainsn.copy[:length], resume=p.ainsn.resume.name)
         rec.probe = p
         rec.watch(scene.probed)
+        callee = m.symbols.lookup_name("lt_callee")
+        callee_byte = m.read(callee, 1)[0]
         try:
             result = m.call(scene.fn, *scene.args, max_insns=LOST_LIMIT)
         except GuestFault as exc:
             result = None
-            self.f["lost"] = {"message": exc.oops.message, "ip": exc.oops.regs["ip"]}
+            self.f["lost"] = {"message": exc.oops.message, "ip": exc.oops.regs["ip"],
+                              "ax": exc.oops.regs["ax"],
+                              "callee_byte": [callee_byte, m.read(callee, 1)[0]]}
         self.f["result"] = result
         k.unregister_kprobe(p)
         text, extra = RESULT[scene.key](self, self.f)
@@ -324,8 +328,8 @@ def _fixed_ret(lesson, f):
                 f"  ip        {lesson.short(ip)} kept: it was popped, not computed from the "
                 "slot",
                 f"  relocated, it would be orig + (ip - slot) = {wrong:#x}, "
-                + (f"{lesson.short(wrong)}" if lesson.m.symbols.symbol_at(wrong) and
-                   not lesson.short(wrong).startswith("0x") else "in no function")]))
+                + (lesson.short(wrong) if lesson.short(wrong) != f"{wrong:#x}" else
+                   "in no function")]))
 
 
 def _fixed_pushf(lesson, f):
@@ -386,11 +390,21 @@ def _result_2613(lesson, f):
     lost = f["lost"]
     code = lesson.m.read(f["fixed"]["ip"], 8)
     first = disassemble(code, f["fixed"]["ip"], 1)[0]
-    return (f"The CPU went on at {f['fixed']['ip']:#x}, where the bytes {first[2].hex(' ')} "
-            f"decode as {first[3]!r}; m.call gave up after {LOST_LIMIT:,} instructions at "
-            f"{lesson.short(lost['ip'])}: the callee never ran. Unprobed, the call returns "
-            f"{f['unprobed']:#x}.",
-            _panel("what became of it", ["  " + lost["message"]]))
+    old, new = lost["callee_byte"]
+    if lost["ax"] == lesson.m.symbols.lookup_name("lt_callee") and old != new:
+        harm = (f"rax still held lt_callee's address, so the wild run rewrote the callee's "
+                f"first byte from {old:#04x} to {new:#04x}")
+    else:
+        harm = f"lt_callee's first byte is {new:#04x}"
+    where = "in no function" if f["fixed"]["sym"] == f"{f['fixed']['ip']:#x}" else \
+        f"in {f['fixed']['sym']}"
+    return (f"The CPU went on at {f['fixed']['ip']:#x}, {where}, where the bytes "
+            f"{first[2].hex(' ')} decode as {first[3]!r}; m.call gave up after "
+            f"{LOST_LIMIT:,} instructions at {lesson.short(lost['ip'])}. {harm}; unprobed, "
+            f"the call returns {f['unprobed']:#x}.",
+            _panel("what became of it", [
+                "  " + lost["message"],
+                f"  lt_callee+0x0: {old:#04x} -> {new:#04x}, rax = {lost['ax']:#x}"]))
 
 
 BEFORE = {"mov": _before_plain, "riprel": _before_riprel, "jcc_taken": _before_plain,
@@ -512,10 +526,13 @@ def _indirect(lesson):
         and fixed["fixed"]["top"] == fixed["addr"] + fixed["length"] and \
         bug["resume"] == "RELOCATE" and bug["raw"]["ip"] == target and \
         bug["fixed"]["ip"] == bug["addr"] + (target - bug["slot"]) != target and \
-        bug["fixed"]["top"] == bug["slot"] + bug["length"] and bug["result"] is None
+        bug["fixed"]["top"] == bug["slot"] + bug["length"] and bug["result"] is None and \
+        bug["fixed"]["sym"] == f"{bug['fixed']['ip']:#x}" and \
+        bug["lost"]["callee_byte"][0] != bug["lost"]["callee_byte"][1]
     return ok, (f"fixed: ip {fixed['fixed']['ip']:#x}, pushed {fixed['fixed']['top']:#x}; "
-                f"2.6.13: ip {bug['fixed']['ip']:#x}, pushed {bug['fixed']['top']:#x}, "
-                "the call never returned")
+                f"2.6.13: ip {bug['fixed']['ip']:#x} in no function, pushed "
+                f"{bug['fixed']['top']:#x}, the call never returned and lt_callee's first byte "
+                "went from {:#04x} to {:#04x}".format(*bug["lost"]["callee_byte"]))
 
 
 DEMO = Demo(
@@ -544,7 +561,8 @@ DEMO = Demo(
         Claim("pushf: the image had TF=1 IF=0 and gets the trapped TF=0 IF=1 back", _pushf),
         Claim("cli and sti keep their own IF", _if_modifiers),
         Claim("call *%rax: fixed keeps ip and repairs the return address; 2.6.13 relocated "
-              "ip to orig + (target - slot) and the call never returned", _indirect),
+              "ip to orig + (target - slot), in no function, and the wild run never returned "
+              "and wrote into the callee", _indirect),
     ],
     prose=("Each scene probes one instruction of kernel_images/lessons/lesson_targets.S and "
            "calls its function with m.call (which runs on a frozen guest clock: the clock "
