@@ -128,7 +128,7 @@ def _gate_lines(gate, handler):
                                           f"on IST stack {gate['ist']}")]
 
 
-def _decodings(m, addr, size):
+def _decodings(m, addr):
     """The instructions as written at addr and as the CPU decodes them from addr + 1."""
     sym = m.symbols.symbol_at(addr)
     end = sym.addr + sym.size
@@ -160,7 +160,7 @@ def record():
     rec.watch(TARGET)
     rec.guest_vectors = {INT3_VECTOR}
     lesson = Int3Lesson(m, rec, addr)
-    written, misread = _decodings(m, addr, fn.size)
+    written, misread = _decodings(m, addr)
     first = written[0]
 
     def stop_at_gate(event):
