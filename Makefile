@@ -50,15 +50,13 @@ fuzz: $(STAMP)
 
 images:
 	$(MAKE) -C kernel_images/toykernel
+	$(MAKE) -C kernel_images/lessons
 
 # The demos' committed transcripts (demos/NAME_example.txt), golden lesson traces
 # (tests/demos/golden) and index (docs/demos.md), re-generated from the demos; the tests
 # compare them byte for byte, so this is the explicit step a changed lesson needs.
 demos: $(STAMP)
 	$(PY) -m kprobes.demos.transcript --write
-
-# The designs demo's target module: its own rule in its own fragment.
-include kernel_images/lessons/designs.mk
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -3,3 +3,5 @@
 from pathlib import Path
 
 TOYKERNEL = Path(__file__).resolve().parent / "toykernel" / "vmlinux"
+# The module the teaching demos load (kpemu demo fixups); committed beside its source.
+LESSON_TARGETS = Path(__file__).resolve().parent / "lessons" / "lesson_targets.o"

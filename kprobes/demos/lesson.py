@@ -120,6 +120,9 @@ class Recorder:
         # Guest traps and interrupts (through the guest's IDT) the lesson narrates; the
         # rest fold into the fast-forward steps around them.
         self.guest_vectors = set()
+        # With no kprobes installed, the int3s and #DBs the CPU took through the guest's
+        # IDT are the lesson's trap counters (there is no kprobes per-CPU state to read).
+        self._guest_traps = {"int3": 0, "debug": 0}
         self._pending_arm = None
         self._base = self._trap_counts()
         self._prev_regs = None
@@ -167,6 +170,8 @@ class Recorder:
         if event.kind in ("trap", "delivered", "irq") and \
                 event.data.get("vector") not in self.guest_vectors:
             return
+        if event.kind == "trap" and self.k is None and event.data["vector"] in GUEST_TRAPS:
+            self._guest_traps[GUEST_TRAPS[event.data["vector"]]] += 1
         if event.kind == "kprobes.arm":
             # Registration arms before it reports: tell the copy first, then the byte.
             self._flush_arm()
@@ -197,17 +202,19 @@ class Recorder:
 
     def _trap_counts(self):
         if self.k is None:
-            return {"int3": 0, "debug": 0}
+            return dict(self._guest_traps)
         traps = self.k.traps
         return {"int3": traps["int3"], "debug": traps["debug"]}
 
     # -- steps --------------------------------------------------------------------------
 
     def step(self, title, narration, phase=None, facts=None, event="note", vector=None,
-             overrides=None, extra=None, at=None):
+             overrides=None, extra=None, at=None, covers_run=False):
         """Add a step with the machine's state now (`overrides`: register values that the
         trap being handled will write when it returns, e.g. the slot's ip; `at`: where
-        the instruction that trapped is, for the fast-forward that led there)."""
+        the instruction that trapped is, for the fast-forward that led there;
+        `covers_run`: the instructions run since the last step are this step's own, its
+        narration tells what they did, so no fast-forward step comes before it)."""
         if event == "note":
             self._flush_arm()
         if len(self.steps) >= MAX_STEPS:
@@ -218,7 +225,7 @@ class Recorder:
         if ran > 0:
             if self.stepping:
                 self.slot_insns += ran
-            else:
+            elif not covers_run:
                 self._fastforward(ran, at)
         self.stepping = event == "kprobes.singlestep"
         self._last_clock = executed
@@ -238,7 +245,8 @@ class Recorder:
         fmt = self.short
         self.steps.append(self._state(
             "fast-forward", f"{ran:,} guest instruction{'s' if ran != 1 else ''} ran, from "
-            f"{fmt(self._last_ip)} to {fmt(ip)}, with nothing for kprobes to do.",
+            f"{fmt(self._last_ip)} to {fmt(ip)}"
+            + (", with nothing for kprobes to do." if self.k is not None else "."),
             "body", {"instructions": ran, "from": self._last_ip, "to": ip}, "fastforward",
             None, None, {name: self.m.engine.reg(name) for name in REG_NAMES}, None))
 
@@ -451,6 +459,7 @@ def _plain(value):
 
 
 TRAP_EVENTS = ("kprobes.trap", "trap")
+GUEST_TRAPS = {3: "int3", 1: "debug"}     # vector -> counter, for a lesson without kprobes
 
 
 # -- the default narration of each mechanism event -----------------------------------------

@@ -90,7 +90,8 @@ def slot_panel(step, inner):
             out.append("\n" + " " * (len(lead) + 1) + marks.rstrip() + "  repaired")
     if slot["after"]:
         out.append("\n* ip is just past the copy: the step is done")
-    return Panel(out, title=f"SLOT (the copy of {slot['probe']})", title_align="left",
+    # Text, not a str: rich would read a module name in brackets ([lessons]) as markup.
+    return Panel(out, title=Text(f"SLOT (the copy of {slot['probe']})"), title_align="left",
                  box=box.SQUARE, width=inner + 4)
 
 

@@ -3,6 +3,7 @@ its slot and the guest gets exactly the result it gets unprobed."""
 
 import pytest
 
+from emu import GuestFault
 from kprobes import Kprobe
 from kprobes.arch.x86_64.insn import Resume
 
@@ -99,3 +100,33 @@ def test_jump_table_in_the_kernel(km):
     assert p.ainsn.resume == Resume.JMP_ABS
     assert [m.call("mix_switch", i, 1000 + i) for i in range(12)] == unprobed
     assert k.traps["int3"] == 11      # cases 0..10 go through the table, 11 is the default
+
+
+def test_ff_test_2613_reproduces_the_indirect_call_bug(km, resume_targets_o):
+    """With the arch's ff_test_2613 on, `call *%rdx` is relocated as 2.6.13 did: ip lands
+    at orig + (target - slot) instead of the target, and the pushed return address stays
+    in the slot.  Off again, the next probe is fixed up right."""
+    m, k = km
+    m.load_module(resume_targets_o)
+    insn = m.symbols.lookup_name("t_call_reg_insn")
+    target = m.symbols.lookup_name("ind_two")
+    seen = []
+
+    def post(p, regs, flags):
+        seen.append((regs.ip, m.read_u64(regs.sp)))
+
+    k.arch.ff_test_2613 = True
+    p = Kprobe(addr=insn, post_handler=post)
+    k.register_kprobe(p)
+    k.arch.ff_test_2613 = False
+    assert p.ainsn.resume == Resume.RELOCATE
+    slot = p.ainsn.slot
+    with pytest.raises(GuestFault, match="did not return within 200 instructions"):
+        m.call("t_call_reg", max_insns=200)
+    assert seen == [(target, slot + 2)]          # the step itself is the same
+    assert k.traps["int3"] == 1 and k.traps["debug"] == 1
+    k.unregister_kprobe(p)
+    p = Kprobe(addr=insn)
+    k.register_kprobe(p)
+    assert p.ainsn.resume == Resume.CALL_ABS
+    assert m.call("t_call_reg") == 223

@@ -43,6 +43,23 @@ def test_decode_decides_the_resume_action(hexbytes, resume, if_modifier, text):
     assert not ainsn.riprel
 
 
+@pytest.mark.parametrize("hexbytes, fixed", [
+    ("ffd0", Resume.CALL_ABS), ("ff10", Resume.CALL_ABS), ("ffe0", Resume.JMP_ABS),
+    ("ff20", Resume.JMP_ABS), ("41ffd3", Resume.CALL_ABS),   # call *%r11: REX first
+])
+def test_ff_test_2613_relocates_indirect_calls_and_jmps(hexbytes, fixed):
+    code = bytes.fromhex(hexbytes) + b"\x90" * 8
+    assert decode(code, TEXT).resume == fixed
+    assert decode(code, TEXT, ff_test_2613=True).resume == Resume.RELOCATE
+
+
+def test_ff_test_2613_leaves_the_other_opcodes_alone():
+    for hexbytes, resume, _if, _text in DECODED:
+        if not hexbytes.startswith("ff"):
+            code = bytes.fromhex(hexbytes) + b"\x90" * 8
+            assert decode(code, TEXT, ff_test_2613=True).resume == resume
+
+
 def test_resume_values_are_the_c_paths():
     assert [(r.name, int(r)) for r in Resume] == [
         (name, getattr(_trap, "RESUME_" + name))

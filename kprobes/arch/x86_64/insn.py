@@ -133,9 +133,15 @@ def is_IF_modifier(insn_bytes):  # noqa: N802 - Linux's name
     return op in (0xFA, 0xFB, 0x9D, 0xCF)
 
 
-def decode(code, addr):
+def decode(code, addr, ff_test_2613=False):
     """Decode the instruction at `addr` from `code` (its original bytes) and decide how it
-    is copied and resumed.  Raises InsnError for what cannot be probed."""
+    is copied and resumed.  Raises InsnError for what cannot be probed.
+
+    `ff_test_2613`: decide the 0xff group as 2.6.13's resume_execution() did, by masking
+    the opcode byte instead of the ModRM byte (`(0xff & 0x30) == 0x10` and the jmp tests
+    never hold), so an indirect call or jmp is relocated like a plain instruction: rip
+    becomes orig + (target - slot) and a call's pushed return address stays in the slot.
+    Off by default; the fixups demo turns it on to show the bug."""
     try:
         insn = next(_cs.disasm(code[:MAX_INSN_SIZE], addr, 1))
     except (StopIteration, CsError):
@@ -160,7 +166,7 @@ def decode(code, addr):
         resume = Resume.RET
     elif op == 0xE8:
         resume = Resume.CALL
-    elif op == 0xFF and i + 1 < len(raw):
+    elif op == 0xFF and i + 1 < len(raw) and not ff_test_2613:
         reg = (raw[i + 1] >> 3) & 7       # the ModRM reg field (the 2006 fix)
         if reg in (2, 3):
             resume = Resume.CALL_ABS

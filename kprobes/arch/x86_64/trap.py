@@ -104,6 +104,9 @@ class ArchKprobes:
         # The machine's trap-table entries for vectors 3 and 1: trap.c's C handlers.
         self.int3 = CTrapHandler(_trap.INT3, self.kcb)
         self.debug = CTrapHandler(_trap.DEBUG, self.kcb)
+        # Reproduce 2.6.13's indirect call/jmp bug in the probes prepared from now on
+        # (insn.decode's ff_test_2613; off: the later fix, which reads ModRM).
+        self.ff_test_2613 = False
         # What resume_execution reaches memory with, bound once (it runs per hit).
         self._read_u64 = self.m.mem.u64
         self._write_u64 = self.m.mem.set_u64
@@ -149,7 +152,7 @@ class ArchKprobes:
         code = self.core.original_bytes(addr, MAX_INSN_SIZE)
         slot = None
         try:
-            ainsn = decode(code, addr)
+            ainsn = decode(code, addr, ff_test_2613=self.ff_test_2613)
             slot = self.core.slots.get_insn_slot()
             ainsn.copy = copy_for_slot(ainsn, addr, slot)
         except InsnError as exc:
