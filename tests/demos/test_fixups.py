@@ -2,15 +2,15 @@
 
 import pytest
 
-from kprobes.demos.catalogue import run
 from kprobes.demos.lessons.fixups import SCENES
+from tests.demos.conftest import recorded
 
 TF, IF = 0x100, 0x200
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return run("fixups")
+    return recorded("fixups")
 
 
 def scene_steps(lesson, key):

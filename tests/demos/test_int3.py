@@ -2,13 +2,13 @@
 
 import pytest
 
-from kprobes.demos.catalogue import run
 from kprobes.demos.lessons.int3 import FRAME
+from tests.demos.conftest import recorded
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return run("int3")
+    return recorded("int3")
 
 
 def test_every_claim_holds(lesson):
