@@ -124,6 +124,7 @@ class Recorder:
         # IDT are the lesson's trap counters (there is no kprobes per-CPU state to read).
         self._guest_traps = {"int3": 0, "debug": 0}
         self._pending_arm = None
+        self._ending_trap = None
         self._base = self._trap_counts()
         self._prev_regs = None
         self._prev_stack = {}
@@ -226,7 +227,7 @@ class Recorder:
             if self.stepping:
                 self.slot_insns += ran
             elif not covers_run:
-                self._fastforward(ran, at)
+                self._fastforward(ran, at, vector)
         self.stepping = event == "kprobes.singlestep"
         self._last_clock = executed
         regs = {name: m.engine.reg(name) for name in REG_NAMES}
@@ -240,7 +241,10 @@ class Recorder:
                                       trap_no, regs, extra))
         self._last_ip = regs["ip"]
 
-    def _fastforward(self, ran, at=None):
+    def _fastforward(self, ran, at=None, vector=None):
+        """The plain run up to now, one step (`vector`: the trap that ends it, counted
+        already but not part of the run)."""
+        self._ending_trap = GUEST_TRAPS.get(vector)
         ip = self.m.engine.reg("ip") if at is None else at
         fmt = self.short
         self.steps.append(self._state(
@@ -256,6 +260,8 @@ class Recorder:
         self._prev_regs = regs
         ip = regs["ip"]
         counts = self._trap_counts()
+        if event == "fastforward" and self._ending_trap is not None:
+            counts[self._ending_trap] -= 1
         step = {
             "i": len(self.steps) + 1, "n": None, "design": self.design,
             "clock": self.m.clock.now, "phase": phase, "event": event,
