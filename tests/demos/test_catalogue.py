@@ -64,3 +64,12 @@ def test_the_stepper_needs_a_terminal(capsys, monkeypatch):
     status, out, err = kpemu(capsys, "demo", "kprobe", "--step")
     assert status == 2 and out == ""
     assert err.startswith("kpemu: --step needs a terminal")
+
+
+def test_the_readme_frame_is_one_of_the_kretprobe_transcript():
+    readme = (INDEX.parent.parent / "README.md").read_text()
+    head = readme.index("One step of `kpemu demo kretprobe`:")
+    block = readme[readme.index("```\n", head) + 4:]
+    block = block[:block.index("```")]
+    assert block.startswith("── step ")
+    assert block in transcript_path("kretprobe").read_text()
