@@ -119,6 +119,13 @@ class Recorder:
         # Guest traps and interrupts (through the guest's IDT) the lesson narrates; the
         # rest fold into the fast-forward steps around them.
         self.guest_vectors = set()
+        # fold: plain guest execution between two steps makes no fast-forward step of
+        # its own; the next step can say how much ran (ran_since_step()).  For lessons
+        # whose events come a few instructions apart (a recursion).
+        self.fold = False
+        self.folded = 0
+        # address -> name, for addresses no symbol covers (m.call's return pad)
+        self.labels = {m.call_return_address: "m.call return"}
         self._pending_arm = None
         self._base = self._trap_counts()
         self._prev_regs = None
@@ -187,12 +194,39 @@ class Recorder:
     def _tell(self, narrator, event):
         told = narrator(self, event)
         if told is None:
+            self._skipped(event)
             return
         title, narration, phase, facts = told
         vector = event.data.get("vector") if event.kind in TRAP_EVENTS else None
         at = event.data.get("ip") if event.kind in TRAP_EVENTS else None
         self.step(title, narration, phase=phase, facts=facts, event=event.kind,
                   vector=vector, overrides=_overrides(event), at=at)
+
+    def _skipped(self, event):
+        """An event a folding lesson leaves out still ends a stretch: what ran before it
+        is counted (in the slot after a single-step was prepared, else as folded guest
+        execution), so the counters of the next step stay exact."""
+        if not self.fold:
+            return
+        self._count_ran(None)
+        self._last_clock = self.m.clock.executed
+        self.stepping = event.kind == "kprobes.singlestep"
+
+    def _count_ran(self, at):
+        ran = self.m.clock.executed - self._last_clock
+        if ran > 0:
+            if self.stepping:
+                self.slot_insns += ran
+            elif self.fold:
+                self.folded += ran
+            else:
+                self._fastforward(ran, at)
+
+    def ran_since_step(self):
+        """Plain guest instructions executed since the last step (a folding lesson's
+        narrators say it)."""
+        pending = self.m.clock.executed - self._last_clock
+        return self.folded + (pending if pending > 0 and not self.stepping else 0)
 
     def _trap_counts(self):
         if self.k is None:
@@ -213,12 +247,7 @@ class Recorder:
             raise LessonError(f"the lesson has more than {MAX_STEPS} steps")
         m = self.m
         executed = m.clock.executed
-        ran = executed - self._last_clock
-        if ran > 0:
-            if self.stepping:
-                self.slot_insns += ran
-            else:
-                self._fastforward(ran, at)
+        self._count_ran(at)
         self.stepping = event == "kprobes.singlestep"
         self._last_clock = executed
         regs = {name: m.engine.reg(name) for name in REG_NAMES}
@@ -230,6 +259,7 @@ class Recorder:
             trap_no = self.traps
         self.steps.append(self._state(title, narration, phase, facts or {}, event, vector,
                                       trap_no, regs, extra))
+        self.folded = 0
         self._last_ip = regs["ip"]
 
     def _fastforward(self, ran, at=None):
@@ -272,6 +302,9 @@ class Recorder:
     def short(self, addr):
         """`sym+0xoff` (the module in brackets), `slot(PROBE)+0xoff` in a probe's
         instruction slot, or the bare hex."""
+        label = self.labels.get(addr)
+        if label is not None:
+            return label
         p = self._slot_of(addr)
         if p is not None:
             return f"slot({self.short(p.addr)})+{addr - p.ainsn.slot:#x}"
