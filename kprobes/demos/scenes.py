@@ -69,3 +69,17 @@ def same_final(unprobed, probed):
         return False, "differs in " + ", ".join(diff)
     return True, (f"power-off at clock {probed['clock']:,}, exit code {probed['exit_code']}, "
                   f"{len(probed['console'])} console bytes, all registers: identical")
+
+
+def run_until(m, done, chunk=1_000, limit=RUN_LIMIT):
+    """Run the workload `chunk` instructions at a time until done() holds (a line on the
+    console, say); a lesson whose moment never comes fails."""
+    ran = 0
+    while not done():
+        if ran >= limit:
+            raise LessonError(f"the lesson's moment never came in {ran:,} instructions")
+        result = m.run(max_insns=chunk)
+        ran += result.insns
+        if result.reason not in ("limit", "stopped"):
+            raise LessonError(f"the run ended with {result.reason!r} before the lesson's "
+                              "moment")
