@@ -395,7 +395,7 @@ class Recorder:
             elif value == tramp:
                 note = (note + " " if note else "") + "kretprobe_trampoline"
             rows.append({"addr": addr, "off": 8 * n, "value": value,
-                         "sym": self.short(value) if m.is_kernel_text(value) or
+                         "sym": self.short(value) if m.is_kernel_text(value) or value in self.labels or
                          self._slot_of(value) else "",
                          "changed": old is not None and old != value,
                          "sp": n == 0, "note": note})
@@ -464,6 +464,10 @@ def _overrides(event):
         return {"ip": event.data["ip"], "flags": event.data["flags"]}
     if event.kind == "kprobes.fixup":
         return {"ip": event.data["ip"], "flags": event.data["flags"]}
+    if event.kind == "kprobes.handler-returned":
+        # what the handler wrote, which reaches the CPU when the trap returns
+        return {name: value for name, value in event.data["regs"].items()
+                if name in REG_NAMES}
     return None
 
 
