@@ -126,6 +126,8 @@ class Recorder:
         self.folded = 0
         # address -> name, for addresses no symbol covers (m.call's return pad)
         self.labels = {m.call_return_address: "m.call return"}
+        # probe -> the name a lesson gives it ("P1"), shown before its kind and place
+        self.names = {}
         self._pending_arm = None
         self._base = self._trap_counts()
         self._prev_regs = None
@@ -442,6 +444,12 @@ class Recorder:
         return str(cur) if cur else None
 
     def _probe_label(self, p):
+        name = self.names.get(p)
+        if name is not None:
+            return f"{name} {self._place_label(p)}"
+        return self._place_label(p)
+
+    def _place_label(self, p):
         if p.kind == "r" or p.kretprobe is not None:
             return "r:" + self.short(p.addr)
         if getattr(p, "internal", False):
