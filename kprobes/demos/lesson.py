@@ -397,8 +397,8 @@ class Recorder:
             elif value == tramp:
                 note = (note + " " if note else "") + "kretprobe_trampoline"
             rows.append({"addr": addr, "off": 8 * n, "value": value,
-                         "sym": self.short(value) if m.is_kernel_text(value) or value in self.labels or
-                         self._slot_of(value) else "",
+                         "sym": self.short(value) if m.is_kernel_text(value) or
+                         value in self.labels or self._slot_of(value) else "",
                          "changed": old is not None and old != value,
                          "sp": n == 0, "note": note})
         self._prev_stack = seen
@@ -545,14 +545,15 @@ def _tell_handler(rec, ev):
     which = ev.which
     regs = ev.regs
     p = ev.probe
+    whose = f"{rec.names[p]}'s" if p in rec.names else "The"
     if which == "pre_handler":
-        return ("pre_handler", f"The pre_handler is called with regs.ip = {regs['ip']:#x}, "
-                f"which is the probe address {p.addr:#x} + 1, because the int3 has already "
-                "run.", "pre", {"regs_ip": regs["ip"], "addr": p.addr})
+        return ("pre_handler", f"{whose} pre_handler is called with regs.ip = "
+                f"{regs['ip']:#x}, which is the probe address {p.addr:#x} + 1, because the "
+                "int3 has already run.", "pre", {"regs_ip": regs["ip"], "addr": p.addr})
     if which == "post_handler":
-        return ("post_handler", f"The post_handler is called with regs.ip = {regs['ip']:#x}, "
-                "still inside the slot: only the one displaced instruction has run, and "
-                "the function is far from done.", "post",
+        return ("post_handler", f"{whose} post_handler is called with regs.ip = "
+                f"{regs['ip']:#x}, still inside the slot: only the one displaced "
+                "instruction has run, and the function is far from done.", "post",
                 {"regs_ip": regs["ip"], "slot": p.ainsn.slot})
     if which == "handler":
         ri = ev.instance
