@@ -258,6 +258,10 @@ class Recorder:
         trap_no = None
         if vector is not None:
             self.traps += 1
+            if self.fold:       # the traps folded away keep their numbers
+                counts = self._trap_counts()
+                self.traps = max(self.traps, sum(counts[kind] - self._base[kind]
+                                                 for kind in ("int3", "debug")))
             trap_no = self.traps
         self.steps.append(self._state(title, narration, phase, facts or {}, event, vector,
                                       trap_no, regs, extra))
