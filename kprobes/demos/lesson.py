@@ -160,6 +160,12 @@ class Recorder:
         self.k = k
         self._base = self._trap_counts()
 
+    def quiet(self, *kinds):
+        """Leave these events out of the lesson: no step of their own (a folding lesson
+        still counts their instructions).  A swap left out still notes the stack slot."""
+        for kind in kinds:
+            self.narrators[kind] = _note_swap if kind == "kprobes.swap" else _untold
+
     def watch(self, fn):
         addr = self.m.symbols.lookup_name(fn) if isinstance(fn, str) else fn
         if addr is None:
@@ -499,6 +505,15 @@ def _plain(value):
 TRAP_EVENTS = ("kprobes.trap", "trap")
 
 
+def _untold(rec, ev):
+    return None
+
+
+def _note_swap(rec, ev):
+    """The swap's stack note ("was ... -> now ...") without a step."""
+    rec.stack_notes[ev.slot] = (ev.old, ev.new)
+
+
 # -- the default narration of each mechanism event -----------------------------------------
 # Each returns (title, narration, phase, facts); every number in the text comes from the
 # event or the machine.
@@ -671,6 +686,15 @@ class Claim:
     def __init__(self, text, check):
         self.text = text
         self.check = check
+
+
+def trap_counts(int3, debug):
+    """A claim's check: the lesson's trap counters end at exactly these."""
+    def check(lesson):
+        counted = lesson.final()["counters"]
+        got = {"int3": counted["int3"], "debug": counted["debug"]}
+        return got == {"int3": int3, "debug": debug}, f"counted {got}"
+    return check
 
 
 class Lesson:

@@ -4,7 +4,7 @@ the last one goes.  P1 and P2 on sys_getpid+0, hit once by the workload's getpid
 
 from kprobes import Kprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import Claim, Demo, Recorder
+from kprobes.demos.lesson import Claim, Demo, Recorder, trap_counts
 
 TARGET = "sys_getpid"
 
@@ -85,10 +85,6 @@ def record():
     rec.narrators.update({"kprobes.register": tell_register, "kprobes.arm": tell_arm,
                           "kprobes.handler": tell_handler, "kprobes.disarm": tell_disarm})
 
-    def stop_after_fixup(event):
-        if event.kind == "kprobes.fixup":
-            m.stop()
-
     with rec:
         rec.step("before", f"Two kprobes, P1 and P2, will be registered on {TARGET}+0x0, "
                  "in that order, each with a pre_handler and a post_handler.",
@@ -96,9 +92,7 @@ def record():
         k.register_kprobe(p1)
         k.register_kprobe(p2)
         facts["slots"] = [p1.ainsn.slot, p2.ainsn.slot]
-        m.observers.append(stop_after_fixup)
-        scenes.run_until_stopped(m)
-        m.observers.remove(stop_after_fixup)
+        scenes.run_until_event(m, lambda ev: ev.kind == "kprobes.fixup")
         k.unregister_kprobe(p2)
         facts["byte_after_p2"] = m.read(fn.addr, 1)[0]
         rec.step("unregister P2", f"unregister_kprobe(P2): P2 leaves the aggregate's list; "
@@ -129,12 +123,6 @@ def _order(lesson):
     return got == want, f"handlers ran {got}"
 
 
-def _traps(lesson):
-    c = lesson.final()["counters"]
-    got = {"int3": c["int3"], "debug": c["debug"]}
-    return got == {"int3": 1, "debug": 1}, f"counted {got} for two probes"
-
-
 def _byte(lesson):
     f = lesson.facts
     ok = f["byte_after_p2"] == 0xCC and f["byte_after_p1"] == f["opcode"] and \
@@ -153,10 +141,10 @@ DEMO = Demo(
         Claim("the second registration makes the aggregate: no byte written, no new copy",
               _no_new_copy),
         Claim("handlers run newest first: P2 then P1, pre and post", _order),
-        Claim("one trap pair for both probes: int3 1, #DB 1", _traps),
+        Claim("one trap pair for both probes: int3 1, #DB 1", trap_counts(1, 1)),
         Claim("unregistering P2 leaves the int3; unregistering the last restores the byte",
               _byte),
-        Claim("final state == the unprobed run's", lambda l: tuple(l.facts["same_final"])),
+        scenes.same_final_claim(),
     ],
     prose=("Two kprobes on the same instruction. The table holds one probe per address, "
            "so the second registration turns the entry into an aggregate that owns the "

@@ -8,7 +8,7 @@ import struct
 
 from kprobes import Kretprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import DEFAULT_NARRATORS, Claim, Demo, Recorder
+from kprobes.demos.lesson import Claim, Demo, Recorder, trap_counts
 
 TARGET = "busy_sum"
 TRACED = "busy1"          # the task whose calls the entry_handler keeps
@@ -85,27 +85,19 @@ def record():
                 {"slot": vetoed["slot"], "value": vetoed["after"],
                  "free": len(rp.free_instances)})
 
-    for kind in ("kprobes.arm", "kprobes.trap", "kprobes.handler", "kprobes.singlestep",
-                 "kprobes.handler-returned", "kprobes.instance"):
-        rec.narrators[kind] = lambda rec, ev: None
-    rec.narrators["kprobes.swap"] = lambda rec, ev: DEFAULT_NARRATORS["kprobes.swap"](
-        rec, ev) and None
+    rec.quiet("kprobes.arm", "kprobes.trap", "kprobes.handler", "kprobes.singlestep",
+              "kprobes.handler-returned", "kprobes.instance", "kprobes.swap")
     rec.narrators.update({"kprobes.register": tell_register, "kprobes.fixup": tell_fixup})
     rec.narrators["kprobes.disarm"] = lambda rec, ev: (
         "unregistered", f"unregister_kretprobe(): the byte {ev.opcode:02x} is back at "
         f"{rec.short(ev.addr)}.", "disarm", {"addr": ev.addr})
 
-    def stop_after_return(ev):
-        if ev.kind == "kprobes.handler-returned" and ev.probe.internal:
-            m.stop()
-
     with rec:
         rec.step("before", f"busy1 and busy2 both call {TARGET}; a kretprobe will time "
                  f"{TRACED}'s call from entry to return.", phase="before")
         k.register_kretprobe(rp)
-        m.observers.append(stop_after_return)
-        scenes.run_until_stopped(m)
-        m.observers.remove(stop_after_return)
+        scenes.run_until_event(m, lambda ev: ev.kind == "kprobes.handler-returned" and
+                               ev.probe.internal)
         report = rp.miss_report()
         k.unregister_kretprobe(rp)
     probed = scenes.final_state(m)
@@ -138,16 +130,9 @@ def _untouched(lesson):
                 f"report {lesson.facts['report']}")
 
 
-def _traps(lesson):
-    c = lesson.final()["counters"]
-    got = (c["int3"], c["debug"])
-    return got == (3, 2), f"int3 {got[0]}, #DB {got[1]}: 3 for the timed call, 2 for the other"
-
-
 DEMO = Demo(
     name="entry-data",
-    question="How do a kretprobe's two handlers share data, and what does entry_handler "
-             "decide?",
+    question="What can entry_handler decide, and how do the two handlers share data?",
     tier="S",
     confusions=(5,),
     record=record,
@@ -156,8 +141,9 @@ DEMO = Demo(
               "duration is the clock difference", _duration),
         Claim("an entry_handler returning non-zero leaves the stack untouched; not in "
               "nmissed", _untouched),
-        Claim("traps: 3 for the tracked call, 2 for the declined one", _traps),
-        Claim("final state == the unprobed run's", lambda l: tuple(l.facts["same_final"])),
+        Claim("traps: 3 for the tracked call, 2 for the declined one (int3 3, #DB 2)",
+              trap_counts(3, 2)),
+        scenes.same_final_claim(),
     ],
     prose=("Modern kretprobes (2.6.25 on) have an entry_handler and data_size: each "
            "instance carries a private buffer from entry to return, which is how a call "

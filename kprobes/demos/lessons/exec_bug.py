@@ -7,7 +7,7 @@ exit), where the handler fires normally."""
 
 from kprobes import Kretprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import DEFAULT_NARRATORS, Claim, Demo, Recorder
+from kprobes.demos.lesson import Claim, Demo, Recorder
 
 TARGET = "flush_old_exec"
 OOPS_LINES = 12          # the oops report's head: message, registers, call trace
@@ -90,11 +90,8 @@ def record_variant(flush_on_exec, unprobed):
                 "instance -- it was recycled on the exec path.", "R.int3",
                 {"variant": variant, "ip": ev.ip, "vector": 3})
 
-    for kind in ("kprobes.arm", "kprobes.handler", "kprobes.singlestep", "kprobes.fixup",
-                 "kprobes.handler-returned", "kprobes.disarm"):
-        rec.narrators[kind] = lambda rec, ev: None
-    rec.narrators["kprobes.swap"] = lambda rec, ev: DEFAULT_NARRATORS["kprobes.swap"](
-        rec, ev) and None
+    rec.quiet("kprobes.arm", "kprobes.handler", "kprobes.singlestep", "kprobes.fixup",
+              "kprobes.handler-returned", "kprobes.disarm", "kprobes.swap")
     rec.narrators.update({"kprobes.register": tell_register,
                           "kprobes.instance": tell_instance, "hypercall": tell_hypercall,
                           "kprobes.flush": tell_flush, "kprobes.trap": tell_trap})
@@ -125,7 +122,8 @@ def record():
     unprobed = scenes.unprobed_final()
     steps_bug, bug = record_variant(True, unprobed)
     steps_fix, fix = record_variant(False, unprobed)
-    return steps_bug + steps_fix, {"2.6.13": bug, "fixed": fix}
+    return steps_bug + steps_fix, {"2.6.13": bug, "fixed": fix,
+                                   "same_final": fix["same_final"]}
 
 
 def _flushed_in_flight(lesson):
@@ -165,8 +163,7 @@ DEMO = Demo(
               _flushed_in_flight),
         Claim("its return finds no instance: the kretprobe BUG, no handler", _bug),
         Claim("with the fix (flush only on exit) the handler fires normally", _fixed),
-        Claim("with the fix, final state == the unprobed run's",
-              lambda l: tuple(l.facts["fixed"]["same_final"])),
+        scenes.same_final_claim("with the fix, final state == the unprobed run's"),
     ],
     prose=("Design (b) keys instances by task, so when a task's old image goes on exec, "
            "2.6.13 recycled its instances from flush_thread() -- including the one of the "

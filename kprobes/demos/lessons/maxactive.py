@@ -15,7 +15,7 @@ panel still counts every one.
 
 from kprobes import Kretprobe
 from kprobes.demos import models, scenes
-from kprobes.demos.lesson import DEFAULT_NARRATORS, Claim, Demo, Recorder
+from kprobes.demos.lesson import Claim, Demo, Recorder
 from kprobes.kretprobe import NR_CPUS
 
 RECURSIVE = "fib"
@@ -152,12 +152,8 @@ def record():
                 state["holder"] == m.current_addr and rps["tasks"].used_instances:
             rec.guest_vectors = {ev.vector}
 
-    quiet = ("kprobes.arm", "kprobes.trap", "kprobes.handler-returned",
-             "kprobes.singlestep", "kprobes.fixup", "delivered")
-    for kind in quiet:
-        rec.narrators[kind] = lambda rec, ev: None
-    rec.narrators["kprobes.swap"] = lambda rec, ev: DEFAULT_NARRATORS["kprobes.swap"](
-        rec, ev) and None
+    rec.quiet("kprobes.arm", "kprobes.trap", "kprobes.handler-returned",
+              "kprobes.singlestep", "kprobes.fixup", "delivered", "kprobes.swap")
     rec.narrators["kprobes.register"] = tell_register
     rec.narrators["kprobes.instance"] = tell_instance
     rec.narrators["kprobes.handler"] = tell_return
@@ -337,7 +333,7 @@ DEMO = Demo(
               "1 return seen, nmissed 1", _across_tasks),
         Claim("re-entered from a handler: kp.nmissed 1, rp.nmissed 0", _reentry),
         Claim("maxactive 0 means max(10, 2*NR_CPUS)", _default),
-        Claim("final state == the unprobed run's", lambda l: tuple(l.facts["same_final"])),
+        scenes.same_final_claim(),
     ],
     prose=("Each kretprobe has a fixed pool of maxactive instances, and every call that "
            "has entered and not yet returned holds one. Three scenes show who holds them "

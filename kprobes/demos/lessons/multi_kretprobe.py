@@ -7,7 +7,7 @@ whose ret_addr is not the trampoline."""
 
 from kprobes import Kretprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import DEFAULT_NARRATORS, Claim, Demo, Recorder
+from kprobes.demos.lesson import Claim, Demo, Recorder
 
 TARGET = "fib"
 N = 2
@@ -103,11 +103,8 @@ def record():
                 {"probe": name, "n": n, "ret_addr": ri.ret_addr, "int3": trap_no(),
                  "is_tramp": ri.ret_addr == tramp, "ax": ev.regs["ax"]})
 
-    for kind in ("kprobes.arm", "kprobes.trap", "kprobes.handler-returned",
-                 "kprobes.singlestep", "kprobes.fixup", "kprobes.instance"):
-        rec.narrators[kind] = lambda rec, ev: None
-    rec.narrators["kprobes.swap"] = lambda rec, ev: DEFAULT_NARRATORS["kprobes.swap"](
-        rec, ev) and None
+    rec.quiet("kprobes.arm", "kprobes.trap", "kprobes.handler-returned",
+              "kprobes.singlestep", "kprobes.fixup", "kprobes.swap")
     rec.narrators.update({"kprobes.register": tell_register,
                           "kprobes.instance": tell_instance,
                           "kprobes.handler": tell_handler})
@@ -173,7 +170,7 @@ def _walk_stops(lesson):
 
 DEMO = Demo(
     name="multi-kretprobe",
-    question="Two kretprobes on one function: whose instance holds the real return address?",
+    question="Two kretprobes on one function: whose instance has the real return?",
     tier="S",
     confusions=(4,),
     record=record,
@@ -186,7 +183,7 @@ DEMO = Demo(
               _walk_stops),
         Claim("m.call returned fib(2)", lambda l: (l.facts["result"] == 1,
                                                     f"fib(2) = {l.facts['result']}")),
-        Claim("final state == the unprobed run's", lambda l: tuple(l.facts["same_final"])),
+        scenes.same_final_claim(),
     ],
     prose=("Two kretprobes on fib. Each entry hijacks the same return slot twice; the "
            "second hijacker finds the trampoline there and believes it is the return "

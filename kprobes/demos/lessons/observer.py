@@ -18,8 +18,7 @@ CALLED = ("fib", 7)       # what the schedule() probe's handler runs in the gues
 
 def quiet(rec):
     """A recorder that tells none of the mechanism's events: only the lesson's own steps."""
-    for kind in list(rec.narrators):
-        rec.narrators[kind] = lambda rec, ev: None
+    rec.quiet(*rec.narrators)
     rec.fold = True
     return rec
 
@@ -105,15 +104,9 @@ def stop_at_hit(m, n):
     p = Kprobe(symbol_name=HOT, pre_handler=lambda p, regs: hits.append(regs.ip) and 0)
     rec.probe = p
 
-    def stop(ev):
-        if ev.kind == "kprobes.fixup" and len(hits) == n:
-            m.stop()
-
     with rec:
         k.register_kprobe(p)
-        m.observers.append(stop)
-        scenes.run_until_stopped(m)
-        m.observers.remove(stop)
+        scenes.run_until_event(m, lambda ev: ev.kind == "kprobes.fixup" and len(hits) == n)
         rec.step(f"hit {n}", f"The run stopped right after the {n}th hit of the probe on "
                  f"{HOT}, at clock {m.clock.now:,} in {rec.task_name()}: ip "
                  f"{rec.short(m.engine.reg('ip'))}, the instruction after the probed one.",
@@ -184,8 +177,8 @@ DEMO = Demo(
     claims=[
         Claim("the probed run takes every timer tick at the unprobed run's (clock, ip)",
               _ticks),
-        Claim("final state == the unprobed run's (console, clock, registers)",
-              lambda l: tuple(l.facts["same_final"])),
+        scenes.same_final_claim("final state == the unprobed run's (console, clock, "
+                                "registers)"),
         Claim("the host's work is kept apart from the guest clock", _ledger),
         Claim(f"stopped at hit {HIT} and replayed from a snapshot: byte-identical", _replay),
     ],

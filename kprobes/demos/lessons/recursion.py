@@ -11,7 +11,7 @@ trap.
 
 from kprobes import Kretprobe
 from kprobes.demos import models, scenes
-from kprobes.demos.lesson import DEFAULT_NARRATORS, Claim, Demo, Recorder
+from kprobes.demos.lesson import Claim, Demo, Recorder
 
 TARGET = "fib"
 N = 5
@@ -71,7 +71,6 @@ def record():
                                "depth": live, "free": len(rp.free_instances)})
 
     def tell_recycled(rec, ev):
-        ri = ev.instance
         n, ax, ret_addr = handled[-1]
         live = len([r for r in k.kretprobes.instances() if r.task == ev.task])
         return (f"fib({n}) returned",
@@ -88,13 +87,9 @@ def record():
         mine = [r for r in k.kretprobes.instances() if r.task == m.current_addr]
         return mine[k_th] if len(mine) > k_th else None
 
-    quiet = ("kprobes.arm", "kprobes.trap", "kprobes.handler", "kprobes.handler-returned",
-             "kprobes.singlestep", "kprobes.fixup")
-    for kind in quiet:
-        rec.narrators[kind] = lambda rec, ev: None
     # The swap is told with the entry; its stack note ("was ... -> now ...") stays.
-    rec.narrators["kprobes.swap"] = lambda rec, ev: DEFAULT_NARRATORS["kprobes.swap"](
-        rec, ev) and None
+    rec.quiet("kprobes.arm", "kprobes.trap", "kprobes.handler", "kprobes.handler-returned",
+              "kprobes.singlestep", "kprobes.fixup", "kprobes.swap")
     rec.narrators["kprobes.register"] = tell_register
     rec.narrators["kprobes.instance"] = tell_taken
     rec.narrators["kprobes.disarm"] = lambda rec, ev: (
@@ -209,7 +204,7 @@ DEMO = Demo(
               _ret_addrs),
         Claim("handlers run innermost first, each with ax == fib(n)", _innermost_first),
         Claim("m.call returned fib(5) and the guest clock did not move", _result_and_clock),
-        Claim("final state == the unprobed run's", lambda l: tuple(l.facts["same_final"])),
+        scenes.same_final_claim(),
     ],
     prose=("fib(5) under a kretprobe (design (b), instances keyed by task) with maxactive "
            "equal to fib(5)'s depth. Each step is one call or one return; watch the "

@@ -103,7 +103,7 @@ DEMO = Demo(
         Claim("no single-step, no fix-up, no post_handler; kprobes released", _no_step),
         Claim("the pre_handler moved ip to mix_rol, and the call returned mix_rol(1)",
               _redirected),
-        Claim("final state == the unprobed run's", lambda l: tuple(l.facts["same_final"])),
+        scenes.same_final_claim(),
     ],
     prose=("A pre_handler returning 1 tells kprobe_handler that it has set regs.ip "
            "itself: the displaced instruction is not single-stepped and the post_handler "

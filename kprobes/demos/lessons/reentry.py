@@ -6,7 +6,7 @@ P1's state saved in the one-level save area and restored after the step."""
 
 from kprobes import Kprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import DEFAULT_NARRATORS, Claim, Demo, Recorder
+from kprobes.demos.lesson import DEFAULT_NARRATORS, Claim, Demo, Recorder, trap_counts
 
 TARGET = "sys_getpid"
 CALLED = "mix_add"
@@ -76,19 +76,14 @@ def record():
     rec.narrators.update({"kprobes.trap": tell_trap, "kprobes.miss": tell_miss,
                           "kprobes.fixup": tell_fixup})
 
-    def stop_after_p1(event):
-        if event.kind == "kprobes.fixup" and event.probe is p1:
-            m.stop()
-
     with rec:
         rec.step("before", f"P1 on {TARGET}+0x0 calls {CALLED}({ARG}) from its pre_handler; "
                  f"P2 is a kprobe on {CALLED}+0x0. Unprobed, {CALLED}({ARG}) returns "
                  f"{want:#x}.", phase="before", facts={"want": want})
         k.register_kprobe(p1)
         k.register_kprobe(p2)
-        m.observers.append(stop_after_p1)
-        scenes.run_until_stopped(m)
-        m.observers.remove(stop_after_p1)
+        scenes.run_until_event(m, lambda ev: ev.kind == "kprobes.fixup" and
+                               ev.probe is p1)
         k.unregister_kprobes([p1, p2])
     probed = scenes.final_state(m)
     facts.update({"want": want, "ran": ran, "p2_nmissed": p2.nmissed,
@@ -96,12 +91,6 @@ def record():
                   "p1_slot": p1.ainsn.slot, "p2_slot": p2.ainsn.slot,
                   "same_final": scenes.same_final(unprobed, probed)})
     return rec.finish(), facts
-
-
-def _traps(lesson):
-    c = lesson.final()["counters"]
-    got = {"int3": c["int3"], "debug": c["debug"]}
-    return got == {"int3": 2, "debug": 2}, f"counted {got}: 4 traps"
 
 
 def _skipped(lesson):
@@ -140,7 +129,7 @@ DEMO = Demo(
     confusions=(5,),
     record=record,
     claims=[
-        Claim("traps: 4 in total (int3 2, #DB 2)", _traps),
+        Claim("traps: 4 in total (int3 2, #DB 2)", trap_counts(2, 2)),
         Claim("P2's handlers are skipped and P2.nmissed == 1; P1's run", _skipped),
         Claim("P2's instruction is still stepped out of line, before P1's", _stepped),
         Claim("status KPROBE_REENTER with P1 in the one-level save area, then restored",
@@ -148,7 +137,7 @@ DEMO = Demo(
         Claim("the handler's call returned mix_add(1) as unprobed",
               lambda l: (l.facts["got"] == l.facts["want"],
                          f"{l.facts['got']:#x} == {l.facts['want']:#x}")),
-        Claim("final state == the unprobed run's", lambda l: tuple(l.facts["same_final"])),
+        scenes.same_final_claim(),
     ],
     prose=("kprobes runs one probe at a time per CPU. When a handler's own code hits "
            "another probe, that probe is counted as missed -- but its instruction has "

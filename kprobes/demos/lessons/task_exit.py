@@ -6,7 +6,7 @@ wrote the real return address back into it."""
 
 from kprobes import Kretprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import DEFAULT_NARRATORS, DESIGN_NAMES, Claim, Demo, Recorder
+from kprobes.demos.lesson import DESIGN_NAMES, Claim, Demo, Recorder
 
 TARGET = "do_exit"
 
@@ -65,11 +65,8 @@ def record_design(design, unprobed):
         rec.step(title, text, phase=phase, facts=facts, event="kprobes.flush", extra=extra)
         return None
 
-    for kind in ("kprobes.arm", "kprobes.trap", "kprobes.handler", "kprobes.singlestep",
-                 "kprobes.fixup", "kprobes.handler-returned", "kprobes.disarm"):
-        rec.narrators[kind] = lambda rec, ev: None
-    rec.narrators["kprobes.swap"] = lambda rec, ev: DEFAULT_NARRATORS["kprobes.swap"](
-        rec, ev) and None
+    rec.quiet("kprobes.arm", "kprobes.trap", "kprobes.handler", "kprobes.singlestep",
+              "kprobes.fixup", "kprobes.handler-returned", "kprobes.disarm", "kprobes.swap")
     rec.narrators["kprobes.register"] = lambda rec, ev: (
         "register_kretprobe", f"A kretprobe on {rec.short(ev.addr)}, kretprobe "
         f"{DESIGN_NAMES[design]}.", "arm", {"addr": ev.addr})

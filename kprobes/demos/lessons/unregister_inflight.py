@@ -6,7 +6,7 @@ finds it, runs no handler, frees it and resumes at the real caller."""
 
 from kprobes import Kretprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import DEFAULT_NARRATORS, Claim, Demo, Recorder
+from kprobes.demos.lesson import Claim, Demo, Recorder
 
 TARGET = "busy_sum"
 
@@ -38,7 +38,7 @@ def record():
                     "replaced by kretprobe_trampoline.", "E.instance",
                     {"ret_addr": ri.ret_addr, "slot": ri.stack_addr, "task": ri.task})
         if ev.what == "freed":
-            return ("orphan freed", f"recycle_rp_inst(): an instance without a kretprobe "
+            return ("orphan freed", "recycle_rp_inst(): an instance without a kretprobe "
                     "has no free list to go back to, so it is freed; the bucket is empty "
                     "again.", "R.freed", {"what": ev.what, "task": ev.task})
         return None
@@ -69,28 +69,18 @@ def record():
                 f"running: the byte {ev.opcode:02x} is back at {rec.short(ev.addr)}, so "
                 "no new call is caught.", "disarm", {"addr": ev.addr, "opcode": ev.opcode})
 
-    for kind in ("kprobes.arm", "kprobes.trap", "kprobes.handler", "kprobes.singlestep",
-                 "kprobes.fixup"):
-        rec.narrators[kind] = lambda rec, ev: None
-    rec.narrators["kprobes.swap"] = lambda rec, ev: DEFAULT_NARRATORS["kprobes.swap"](
-        rec, ev) and None
+    rec.quiet("kprobes.arm", "kprobes.trap", "kprobes.handler", "kprobes.singlestep",
+              "kprobes.fixup", "kprobes.swap")
     rec.narrators.update({"kprobes.register": tell_register,
                           "kprobes.instance": tell_instance, "kprobes.miss": tell_miss,
                           "kprobes.handler-returned": tell_returned,
                           "kprobes.disarm": tell_disarm})
-    stop_on = {"kind": "kprobes.fixup"}
-
-    def stop(ev):
-        if ev.kind == stop_on["kind"] and (ev.kind != "kprobes.handler-returned" or
-                                           ev.probe.internal):
-            m.stop()
-
     with rec:
         rec.step("before", f"A kretprobe on {TARGET}, which busy1 and busy2 call; the "
                  "lesson unregisters it while busy1's call is in flight.", phase="before")
         k.register_kretprobe(rp)
-        m.observers.append(stop)
-        scenes.run_until_stopped(m)            # busy1's entry, after the step's fix-up
+        # busy1's entry, after the step's fix-up
+        scenes.run_until_event(m, lambda ev: ev.kind == "kprobes.fixup")
         k.unregister_kretprobe(rp)
         orphans = [ri for ri in k.kretprobes.instances() if ri.rp is None]
         facts["orphans"] = len(orphans)
@@ -100,9 +90,9 @@ def record():
                  f"-- ri->rp = NULL -- and stays in {rec.task_name()}'s bucket; the "
                  f"{rp.maxactive - 1} free instances are freed.", phase="orphaned",
                  facts={"orphans": len(orphans), "slot_value": m.mem.u64(facts["slot"])})
-        stop_on["kind"] = "kprobes.handler-returned"
-        scenes.run_until_stopped(m)            # the trampoline resumed at the caller
-        m.observers.remove(stop)
+        # the trampoline's handler has set ip to the caller
+        scenes.run_until_event(m, lambda ev: ev.kind == "kprobes.handler-returned" and
+                               ev.probe.internal)
     probed = scenes.final_state(m)
     facts.update({"handled": len(handled), "report": rp.miss_report(),
                   "orphans_returned": k.kretprobes.orphans_returned,
@@ -151,7 +141,7 @@ DEMO = Demo(
         Claim("the return still resumes at the real caller", _resumed),
         Claim("no handler runs; the miss report counts it as orphaned", _no_handler),
         Claim("the orphan is freed; 3 traps in all", _freed),
-        Claim("final state == the unprobed run's", lambda l: tuple(l.facts["same_final"])),
+        scenes.same_final_claim(),
     ],
     prose=("Unregistering a kretprobe cannot wait for every call it hijacked to return, "
            "nor put their return addresses back: it orphans their instances, and the "
