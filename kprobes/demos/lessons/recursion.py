@@ -93,9 +93,10 @@ def record():
     rec.narrators["kprobes.register"] = tell_register
     rec.narrators["kprobes.instance"] = tell_taken
     rec.narrators["kprobes.disarm"] = lambda rec, ev: (
-        "unregistered", f"unregister_kretprobe(): the original byte {ev.opcode:02x} is "
-        f"back at {rec.short(ev.addr)} and the pool is freed; the workload then runs on "
-        "unprobed.", "disarm", {"addr": ev.addr, "opcode": ev.opcode})
+        "unregistered", f"unregister_kretprobe() disarms first: the original byte "
+        f"{ev.opcode:02x} is back at {rec.short(ev.addr)}; then its "
+        f"{len(rp.free_instances)} free instances are freed. The workload runs on unprobed.",
+        "disarm", {"addr": ev.addr, "opcode": ev.opcode})
 
     with rec:
         rec.step("before", f"{rec.task_name()} will call fib({N}) through m.call. fib is "
