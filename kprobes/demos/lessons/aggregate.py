@@ -79,8 +79,8 @@ def record():
     def tell_disarm(rec, ev):
         events.append(("disarm", ev.addr))
         return ("disarm", f"The original byte {ev.opcode:02x} is written back at "
-                f"{rec.short(ev.addr)}: no probe is left there, and the aggregate and its "
-                "slot are freed.", "disarm", {"addr": ev.addr, "opcode": ev.opcode})
+                f"{rec.short(ev.addr)}: no probe is left there; the aggregate and its slot "
+                "go next.", "disarm", {"addr": ev.addr, "opcode": ev.opcode})
 
     rec.narrators.update({"kprobes.register": tell_register, "kprobes.arm": tell_arm,
                           "kprobes.handler": tell_handler, "kprobes.disarm": tell_disarm})

@@ -35,8 +35,8 @@ def record():
                               "ret_addr": m.mem.u64(regs.sp)}
             rec.step("entry_handler: declined", f"{task} enters {TARGET} after "
                      f"{rec.ran_since_step():,} guest instructions; the entry_handler keeps "
-                     f"only {TRACED}'s calls, so it returns 1: pre_handler_kretprobe puts "
-                     "the instance back on the free list and leaves the return address "
+                     f"only {TRACED}'s calls, so it returns 1: pre_handler_kretprobe will put "
+                     "the instance back on the free list and leave the return address "
                      "alone.", phase="E.veto", facts={"task": str(task), "value": 1})
             return 1
         DATA.pack_into(ri.data, 0, m.clock.now, regs.di)
