@@ -45,3 +45,12 @@ def test_p2_counts_the_miss(lesson):
     assert miss["facts"] == {"probe": "P2", "cause": "reentered", "nmissed": 1}
     assert miss["kprobes"]["nmissed"] == {"P1 p:sys_getpid+0x0": 0, "P2 p:mix_add+0x0": 1}
     assert lesson.first(phase="pre")["narration"].startswith("P1's pre_handler")
+
+
+def test_the_slot_panel_follows_the_stepped_probe(lesson):
+    f = lesson.facts
+    slots = {s["phase"]: s["slot"]["addr"] for s in lesson.steps if s["slot"]}
+    assert slots["ss"] == slots["db"] == f["p1_slot"]
+    assert slots["db.reentered"] == f["p2_slot"]
+    assert [s["slot"]["addr"] for s in lesson.select(event="kprobes.singlestep")] == \
+        [f["p2_slot"], f["p1_slot"]]

@@ -27,6 +27,7 @@ def record():
         rec.watch(CALLED)
         facts["got"] = m.call(CALLED, ARG)
         rec.watch(TARGET)
+        rec.probe = p                    # SLOT shows P1's copy again
         rec.step("m.call returned", f"m.call({CALLED!r}, {ARG}) returned {facts['got']:#x} "
                  f"to P1's pre_handler: {CALLED} ran to its end, and P2 never reported it. "
                  f"kprobes is back on P1's hit: current P1, status "
