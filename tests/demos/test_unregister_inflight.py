@@ -29,7 +29,7 @@ def test_the_stack_keeps_the_trampoline_after_unregister(lesson):
     row = next(r for r in step["stack"] if r["addr"] == slot)
     assert row["value"] == step["facts"]["slot_value"]
     assert row["sym"] == "kretprobe_trampoline+0x0"
-    assert row["note"] == "was busy_thread+0x1b -> now kretprobe_trampoline+0x0"
+    assert row["note"].startswith("was busy_thread+0x1b -> now kretprobe_trampoline")
     assert step["code"][0]["armed"] == ""                 # the byte is back
 
 
