@@ -112,13 +112,6 @@ class Recorder:
         self.stack_labels = {}
         self.stack_notes = {}          # slot -> (old, new): a swapped return address
         self.narrators = dict(DEFAULT_NARRATORS)
-        self.slot_insns = 0
-        self.traps = 0
-        self.attached = False
-        self.stepping = False          # the single-step is prepared: one insn in the slot
-        # Guest traps and interrupts (through the guest's IDT) the lesson narrates; the
-        # rest fold into the fast-forward steps around them.
-        self.guest_vectors = set()
         # fold: plain guest execution between two steps makes no fast-forward step of
         # its own; the next step can say how much ran (ran_since_step()).  For lessons
         # whose events come a few instructions apart (a recursion).
@@ -128,6 +121,13 @@ class Recorder:
         self.labels = {m.call_return_address: "m.call return"}
         # probe -> the name a lesson gives it ("P1"), shown before its kind and place
         self.names = {}
+        self.slot_insns = 0
+        self.traps = 0
+        self.attached = False
+        self.stepping = False          # the single-step is prepared: one insn in the slot
+        # Guest traps and interrupts (through the guest's IDT) the lesson narrates; the
+        # rest fold into the fast-forward steps around them.
+        self.guest_vectors = set()
         self._pending_arm = None
         self._base = self._trap_counts()
         self._prev_regs = None
@@ -216,19 +216,21 @@ class Recorder:
         execution), so the counters of the next step stay exact."""
         if not self.fold:
             return
-        self._count_ran(None)
-        self._last_clock = self.m.clock.executed
+        self._fold_run()
         self.stepping = event.kind == "kprobes.singlestep"
 
-    def _count_ran(self, at):
-        ran = self.m.clock.executed - self._last_clock
+    def _fold_run(self):
+        """A folding lesson's run since the last step: counted -- in the slot after a
+        single-step was prepared, else as folded guest execution -- and never a
+        fast-forward step."""
+        executed = self.m.clock.executed
+        ran = executed - self._last_clock
         if ran > 0:
             if self.stepping:
                 self.slot_insns += ran
-            elif self.fold:
-                self.folded += ran
             else:
-                self._fastforward(ran, at)
+                self.folded += ran
+        self._last_clock = executed
 
     def ran_since_step(self):
         """Plain guest instructions executed since the last step (a folding lesson's
@@ -255,7 +257,14 @@ class Recorder:
             raise LessonError(f"the lesson has more than {MAX_STEPS} steps")
         m = self.m
         executed = m.clock.executed
-        self._count_ran(at)
+        if self.fold:
+            self._fold_run()
+        ran = executed - self._last_clock
+        if ran > 0:
+            if self.stepping:
+                self.slot_insns += ran
+            else:
+                self._fastforward(ran, at)
         self.stepping = event == "kprobes.singlestep"
         self._last_clock = executed
         regs = {name: m.engine.reg(name) for name in REG_NAMES}
