@@ -122,12 +122,15 @@ def kprobes_panel(step, width):
         if kp["saved"]:
             out.append(f"\nsaved    {kp['saved']} (re-entry)")
         for label, n in kp["nmissed"].items():
-            # a kretprobe's own misses are on its pool line: this is its entry kprobe's
-            whose = "kp." if label in kp["pools"] else ""
-            out.append(f"\n{whose}nmissed  {_fit(label, width - 16 - len(whose))} {n}")
+            pool = kp["pools"].get(label)
+            if pool is None:
+                out.append(f"\nnmissed  {_fit(label, width - 16)} {n}")
+            else:       # a kretprobe's own misses, then its entry kprobe's
+                out.append(f"\nnmissed  {_fit(label, width - 40)} {pool['nmissed']} "
+                           f"(its kprobe's: {n})")
         for label, pool in kp["pools"].items():
-            out.append(f"\npool     {_fit(label, width - 44)} free {pool['free']} "
-                       f"used {pool['used']} rp.nmissed {pool['nmissed']}")
+            out.append(f"\npool     {_fit(label, width - 30)} free {pool['free']} "
+                       f"used {pool['used']}")
         if kp["bucket"] or kp["pools"]:
             out.append(f"\nbucket of {kp['task'] or '?'}:"
                        + ("" if kp["bucket"] else " empty"))
