@@ -113,6 +113,15 @@ class Recorder:
         self.stack_labels = {}
         self.stack_notes = {}          # slot -> (old, new): a swapped return address
         self.narrators = dict(DEFAULT_NARRATORS)
+        # fold: plain guest execution between two steps makes no fast-forward step of
+        # its own; the next step can say how much ran (ran_since_step()).  For lessons
+        # whose events come a few instructions apart (a recursion).
+        self.fold = False
+        self.folded = 0
+        # address -> name, for addresses no symbol covers (m.call's return pad)
+        self.labels = {m.call_return_address: "m.call return"}
+        # probe -> the name a lesson gives it ("P1"), shown before its kind and place
+        self.names = {}
         self.slot_insns = 0
         self.traps = 0
         self.attached = False
@@ -156,6 +165,12 @@ class Recorder:
         self.k = k
         self._base = self._trap_counts()
 
+    def quiet(self, *kinds):
+        """Leave these events out of the lesson: no step of their own (a folding lesson
+        still counts their instructions).  A swap left out still notes the stack slot."""
+        for kind in kinds:
+            self.narrators[kind] = _note_swap if kind == "kprobes.swap" else _untold
+
     def watch(self, fn):
         addr = self.m.symbols.lookup_name(fn) if isinstance(fn, str) else fn
         if addr is None:
@@ -194,12 +209,41 @@ class Recorder:
     def _tell(self, narrator, event):
         told = narrator(self, event)
         if told is None:
+            self._skipped(event)
             return
         title, narration, phase, facts = told
         vector = event.data.get("vector") if event.kind in TRAP_EVENTS else None
         at = event.data.get("ip") if event.kind in TRAP_EVENTS else None
         self.step(title, narration, phase=phase, facts=facts, event=event.kind,
                   vector=vector, overrides=_overrides(event), at=at)
+
+    def _skipped(self, event):
+        """An event a folding lesson leaves out still ends a stretch: what ran before it
+        is counted (in the slot after a single-step was prepared, else as folded guest
+        execution), so the counters of the next step stay exact."""
+        if not self.fold:
+            return
+        self._fold_run()
+        self.stepping = event.kind == "kprobes.singlestep"
+
+    def _fold_run(self):
+        """A folding lesson's run since the last step: counted -- in the slot after a
+        single-step was prepared, else as folded guest execution -- and never a
+        fast-forward step."""
+        executed = self.m.clock.executed
+        ran = executed - self._last_clock
+        if ran > 0:
+            if self.stepping:
+                self.slot_insns += ran
+            else:
+                self.folded += ran
+        self._last_clock = executed
+
+    def ran_since_step(self):
+        """Plain guest instructions executed since the last step (a folding lesson's
+        narrators say it)."""
+        pending = self.m.clock.executed - self._last_clock
+        return self.folded + (pending if pending > 0 and not self.stepping else 0)
 
     def _trap_counts(self):
         if self.k is None:
@@ -222,6 +266,8 @@ class Recorder:
             raise LessonError(f"the lesson has more than {MAX_STEPS} steps")
         m = self.m
         executed = m.clock.executed
+        if self.fold:
+            self._fold_run()
         ran = executed - self._last_clock
         if ran > 0:
             if self.stepping:
@@ -236,9 +282,14 @@ class Recorder:
         trap_no = None
         if vector is not None:
             self.traps += 1
+            if self.fold:       # the traps folded away keep their numbers
+                counts = self._trap_counts()
+                self.traps = max(self.traps, sum(counts[kind] - self._base[kind]
+                                                 for kind in ("int3", "debug")))
             trap_no = self.traps
         self.steps.append(self._state(title, narration, phase, facts or {}, event, vector,
                                       trap_no, regs, extra))
+        self.folded = 0
         self._last_ip = regs["ip"]
 
     def _fastforward(self, ran, at=None, vector=None):
@@ -287,6 +338,9 @@ class Recorder:
     def short(self, addr):
         """`sym+0xoff` (the module in brackets), `slot(PROBE)+0xoff` in a probe's
         instruction slot, or the bare hex."""
+        label = self.labels.get(addr)
+        if label is not None:
+            return label
         p = self._slot_of(addr)
         if p is not None:
             return f"slot({self.short(p.addr)})+{addr - p.ainsn.slot:#x}"
@@ -380,7 +434,7 @@ class Recorder:
                 note = (note + " " if note else "") + "kretprobe_trampoline"
             rows.append({"addr": addr, "off": 8 * n, "value": value,
                          "sym": self.short(value) if m.is_kernel_text(value) or
-                         self._slot_of(value) else "",
+                         value in self.labels or self._slot_of(value) else "",
                          "changed": old is not None and old != value,
                          "sp": n == 0, "note": note, "swapped": swapped})
         self._prev_stack = seen
@@ -426,6 +480,12 @@ class Recorder:
         return str(cur) if cur else None
 
     def _probe_label(self, p):
+        name = self.names.get(p)
+        if name is not None:
+            return f"{name} {self._place_label(p)}"
+        return self._place_label(p)
+
+    def _place_label(self, p):
         if p.kind == "r" or p.kretprobe is not None:
             return "r:" + self.short(p.addr)
         if getattr(p, "internal", False):
@@ -448,6 +508,10 @@ def _overrides(event):
         return {"ip": event.data["ip"], "flags": event.data["flags"]}
     if event.kind == "kprobes.fixup":
         return {"ip": event.data["ip"], "flags": event.data["flags"]}
+    if event.kind == "kprobes.handler-returned":
+        # what the handler wrote, which reaches the CPU when the trap returns
+        return {name: value for name, value in event.data["regs"].items()
+                if name in REG_NAMES}
     return None
 
 
@@ -466,6 +530,15 @@ def _plain(value):
 
 TRAP_EVENTS = ("kprobes.trap", "trap")
 GUEST_TRAPS = {3: "int3", 1: "debug"}     # vector -> counter, for a lesson without kprobes
+
+
+def _untold(rec, ev):
+    return None
+
+
+def _note_swap(rec, ev):
+    """The swap's stack note ("was ... -> now ...") without a step."""
+    rec.stack_notes[ev.slot] = (ev.old, ev.new)
 
 
 # -- the default narration of each mechanism event -----------------------------------------
@@ -521,14 +594,15 @@ def _tell_handler(rec, ev):
     which = ev.which
     regs = ev.regs
     p = ev.probe
+    whose = f"{rec.names[p]}'s" if p in rec.names else "The"
     if which == "pre_handler":
-        return ("pre_handler", f"The pre_handler is called with regs.ip = {regs['ip']:#x}, "
-                f"which is the probe address {p.addr:#x} + 1, because the int3 has already "
-                "run.", "pre", {"regs_ip": regs["ip"], "addr": p.addr})
+        return ("pre_handler", f"{whose} pre_handler is called with regs.ip = "
+                f"{regs['ip']:#x}, which is the probe address {p.addr:#x} + 1, because the "
+                "int3 has already run.", "pre", {"regs_ip": regs["ip"], "addr": p.addr})
     if which == "post_handler":
-        return ("post_handler", f"The post_handler is called with regs.ip = {regs['ip']:#x}, "
-                "still inside the slot: only the one displaced instruction has run, and "
-                "the function is far from done.", "post",
+        return ("post_handler", f"{whose} post_handler is called with regs.ip = "
+                f"{regs['ip']:#x}, still inside the slot: only the one displaced "
+                "instruction has run, and the function is far from done.", "post",
                 {"regs_ip": regs["ip"], "slot": p.ainsn.slot})
     if which == "handler":
         ri = ev.instance
@@ -642,6 +716,15 @@ class Claim:
     def __init__(self, text, check):
         self.text = text
         self.check = check
+
+
+def trap_counts(int3, debug):
+    """A claim's check: the lesson's trap counters end at exactly these."""
+    def check(lesson):
+        counted = lesson.final()["counters"]
+        got = {"int3": counted["int3"], "debug": counted["debug"]}
+        return got == {"int3": int3, "debug": debug}, f"counted {got}"
+    return check
 
 
 class Lesson:

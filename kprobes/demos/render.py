@@ -124,7 +124,12 @@ def kprobes_panel(step, width):
         if kp["saved"]:
             out.append(f"\nsaved    {kp['saved']} (re-entry)")
         for label, n in kp["nmissed"].items():
-            out.append(f"\nnmissed  {_fit(label, width - 16)} {n}")
+            pool = kp["pools"].get(label)
+            if pool is None:
+                out.append(f"\nnmissed  {_fit(label, width - 16)} {n}")
+            else:       # a kretprobe's own misses, then its entry kprobe's
+                out.append(f"\nnmissed  {_fit(label, width - 40)} {pool['nmissed']} "
+                           f"(its kprobe's: {n})")
         for label, pool in kp["pools"].items():
             out.append(f"\npool     {_fit(label, width - 30)} free {pool['free']} "
                        f"used {pool['used']}")

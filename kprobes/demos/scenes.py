@@ -6,7 +6,7 @@ Only the public API: Machine, Kprobes, m.run(max_insns=...), and m.stop().
 
 from emu import Machine
 from kprobes import Kprobes
-from kprobes.demos.lesson import LessonError
+from kprobes.demos.lesson import Claim, LessonError
 
 RUN_LIMIT = 5_000_000      # no lesson needs more of the workload than this
 STEP_LIMIT = 10_000        # nor more single instructions to leave a function
@@ -28,6 +28,19 @@ def run_until_stopped(m, limit=RUN_LIMIT):
         raise LessonError(f"the lesson's moment never came: the run ended with "
                           f"{result.reason!r} after {result.insns:,} instructions")
     return result
+
+
+def run_until_event(m, stop_at, limit=RUN_LIMIT):
+    """Run the workload until a mechanism event for which stop_at(event) holds (a clean
+    point to stop at, e.g. a kprobes.fixup), then stop there."""
+    def watch(event):
+        if stop_at(event):
+            m.stop()
+    m.observers.append(watch)
+    try:
+        return run_until_stopped(m, limit)
+    finally:
+        m.observers.remove(watch)
 
 
 def step_until(m, done, limit=STEP_LIMIT):
@@ -69,3 +82,23 @@ def same_final(unprobed, probed):
         return False, "differs in " + ", ".join(diff)
     return True, (f"power-off at clock {probed['clock']:,}, exit code {probed['exit_code']}, "
                   f"{len(probed['console'])} console bytes, all registers: identical")
+
+
+def run_until(m, done, chunk=1_000, limit=RUN_LIMIT):
+    """Run the workload `chunk` instructions at a time until done() holds (a line on the
+    console, say); a lesson whose moment never comes fails."""
+    ran = 0
+    while not done():
+        if ran >= limit:
+            raise LessonError(f"the lesson's moment never came in {ran:,} instructions")
+        result = m.run(max_insns=chunk)
+        ran += result.insns
+        if result.reason not in ("limit", "stopped"):
+            raise LessonError(f"the run ended with {result.reason!r} before the lesson's "
+                              "moment")
+
+
+def same_final_claim(text="final state == the unprobed run's"):
+    """The claim every lesson that leaves the workload running makes, over its fact
+    "same_final" (same_final()'s answer)."""
+    return Claim(text, lambda lesson: tuple(lesson.facts["same_final"]))

@@ -302,6 +302,8 @@ class ArchKprobes:
         # instruction, none of p's handlers, and count the miss.
         self.clock.discount(1)
         kcb.n_int3 += 1
+        if self.m.observers:
+            self.core.emit("trap", vector=INT3_VECTOR, ip=addr, probe=p, reentered=True)
         self.save_previous_kprobe()
         self.set_current_kprobe(p, flags)
         self.core.missed_all(p, "reentered")
