@@ -206,8 +206,9 @@ def claims_text(lesson):
 
 
 def lesson_intro(lesson):
-    return (f"kpemu demo {lesson.name}: {lesson.question}\n{lesson.header()}\n"
-            f"{len(lesson.steps)} steps")
+    lines = [f"kpemu demo {lesson.name}: {lesson.question}", lesson.header(),
+             f"{len(lesson.steps)} steps"]
+    return "\n".join(wrapped for line in lines for wrapped in textwrap.wrap(line, WIDTH))
 
 
 def render_lesson(lesson, color=False):

@@ -2,13 +2,13 @@
 handlers, one trap pair, the byte restored with the last probe."""
 
 import pytest
+from tests.demos.conftest import recorded
 
-from kprobes.demos import catalogue
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return catalogue.run("aggregate")
+    return recorded("aggregate")
 
 
 def test_every_claim_holds(lesson):

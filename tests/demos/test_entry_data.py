@@ -2,13 +2,13 @@
 busy2's call declined with the stack untouched."""
 
 import pytest
+from tests.demos.conftest import recorded
 
-from kprobes.demos import catalogue
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return catalogue.run("entry-data")
+    return recorded("entry-data")
 
 
 def test_every_claim_holds(lesson):

@@ -2,13 +2,13 @@
 (2.6.13) -- the kretprobe BUG at its return; with the later fix the handler fires."""
 
 import pytest
+from tests.demos.conftest import recorded
 
-from kprobes.demos import catalogue
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return catalogue.run("exec-bug")
+    return recorded("exec-bug")
 
 
 def test_every_claim_holds(lesson):

@@ -3,13 +3,13 @@ instance, a re-entered entry kprobe, and the default pool size."""
 
 import pytest
 
-from kprobes.demos import catalogue
 from kprobes.kretprobe import NR_CPUS
+from tests.demos.conftest import recorded
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return catalogue.run("maxactive")
+    return recorded("maxactive")
 
 
 def scene(lesson, name):

@@ -2,13 +2,13 @@
 return address, R1's the trampoline; one int3 per return reports R1 then R2."""
 
 import pytest
+from tests.demos.conftest import recorded
 
-from kprobes.demos import catalogue
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return catalogue.run("multi-kretprobe")
+    return recorded("multi-kretprobe")
 
 
 def test_every_claim_holds(lesson):

@@ -2,13 +2,13 @@
 exactly like the unprobed one; a stop at hit 17 replayed from a snapshot byte for byte."""
 
 import pytest
+from tests.demos.conftest import recorded
 
-from kprobes.demos import catalogue
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return catalogue.run("observer")
+    return recorded("observer")
 
 
 def test_every_claim_holds(lesson):

@@ -3,12 +3,13 @@ instances grow and shrink at the head of its bucket, handlers innermost first.""
 
 import pytest
 
-from kprobes.demos import catalogue, models
+from kprobes.demos import models
+from tests.demos.conftest import recorded
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return catalogue.run("recursion")
+    return recorded("recursion")
 
 
 def test_every_claim_holds(lesson):

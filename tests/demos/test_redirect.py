@@ -2,13 +2,13 @@
 single-step, no post_handler."""
 
 import pytest
+from tests.demos.conftest import recorded
 
-from kprobes.demos import catalogue
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return catalogue.run("redirect")
+    return recorded("redirect")
 
 
 def test_every_claim_holds(lesson):

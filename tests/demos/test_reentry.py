@@ -2,13 +2,13 @@
 handlers skipped, nmissed 1, its instruction stepped anyway, P1 saved and restored."""
 
 import pytest
+from tests.demos.conftest import recorded
 
-from kprobes.demos import catalogue
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return catalogue.run("reentry")
+    return recorded("reentry")
 
 
 def test_every_claim_holds(lesson):

@@ -2,13 +2,13 @@
 alone in design (b), the real return address written back in design (a)."""
 
 import pytest
+from tests.demos.conftest import recorded
 
-from kprobes.demos import catalogue
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return catalogue.run("task-exit")
+    return recorded("task-exit")
 
 
 def test_every_claim_holds(lesson):

@@ -2,13 +2,13 @@
 return resumed at the caller with no handler, the orphan freed."""
 
 import pytest
+from tests.demos.conftest import recorded
 
-from kprobes.demos import catalogue
 
 
 @pytest.fixture(scope="module")
 def lesson():
-    return catalogue.run("unregister-inflight")
+    return recorded("unregister-inflight")
 
 
 def test_every_claim_holds(lesson):
