@@ -34,7 +34,7 @@ def transcript(demo, output):
     """The text of demos/NAME_example.txt: `output` is what `kpemu demo NAME --no-color`
     printed."""
     name = demo.name
-    parts = [f"Demonstration of `kpemu demo {name}`: {demo.question}", ""]
+    parts = [_para(f"Demonstration of `kpemu demo {name}`: {demo.question}"), ""]
     if demo.prose:
         parts += [_para(demo.prose), ""]
     parts += [f"# kpemu demo {name} --no-color", output.rstrip("\n"), ""]

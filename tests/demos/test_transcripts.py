@@ -63,3 +63,9 @@ def test_a_claim_that_does_not_hold_fails_the_demo_loudly(capsys, monkeypatch, l
     assert status == 1
     assert "[FAIL] the probe was hit twice" in out
     assert err == "kpemu: demo kprobe: claim does not hold: the probe was hit twice (int3 1)\n"
+
+
+@pytest.mark.parametrize("name", list(DEMOS))
+def test_transcripts_fit_in_100_columns(name):
+    lines = transcript_path(name).read_text(encoding="utf-8").splitlines()
+    assert max(len(line) for line in lines) <= 100
