@@ -16,11 +16,10 @@ printed first, then the claims that failed; a page or slides are still written, 
 the failed claims), 2 for a bad name or option, or a file that cannot be written.
 """
 
-from pathlib import Path
-
 from kprobes.demos.catalogue import CONFUSIONS, DEMOS, run
 from kprobes.demos.lesson import LessonError
-from kprobes.demos.page import PAGE_BUDGET, index_page, lesson_page, read_trace, trap_counts
+from kprobes.demos.page import (PAGE_BUDGET, index_page, lesson_page, output_dir, read_trace,
+                                trap_counts, write_file)
 from kprobes.demos.render import render_lesson
 from kprobes.demos.slides import write_slides
 from kprobes.demos.stepper import Stepper
@@ -57,14 +56,6 @@ def trace_of(lesson):
     return read_trace(lesson.to_json_lines())
 
 
-def _write(path, text):
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise LessonError(f"{path}: cannot write: {exc.strerror}") from None
-    return len(text.encode("utf-8"))
-
-
 def _budget(path, size, err):
     if size > PAGE_BUDGET:
         err.write(f"kpemu: {path}: {size:,} bytes, over the {PAGE_BUDGET:,}-byte budget of "
@@ -74,19 +65,14 @@ def _budget(path, size, err):
 def write_page(lesson, path, err):
     """Write `lesson`'s page to `path`; returns (bytes, head, steps)."""
     head, steps = trace_of(lesson)
-    size = _write(path, lesson_page(head, steps, lesson.demo.prose, lesson.demo.after))
+    size = write_file(path, lesson_page(head, steps, lesson.demo.prose, lesson.demo.after))
     _budget(path, size, err)
     return size, head, steps
 
 
 def write_pages(directory, out, err):
     """Every demo's page into `directory`, and index.html; the lessons recorded."""
-    root = Path(directory)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LessonError(f"{directory}: cannot make the pages directory: "
-                          f"{exc.strerror}") from None
+    root = output_dir(directory, "pages")
     entries = []
     lessons = []
     for name, demo in DEMOS.items():
@@ -101,7 +87,7 @@ def write_pages(directory, out, err):
                         "claims_ok": not lesson.failed_claims(),
                         "claims": len(lesson.claims), "bytes": size})
         out.write(f"wrote {root / file}: {len(steps)} steps, {size:,} bytes\n")
-    _write(root / "index.html", index_page(entries))
+    write_file(root / "index.html", index_page(entries))
     out.write(f"wrote {root / 'index.html'}: {len(entries)} demos\n")
     return lessons
 

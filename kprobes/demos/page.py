@@ -27,6 +27,7 @@ Must not import: unicorn, emu.machine (no renderer runs the emulator).
 import html
 import json
 from importlib import resources
+from pathlib import Path
 
 from emu.cpu import REG_NAMES
 from kprobes.demos.lesson import DESIGN_LETTERS, DESIGN_NAMES, LessonError, vector_label
@@ -248,6 +249,26 @@ def index_page(entries):
         + "\n".join(rows) +
         "\n</table>\n<h2>By learner confusion</h2>\n<ol>\n" + "\n".join(confusions) +
         "\n</ol>\n</body>\n</html>\n")
+
+
+def output_dir(directory, what):
+    """`directory` made (with its parents) for the renderer's files; LessonError if not."""
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LessonError(f"{directory}: cannot make the {what} directory: "
+                          f"{exc.strerror}") from None
+    return path
+
+
+def write_file(path, text):
+    """Write a rendered file (UTF-8); its size in bytes, or LessonError."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise LessonError(f"{path}: cannot write: {exc.strerror}") from None
+    return len(text.encode("utf-8"))
 
 
 def trap_counts(steps):

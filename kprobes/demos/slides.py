@@ -17,12 +17,11 @@ Must not import: unicorn, emu.machine (no renderer runs the emulator).
 """
 
 import re
-from pathlib import Path
 
 from rich._export_format import CONSOLE_SVG_FORMAT
 from rich.text import Text
 
-from kprobes.demos.lesson import LessonError
+from kprobes.demos.page import output_dir, write_file
 from kprobes.demos.render import console, print_step
 
 KEY_FRAMES = 8
@@ -82,21 +81,12 @@ def slide_names(name, steps):
 def write_slides(name, steps, directory):
     """Write every step's SVG and NAME-storyboard.svg into `directory` (made if missing);
     returns the paths written."""
-    out = Path(directory)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LessonError(f"{directory}: cannot make the slides directory: "
-                          f"{exc.strerror}") from None
+    out = output_dir(directory, "slides")
     written = []
     pictures = [(file, step_svg(name, s)) for file, s in zip(slide_names(name, steps), steps)]
     pictures.append((f"{name}-storyboard.svg", storyboard_svg(name, steps)))
     for file, svg in pictures:
-        path = out / file
-        try:
-            path.write_text(svg, encoding="utf-8")
-        except OSError as exc:
-            raise LessonError(f"{path}: cannot write: {exc.strerror}") from None
-        written.append(path)
+        write_file(out / file, svg)
+        written.append(out / file)
     return written
 

@@ -239,6 +239,7 @@ def screenshot_step(steps):
     return steps[0]["i"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LESSONS)
 def test_the_page_in_a_browser(browser, trace, page_file, name):
     t = trace(name)

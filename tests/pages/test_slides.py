@@ -174,3 +174,11 @@ def test_pages_and_slides_are_the_same_bytes_in_another_process(trace, slides, t
         assert (out / f"{name}.html").read_text("utf-8") == lesson_page(t.head, t.steps)
         there = {p.name: p.read_text("utf-8") for p in sorted((out / name).iterdir())}
         assert there == dict(sorted(slides(name).items()))
+
+
+def test_a_slides_directory_that_cannot_be_made_is_one_clear_message(tmp_path):
+    (tmp_path / "file").write_text("")
+    r = kpemu("demo", "kprobe", "--svg", tmp_path / "file" / "slides")
+    assert r.returncode == 2
+    assert r.stderr == (f"kpemu: {tmp_path / 'file' / 'slides'}: cannot make the slides "
+                        "directory: Not a directory\n")
