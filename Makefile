@@ -8,7 +8,7 @@ QEMU   ?= qemu-system-x86_64
 IMAGE  ?= kernel_images/toykernel/vmlinux
 APPEND ?=
 
-.PHONY: run test fuzz images bench qemu qemu-for-tests chromium-for-tests clean
+.PHONY: run test fuzz images bench qemu qemu-for-tests clean
 
 $(STAMP): pyproject.toml setup.py emu/_fastpath.c emu/kpemu.h kprobes/arch/x86_64/trap.c
 	$(PYTHON) -m venv $(VENV)
@@ -23,27 +23,29 @@ run: $(STAMP)
 test: $(STAMP) qemu-for-tests chromium-for-tests
 	$(PY) -m pytest -n 2 --dist worksteal
 
-# Debian packages the tests use: $(call apt-for-tests,COMMAND,PACKAGE,WHAT) installs
-# PACKAGE when COMMAND is missing and we can (root with apt-get, as in CI); if we cannot, it
-# says why and WHAT skips with its reason.  Silent when COMMAND is already there.
+# The QEMU tests (tests/qemu, marker qemu) need qemu-system-x86_64.  When it is missing,
+# install Debian's package if we can (root with apt-get, as in CI); if we cannot, say why
+# and those tests skip with their reason.  Silent when it is already there.
+qemu-for-tests:
+	@$(call apt-for-tests,qemu-system-x86_64,qemu-system-x86,the QEMU tests)
+
+# $(call apt-for-tests,COMMAND,PACKAGE,WHO): install Debian's PACKAGE when COMMAND is
+# missing and we can (root with apt-get, as in CI); if we cannot, say why -- WHO then
+# skips with its reason.  Silent when COMMAND is already there.
 apt-for-tests = if command -v $(1) >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "make: installing $(2) for $(3)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends $(2) >/dev/null; \
 	else \
-	  echo "make: $(1) not found and not installed (needs root and apt-get):" \
-	       "$(3) will skip"; \
+	  echo "make: $(1) not found and not installed (needs root and apt-get): $(3) will skip"; \
 	fi
 
-# The QEMU tests (tests/qemu, marker qemu) need qemu-system-x86_64.
-qemu-for-tests:
-	@$(call apt-for-tests,qemu-system-x86_64,qemu-system-x86,the QEMU tests)
-
 # The lesson pages' browser test (tests/pages/test_browser.py) drives Debian's chromium
-# through Playwright (the Python package comes with the test extra; no browser download).
+# through Playwright (its Python package is in the test extra; no browser is downloaded).
+.PHONY: chromium-for-tests
 chromium-for-tests:
-	@$(call apt-for-tests,chromium,chromium,the browser test of the lesson pages)
+	@$(call apt-for-tests,chromium,chromium,the lesson pages' browser test (tests/pages))
 
 # The fuzz campaign's long form (tests/fuzz): FUZZ_EXAMPLES fresh random inputs per category
 # instead of the few hundred fixed ones `make test` runs; prints the figures at the end.
