@@ -18,6 +18,9 @@ What the page's script receives (the DATA object, inlined as JSON):
     designs   the designs recorded, (a) first; labels: vector -> "int3 (vector 3)" ...;
               reg_order: the registers in the terminal's order (the trace sorts keys)
 
+Each step also carries panel_kprobes, the KPROBES panel's lines as render.py draws them for
+the terminal (status, probes, pools, the bucket): the page shows them as they are.
+
 Integers beyond JavaScript's exact range (2**53: every kernel address) travel as "0x..."
 strings, which the script reads with BigInt.
 
@@ -31,15 +34,18 @@ from pathlib import Path
 
 from emu.cpu import REG_NAMES
 from kprobes.demos.lesson import DESIGN_LETTERS, DESIGN_NAMES, LessonError, vector_label
+from kprobes.demos.render import WIDTH, kprobes_panel
 
 PAGE_BUDGET = 500 * 1024         # bytes a demo's page may take (teaching-demos.md §4.3)
 TRACE_MAX = 64 << 20             # a trace file larger than this is not a lesson
 JS_SAFE = (1 << 53) - 1
 DESIGN_ORDER = ("stack", "task")  # (a) the June 2005 original, then (b) the redesign
+KPROBES_WIDTH = WIDTH - 45        # the terminal's KPROBES panel (render.frame)
 
 
 def read_trace(text):
-    """(head, steps) from a lesson trace in JSON Lines; LessonError when it is not one."""
+    """(head, steps) from a lesson trace in JSON Lines; LessonError when it is not one.
+    The steps are as the recorder made them, but for the order of keys inside them."""
     if len(text) > TRACE_MAX:
         raise LessonError(f"a lesson trace of {len(text):,} characters is too large "
                           f"(at most {TRACE_MAX:,})")
@@ -59,6 +65,11 @@ def read_trace(text):
     for n, step in enumerate(steps, 1):
         if not isinstance(step, dict) or step.get("i") != n:
             raise LessonError(f"step {n} of the lesson trace is not step {n}")
+        regs = step.get("regs")
+        if isinstance(regs, dict):
+            # JSON Lines sorts keys: give the registers back the machine's order, which
+            # REGS lists them in.
+            step["regs"] = {**{r: regs[r] for r in REG_NAMES if r in regs}, **regs}
     return head, steps
 
 
@@ -68,7 +79,7 @@ def designs_of(steps):
     return [d for d in DESIGN_ORDER if d in found] + sorted(found - set(DESIGN_ORDER))
 
 
-def _align(left, right):
+def align_phases(left, right):
     """The longest common subsequence of two phase lists, as pairs of indices (None where
     one side has no step): the rows of the lockstep view.  Where the sides differ, the
     left side's steps come first."""
@@ -113,7 +124,7 @@ def lockstep_rows(steps):
 
     def flush():
         a_steps, b_steps = run[left], run[right]
-        for x, y in _align([s["phase"] for s in a_steps], [s["phase"] for s in b_steps]):
+        for x, y in align_phases([s["phase"] for s in a_steps], [s["phase"] for s in b_steps]):
             cells = {}
             if x is not None:
                 cells[left] = a_steps[x]["i"]
@@ -133,16 +144,16 @@ def lockstep_rows(steps):
     return rows
 
 
-def _js_safe(value):
+def js_safe(value):
     """The trace with every integer JavaScript cannot hold exactly as a "0x..." string."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
         return value if -JS_SAFE <= value <= JS_SAFE else f"{value:#x}"
     if isinstance(value, dict):
-        return {k: _js_safe(v) for k, v in value.items()}
+        return {k: js_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_js_safe(v) for v in value]
+        return [js_safe(v) for v in value]
     return value
 
 
@@ -166,12 +177,19 @@ def _json_for_script(value):
                       ensure_ascii=True).replace("<", "\\u003c")
 
 
+def kprobes_lines(step):
+    """The terminal's KPROBES panel of `step` as lines of text (without its TRAPS box)."""
+    box = kprobes_panel(step, KPROBES_WIDTH).renderables[0]
+    return box.renderable.plain.split("\n")
+
+
 def page_data(head, steps, prose="", after=""):
     designs = designs_of(steps)
     vectors = sorted({s["vector"] for s in steps if s["vector"] is not None})
     return {
-        "head": _js_safe(head),
-        "steps": _deltas(_js_safe(steps)),
+        "head": js_safe(head),
+        "steps": _deltas(js_safe([{**s, "panel_kprobes": kprobes_lines(s)}
+                                  for s in steps])),
         "rows": lockstep_rows(steps),
         "designs": designs,
         "design_letters": {d: DESIGN_LETTERS.get(d, d) for d in designs},

@@ -1,8 +1,10 @@
 """Every lesson page in a real browser: Debian's chromium driven by Playwright (no browser
 download: it fails on these machines).  For each demo of the catalogue, and the synthetic
 two-design lesson: nothing but the file is requested and the console stays free of errors;
-the keys and the buttons step through the lesson and the step counter, the address bar's
-#s=N, and the REGS and STACK panels are those of the trace's step; #s=N opens on step N;
+the keys (§4.3's: arrows, Shift+arrows, n p N P j k g w d Home End) and the buttons step
+through the lesson and the step counter, the address bar's
+#s=N, and the REGS, STACK and KPROBES panels are those of the trace's step (KPROBES
+exactly as render.py draws it); #s=N opens on step N;
 hovering a byte lights the instruction in CODE and SLOT; clicking a register marks on
 the timeline every step that wrote it and w jumps to the last; the print stylesheet lays
 out the storyboard; with two designs, every phase one design lacks is hatched.  A
@@ -20,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from emu.cpu import REG_NAMES
-from kprobes.demos.page import designs_of, lesson_page, lockstep_rows
+from kprobes.demos.lesson import DESIGN_LETTERS
+from kprobes.demos.page import designs_of, kprobes_lines, lesson_page, lockstep_rows
 from tests.pages.conftest import LESSONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +130,10 @@ class Model:
                 return
             n += direction
 
+    def switch_design(self):
+        self.focus = self.designs[(self.designs.index(self.focus) + 1) % len(self.designs)]
+        self.pos = next(n for n in range(self.pos, -1, -1) if self.at(n, self.focus))
+
     def goto(self, i):
         s = self.steps[i]
         if self.lockstep and s["design"]:
@@ -151,8 +158,14 @@ def regs_lines(step):
 
 def stack_lines(step):
     return [(f"{'>' if r['sp'] else ' '}{'*' if r['changed'] else ' '} {r['addr']:016x} "
-             f"sp{r['off']:+#05x}  {r['value']:016x}  {r['sym']:<22}"
+             f"sp{r['off']:+#05x}  {r['value']:016x}  "
+             + ("" if r.get("swapped") else f"{r['sym']:<22}")
              + (f" {r['note']}" if r["note"] else "")).rstrip() for r in step["stack"]]
+
+
+def kprobe_lines(step):
+    """The terminal's KPROBES panel, as render.py draws it, without blank lines."""
+    return [line.rstrip() for line in kprobes_lines(step) if line.strip()]
 
 
 SHOWN = """() => {
@@ -162,6 +175,7 @@ SHOWN = """() => {
     hatched: f.classList.contains("hatched"), text: f.innerText,
     header: text(f.querySelector(".step-header")),
     regs: text(f.querySelector(".panel.regs pre")),
+    kprobes: text(f.querySelector(".panel.kprobes pre")),
     stack: text(f.querySelector(".panel.stack pre"))}));
   return {counter: text(document.getElementById("counter")), url: location.href, frames};
 }"""
@@ -190,6 +204,7 @@ def check_shown(page, model):
         assert frame["header"].startswith(f"── step {step['i']}/{step['n']}")
         assert lines(frame["regs"]) == regs_lines(step)
         assert lines(frame["stack"]) == stack_lines(step)
+        assert lines(frame["kprobes"]) == kprobe_lines(step)
 
 
 def press(page, model, key):
@@ -202,6 +217,10 @@ def press(page, model, key):
         model.search(model.trap_row, 1)
     elif key in ("Shift+ArrowLeft", "P"):
         model.search(model.trap_row, -1)
+    elif key in ("j", "k"):
+        ip = model.step["where"]["ip"]
+        model.search(lambda n: (s := model.at(n, model.focus)) is not None
+                     and s["where"]["ip"] == ip, 1 if key == "j" else -1)
     elif key == "End":
         model.move(len(model.rows) - 1)
     elif key == "Home":
@@ -250,9 +269,19 @@ def test_the_page_in_a_browser(browser, trace, page_file, name):
     try:
         check_shown(page, model)
         for key in ("ArrowRight", "ArrowRight", "ArrowLeft", "Shift+ArrowRight",
-                    "Shift+ArrowRight", "Shift+ArrowLeft", "n", "p", "End", "ArrowRight",
-                    "Home", "ArrowLeft", "N", "P"):
+                    "Shift+ArrowLeft", "n", "N", "j", "k", "p", "P", "End", "ArrowRight",
+                    "Home", "ArrowLeft"):
             press(page, model, key)
+
+        # d: the other design in focus (its step of this phase, or the nearest before).
+        page.keyboard.press("d")
+        if model.lockstep:
+            model.switch_design()
+            assert page.inner_text("#msg") == \
+                f"design ({DESIGN_LETTERS[model.focus]}) in focus"
+        else:
+            assert page.inner_text("#msg") == "only one design was recorded"
+        check_shown(page, model)
 
         # The buttons.
         for button, move in (("#last", lambda: model.move(len(model.rows) - 1)),
@@ -345,6 +374,7 @@ def test_the_page_in_a_browser(browser, trace, page_file, name):
         shot = screenshot_step(t.steps)
         page.evaluate(f"location.hash = '#s={shot}'")
         page.click(f'#frames .frame[data-i="{shot}"] .reg[data-reg="ip"]')
+        page.evaluate("window.scrollTo(0, 0)")
         page.mouse.move(0, 0)
         slot_byte = page.locator(f'#frames .frame[data-i="{shot}"] .panel.slot .b')
         if slot_byte.count():
@@ -356,17 +386,19 @@ def test_the_page_in_a_browser(browser, trace, page_file, name):
         visit.close()
 
 
+HATCHED = """() => [...document.querySelectorAll("#lockstep td.cell.hatched")].map(c => [
+  Number(c.dataset.row), c.dataset.design, getComputedStyle(c).backgroundImage, c.innerText])"""
+
+
 def check_hatched(page, model, name):
+    """Every phase one design lacks is a hatched cell saying so, and no other cell is."""
     missing = [(n, d) for n, r in enumerate(model.rows) for d in model.designs
                if "" not in r["cells"] and d not in r["cells"]]
-    cells = page.locator("#lockstep td.cell.hatched")
-    assert sorted((int(cells.nth(k).get_attribute("data-row")),
-                   cells.nth(k).get_attribute("data-design"))
-                  for k in range(cells.count())) == missing
-    for k in range(cells.count()):
-        style = cells.nth(k).evaluate("el => getComputedStyle(el).backgroundImage")
-        assert "repeating-linear-gradient" in style
-        assert cells.nth(k).inner_text().startswith("(none in design ")
+    cells = page.evaluate(HATCHED)
+    assert [(n, d) for n, d, _bg, _text in cells] == missing
+    for n, d, background, text in cells:
+        assert "repeating-linear-gradient" in background
+        assert text == f"(none in design {DESIGN_LETTERS[d]})"
     phases = {model.rows[n]["phase"] for n, d in missing if d == "task"}
     if name in ("designs", "synthetic-designs"):
         assert {"R.db", "R.post"} <= phases

@@ -9,8 +9,8 @@ import pytest
 
 from kprobes.demos.catalogue import DEMOS
 from kprobes.demos.lesson import LessonError
-from kprobes.demos.page import (PAGE_BUDGET, _align, designs_of, lesson_page, lockstep_rows,
-                                read_trace)
+from kprobes.demos.page import (PAGE_BUDGET, align_phases, designs_of, js_safe, lesson_page,
+                                kprobes_lines, lockstep_rows, read_trace)
 from tests.cli.test_cli import kpemu
 from tests.pages import synthetic
 from tests.pages.conftest import DEMO_NAMES, LESSONS
@@ -26,15 +26,25 @@ def data_of(page):
     return json.loads(DATA.search(page).group(1))
 
 
-def from_js(value):
-    """Undo the page's encoding of integers beyond 2**53 as "0x..." strings."""
-    if isinstance(value, str) and re.fullmatch(r"0x[0-9a-f]+", value):
-        return int(value, 16)
+def numbers(value):
+    """Every integer (not a bool) in a JSON value."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value]
     if isinstance(value, dict):
-        return {k: from_js(v) for k, v in value.items()}
+        value = list(value.values())
     if isinstance(value, list):
-        return [from_js(v) for v in value]
-    return value
+        return [n for v in value for n in numbers(v)]
+    return []
+
+
+def test_js_safe_turns_exactly_the_integers_javascript_rounds_into_hex():
+    value = {"a": 2 ** 53 - 1, "b": 2 ** 53, "c": [-(2 ** 53)], "d": "0x10", "e": True,
+             "f": None, "g": 0xffffffff81000000}
+    assert js_safe(value) == {"a": 2 ** 53 - 1, "b": "0x20000000000000",
+                               "c": ["-0x20000000000000"], "d": "0x10", "e": True,
+                               "f": None, "g": "0xffffffff81000000"}
 
 
 @pytest.mark.parametrize("name", LESSONS)
@@ -57,16 +67,16 @@ def test_page_names_nothing_outside_itself(trace, name):
 def test_page_data_is_the_trace(trace, name):
     t = trace(name)
     data = data_of(page_of(t))
-    assert from_js(data["head"]) == t.head
+    assert data["head"] == js_safe(t.head)
     rebuilt = []
     prev = {}
     for delta in data["steps"]:
         prev = {**prev, **delta}
         rebuilt.append(prev)
-    assert [from_js(s) for s in rebuilt] == t.steps
+    assert [s.pop("panel_kprobes") for s in rebuilt] == [kprobes_lines(s) for s in t.steps]
+    assert rebuilt == js_safe(t.steps)
     # Every integer left as a number is one JavaScript holds exactly.
-    numbers = re.findall(r"(?<![\w.\"])-?\d{16,}", DATA.search(page_of(t)).group(1))
-    assert all(abs(int(n)) < 2 ** 53 for n in numbers), numbers
+    assert all(abs(n) < 2 ** 53 for n in numbers(data))
     # Each step is in exactly one row, in lesson order within its design.
     cells = [i for row in data["rows"] for i in row["cells"].values()]
     assert sorted(cells) == [s["i"] for s in t.steps]
@@ -109,7 +119,7 @@ def test_lockstep_rows_of_two_designs_align_by_phase(trace):
     ("aab", "ab", [(0, 0), (1, None), (2, 1)]),
 ])
 def test_align_pairs_the_longest_common_phases(left, right, pairs):
-    assert _align(list(left), list(right)) == pairs
+    assert align_phases(list(left), list(right)) == pairs
 
 
 @pytest.mark.parametrize("name", DEMO_NAMES)

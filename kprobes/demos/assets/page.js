@@ -142,29 +142,9 @@
     return panel("regs", "REGS (* changed)", lines.join(""));
   }
 
+  // The KPROBES panel's lines are the terminal's own (page.py has render.py draw them).
   function kprobesPanel(s) {
-    var kp = s.kprobes;
-    var lines = [];
-    if (!kp) {
-      lines.push("not installed: a bare int3, no kprobes");
-    } else {
-      lines.push("status   " + kp.status);
-      lines.push("current  " + (kp.current || "-"));
-      if (kp.saved) { lines.push("saved    " + kp.saved + " (re-entry)"); }
-      Object.keys(kp.nmissed).forEach(function (label) {
-        lines.push("nmissed  " + label + " " + kp.nmissed[label]);
-      });
-      Object.keys(kp.pools).forEach(function (label) {
-        var pool = kp.pools[label];
-        lines.push("pool     " + label + " free " + pool.free + " used " + pool.used);
-      });
-      if (kp.bucket.length || Object.keys(kp.pools).length) {
-        lines.push("bucket of " + (kp.task || "?") + ":" + (kp.bucket.length ? "" : " empty"));
-        kp.bucket.forEach(function (ri) {
-          lines.push("  " + ri.rp + " ret_addr " + ri.ret);
-        });
-      }
-    }
+    var lines = s.panel_kprobes;
     var c = s.counters;
     var traps = "int3 " + c.int3 + "  #DB " + c.debug + "  slot insns " + c.slot_insns;
     return "<div>" + panel("kprobes", "KPROBES", lines.map(function (l) {
@@ -177,7 +157,7 @@
     var lines = s.stack.map(function (r) {
       var addr = hex16(r.addr);
       var text = " " + addr + " sp" + offset(r.off) + "  " + hex16(r.value) + "  " +
-        r.sym.padEnd(22);
+        (r.swapped ? "" : r.sym.padEnd(22));    // a swapped slot's note names both values
       var sel = selection && selection.kind === "slot" && selection.addr === addr;
       return '<span class="line slotrow' + (sel ? " selected" : "") + '" data-slot="' + addr +
         '" title="click: mark every step that wrote this slot">' +
@@ -383,7 +363,11 @@
       html.push("</tr>");
     });
     html.push("</table>");
-    document.getElementById("lockstep").innerHTML = html.join("");
+    var box = document.getElementById("lockstep");
+    box.innerHTML = html.join("");
+    // Keep the current row in the middle of the table's own scroll, not the window's.
+    var row = box.querySelector("tr.current");
+    box.scrollTop = Math.max(0, row.offsetTop - box.clientHeight / 2);
   }
 
   function framesHtml(n, withFocus) {
@@ -428,7 +412,9 @@
   function buildStoryboard() {
     var board = document.getElementById("storyboard");
     board.className = lockstep ? "two" : "";
-    board.innerHTML = rows.map(function (r, n) {
+    board.innerHTML = '<header class="board-head">' + esc("kpemu demo " + head.lesson + ": " +
+      head.question) + "<br><small>" + esc(head.semantics) + " · " + steps.length +
+      " steps</small></header>" + rows.map(function (r, n) {
       var inner = framesHtml(n, false);
       var two = lockstep && !("" in r.cells);
       return '<div class="card">' + (two ? '<div class="cols">' + inner + "</div>" : inner) +
