@@ -329,6 +329,29 @@ def test_the_page_in_a_browser(browser, trace, page_file, name):
         model.move(writes[-1] if writes else model.pos)
         check_shown(page, model)
 
+        # The same for a stack slot: the one sp points at, in the step shown.
+        slot = next(r["addr"] for r in model.step["stack"] if r["sp"])
+        page.click(f'#frames .frame[data-i="{model.step["i"]}"] '
+                   f'.slotrow[data-slot="{slot:016x}"]')
+        marked = [(d, n) for d, n, _kind, _lab, mk in ticks(page) if "w" in mk]
+        assert marked == [(d or "", n) for d in tracks for n in range(len(model.rows))
+                          if (s := model.at(n, d)) is not None and
+                          any(r["addr"] == slot and r["changed"] for r in s["stack"])]
+        assert page.inner_text("#selection").startswith(f"selected: stack slot {slot:016x}")
+
+        # The claims, each marked as the trace says.
+        shown = page.evaluate("[...document.querySelectorAll('#claims li')]"
+                              ".map(li => li.innerText)")
+        assert [text.split("\n")[0] for text in shown] == \
+            [("[ok]   " if c["ok"] else "[FAIL] ") + c["text"] for c in t.head["claims"]]
+
+        # ? shows the keys, q hides them.
+        assert page.locator("#help").is_hidden()
+        page.keyboard.press("?")
+        assert page.locator("#help").is_visible()
+        page.keyboard.press("q")
+        assert page.locator("#help").is_hidden()
+
         # Hover a byte of the slot: the same instruction lights up in CODE and SLOT.
         probed = next((s for s in t.steps if s["slot"] and
                        any(r["label"] == s["slot"]["probe"] for r in s["code"])), None)
@@ -399,6 +422,12 @@ def check_hatched(page, model, name):
     for n, d, background, text in cells:
         assert "repeating-linear-gradient" in background
         assert text == f"(none in design {DESIGN_LETTERS[d]})"
+    # Click a hatched cell: its row, that design in focus, shown as a hatched frame
+    # beside the other design's step.
+    n, d = missing[0]
+    page.click(f'#lockstep td.cell.hatched[data-row="{n}"][data-design="{d}"]')
+    model.focus, model.pos = d, n
+    check_shown(page, model)
     phases = {model.rows[n]["phase"] for n, d in missing if d == "task"}
     if name in ("designs", "synthetic-designs"):
         assert {"R.db", "R.post"} <= phases

@@ -193,3 +193,13 @@ def test_an_unwritable_page_path_is_one_clear_message(tmp_path):
     r = kpemu("demo", "kprobe", "--html", path)
     assert r.returncode == 2
     assert r.stderr == f"kpemu: {path}: cannot write: No such file or directory\n"
+
+
+def test_a_page_says_when_a_claim_does_not_hold(trace):
+    t = trace("kprobe")
+    claims = [{"text": "it holds", "ok": True, "detail": "yes"},
+              {"text": "it does not", "ok": False, "detail": "no"}]
+    page = lesson_page({**t.head, "claims": claims}, t.steps)
+    assert '<body data-lesson="kprobe" data-claims="failed">' in page
+    assert data_of(page)["head"]["claims"] == claims
+    assert '<body data-lesson="kprobe" data-claims="hold">' in page_of(t)
