@@ -16,6 +16,8 @@ printed first, then the claims that failed; a page or slides are still written, 
 the failed claims), 2 for a bad name or option, or a file that cannot be written.
 """
 
+import sys
+
 from kprobes.demos.catalogue import CONFUSIONS, DEMOS, run
 from kprobes.demos.lesson import LessonError
 from kprobes.demos.page import (PAGE_BUDGET, index_page, lesson_page, output_dir, read_trace,
@@ -114,6 +116,9 @@ def cmd_demo(args, out, err):
     if args.html_dir is not None:
         raise LessonError("--html-dir writes every demo: give it no NAME "
                           "(--html FILE writes one demo's page)")
+    if args.step and not sys.stdin.isatty():
+        raise LessonError("--step needs a terminal to read keys from (stdin is not one); "
+                          "without --step the whole narration is printed")
     lesson = run(args.name)
     if args.json:
         out.write(lesson.to_json_lines())
