@@ -7,6 +7,7 @@
     kpemu demo NAME --html FILE    the lesson page: one self-contained HTML file
     kpemu demo --html-dir DIR      every demo's page, and DIR/index.html
     kpemu demo NAME --svg DIR      one SVG a step and NAME-storyboard.svg, for slides
+                                   (--no-color: in one ink, the marks only)
 
 The page and the slides are made from the lesson trace alone (the JSON Lines --json
 writes, read back), never from the recording's Python objects.
@@ -127,7 +128,7 @@ def cmd_demo(args, out, err):
         out.write(f"wrote {args.html}: {len(steps)} steps, {size:,} bytes\n")
     elif args.svg is not None:
         _head, steps = trace_of(lesson)
-        written = write_slides(lesson.name, steps, args.svg)
+        written = write_slides(lesson.name, steps, args.svg, color=not args.no_color)
         out.write(f"wrote {len(written)} SVGs into {args.svg}: {len(steps)} steps and "
                   f"{written[-1].name}\n")
     elif args.step:

@@ -204,6 +204,8 @@ def page_data(head, steps, prose="", after=""):
 def lesson_page(head, steps, prose="", after=""):
     """The page of one lesson (a str of HTML), from its trace."""
     name = head["lesson"]
+    if not steps:
+        raise LessonError(f"the lesson {name!r} has no steps to show")
     title = html.escape(f"kpemu demo {name}: {head['question']}")
     failed = [c for c in head.get("claims", []) if not c["ok"]]
     return (

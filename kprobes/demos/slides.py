@@ -19,8 +19,10 @@ Must not import: unicorn, emu.machine (no renderer runs the emulator).
 import re
 
 from rich._export_format import CONSOLE_SVG_FORMAT
+from rich.terminal_theme import TerminalTheme
 from rich.text import Text
 
+from kprobes.demos.lesson import LessonError
 from kprobes.demos.page import output_dir, write_file
 from kprobes.demos.render import console, print_step
 
@@ -30,8 +32,15 @@ KEY_EVENTS = ("kprobes.swap",)
 SVG_FORMAT = re.sub(r"\n[ \t]*@font-face \{\{.*?\}\}", "", CONSOLE_SVG_FORMAT, flags=re.S)
 
 
-def _svg(con, title, uid):
-    return con.export_svg(title=title, code_format=SVG_FORMAT, unique_id=uid)
+# --no-color slides: black on white, every colour of the frame drawn in the one ink (the
+# marks are characters; bold stays).
+INK = (0, 0, 0)
+MONO = TerminalTheme((255, 255, 255), INK, [INK] * 8, [INK] * 8)
+
+
+def _svg(con, title, uid, color):
+    return con.export_svg(title=title, code_format=SVG_FORMAT, unique_id=uid,
+                          theme=None if color else MONO)
 
 
 def _uid(name, what):
@@ -43,11 +52,12 @@ def step_title(name, step):
     return f"kpemu demo {name} · step {step['i']}/{step['n']}: {step['title']}"
 
 
-def step_svg(name, step):
-    """The SVG of one step: the terminal frame, the step's title in the window bar."""
+def step_svg(name, step, color=True):
+    """The SVG of one step: the terminal frame, the step's title in the window bar
+    (color=False: in one ink)."""
     con = console(color=True, record=True)
     print_step(con, step)
-    return _svg(con, step_title(name, step), _uid(name, f"s{step['i']}"))
+    return _svg(con, step_title(name, step), _uid(name, f"s{step['i']}"), color)
 
 
 def key_frames(steps):
@@ -58,7 +68,7 @@ def key_frames(steps):
     return keys[:KEY_FRAMES]
 
 
-def storyboard_svg(name, steps):
+def storyboard_svg(name, steps, color=True):
     """One SVG of the key frames one under the other, each under a line naming it."""
     keys = key_frames(steps)
     con = console(color=True, record=True)
@@ -70,7 +80,7 @@ def storyboard_svg(name, steps):
         print_step(con, step)
     numbers = ", ".join(str(s["i"]) for s in keys)
     return _svg(con, f"kpemu demo {name} · key frames: steps {numbers}",
-                _uid(name, "storyboard"))
+                _uid(name, "storyboard"), color)
 
 
 def slide_names(name, steps):
@@ -78,13 +88,16 @@ def slide_names(name, steps):
     return [f"{name}-{s['i']:0{digits}d}.svg" for s in steps]
 
 
-def write_slides(name, steps, directory):
+def write_slides(name, steps, directory, color=True):
     """Write every step's SVG and NAME-storyboard.svg into `directory` (made if missing);
     returns the paths written."""
+    if not steps:
+        raise LessonError(f"the lesson {name!r} has no steps to draw")
     out = output_dir(directory, "slides")
     written = []
-    pictures = [(file, step_svg(name, s)) for file, s in zip(slide_names(name, steps), steps)]
-    pictures.append((f"{name}-storyboard.svg", storyboard_svg(name, steps)))
+    pictures = [(file, step_svg(name, s, color))
+                for file, s in zip(slide_names(name, steps), steps)]
+    pictures.append((f"{name}-storyboard.svg", storyboard_svg(name, steps, color)))
     for file, svg in pictures:
         write_file(out / file, svg)
         written.append(out / file)

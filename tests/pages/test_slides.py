@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kprobes.demos.lesson import LessonError
 from kprobes.demos.page import lesson_page
 from kprobes.demos.render import render_frame
 from kprobes.demos.slides import (KEY_FRAMES, key_frames, slide_names, step_title,
@@ -144,6 +145,7 @@ def test_svg_writes_every_step_and_the_storyboard(trace, tmp_path):
 RENDER_ELSEWHERE = """
 import sys
 from pathlib import Path
+from kprobes.demos.lesson import LessonError
 from kprobes.demos.page import lesson_page, read_trace
 from kprobes.demos.slides import slide_names, step_svg, storyboard_svg
 out = Path(sys.argv[1])
@@ -178,3 +180,24 @@ def test_pages_and_slides_are_the_same_bytes_in_another_process(trace, slides, t
         mine = slides(name)
         for file in slide_names(name, t.steps)[:SAMPLE] + [f"{name}-storyboard.svg"]:
             assert (out / file).read_text("utf-8") == mine[file], file
+
+
+def test_no_color_slides_have_the_same_text_in_one_ink(slides, tmp_path):
+    r = kpemu("demo", "kprobe", "--svg", tmp_path, "--no-color")
+    assert r.returncode == 0, r.stderr
+    for file, svg in slides("kprobe").items():
+        plain = (tmp_path / file).read_text("utf-8")
+        assert svg_lines(plain) == svg_lines(svg)
+        fills = set(re.findall(r"\{ fill: (#[0-9a-f]{6})", plain))
+        # Black ink, and white where a line is reversed (the storyboard's frame names).
+        assert fills <= {"#000000", "#ffffff"} and "#000000" in fills
+        assert len(set(re.findall(r"\{ fill: (#[0-9a-f]{6})", svg)) - fills) > 0
+
+
+def test_a_lesson_without_steps_has_no_page_and_no_slides(tmp_path):
+    head = {"lesson": "empty", "question": "?", "steps": 0}
+    with pytest.raises(LessonError, match="the lesson 'empty' has no steps to show"):
+        lesson_page(head, [])
+    with pytest.raises(LessonError, match="the lesson 'empty' has no steps to draw"):
+        write_slides("empty", [], tmp_path / "slides")
+    assert not (tmp_path / "slides").exists()
