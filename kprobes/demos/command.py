@@ -91,7 +91,8 @@ def write_pages(directory, out, err):
                         "claims": len(lesson.claims), "bytes": size})
         out.write(f"wrote {root / file}: {len(steps)} steps, {size:,} bytes\n")
     write_file(root / "index.html", index_page(entries))
-    out.write(f"wrote {root / 'index.html'}: {len(entries)} demos\n")
+    out.write(f"wrote {root / 'index.html'}: {len(entries)} "
+              f"demo{'s' if len(entries) != 1 else ''}\n")
     return lessons
 
 

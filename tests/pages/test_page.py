@@ -170,7 +170,8 @@ def test_html_dir_writes_every_demo_and_an_index(trace, tmp_path):
         assert f'<td class="num">{size:,}</td>' in index
         assert f"wrote {pages / (name + '.html')}: {len(trace(name).steps)} steps, " \
             f"{size:,} bytes\n" in r.stdout
-    assert r.stdout.endswith(f"wrote {pages / 'index.html'}: {len(DEMOS)} demos\n")
+    assert r.stdout.endswith(f"wrote {pages / 'index.html'}: {len(DEMOS)} "
+                             f"demo{'s' if len(DEMOS) != 1 else ''}\n")
 
 
 @pytest.mark.parametrize("args, message", [
