@@ -20,7 +20,7 @@ run: $(STAMP)
 
 # Two workers (pytest-xdist), one a core; worksteal, because the whole-image differential's
 # two runs are half the suite and an idle worker takes over tests still queued elsewhere.
-test: $(STAMP) qemu-for-tests
+test: $(STAMP) qemu-for-tests chromium-for-tests
 	$(PY) -m pytest -n 2 --dist worksteal
 
 # The QEMU tests (tests/qemu, marker qemu) need qemu-system-x86_64.  When it is missing,
@@ -41,6 +41,12 @@ apt-for-tests = if command -v $(1) >/dev/null 2>&1; then :; \
 	else \
 	  echo "make: $(1) not found and not installed (needs root and apt-get): $(3) will skip"; \
 	fi
+
+# The lesson pages' browser test (tests/pages/test_browser.py) drives Debian's chromium
+# through Playwright (its Python package is in the test extra; no browser is downloaded).
+.PHONY: chromium-for-tests
+chromium-for-tests:
+	@$(call apt-for-tests,chromium,chromium,the lesson pages' browser test (tests/pages))
 
 # The fuzz campaign's long form (tests/fuzz): FUZZ_EXAMPLES fresh random inputs per category
 # instead of the few hundred fixed ones `make test` runs; prints the figures at the end.

@@ -10,4 +10,6 @@ transcripts) shows comes from that lesson trace; no renderer runs the emulator.
     kprobes.demos.lesson      Recorder, Lesson, Demo, Claim: the trace and its recording
     kprobes.demos.scenes      what the demos share (a booted machine, running to a point)
     kprobes.demos.render      the terminal narration; stepper: the interactive stepper
+    kprobes.demos.page        the lesson page (one offline HTML file) and the index of them
+    kprobes.demos.slides      one SVG a step and a storyboard of the key frames
 """
