@@ -4,6 +4,9 @@ chose, stepping a function out, and the unprobed run every probed one is compare
 Only the public API: Machine, Kprobes, m.run(max_insns=...), and m.stop().
 """
 
+import copy
+import functools
+
 from emu import Machine
 from kprobes import Kprobes
 from kprobes.demos.lesson import Claim, LessonError
@@ -69,7 +72,13 @@ def final_state(m):
 
 def unprobed_final():
     """The final state of the same workload on a machine without kprobes (the runs are
-    deterministic, so it is the run every probed one must match)."""
+    deterministic, so it is the run every probed one must match; it is run once per
+    process and each caller gets its own copy)."""
+    return copy.deepcopy(_unprobed_final())
+
+
+@functools.lru_cache(maxsize=1)
+def _unprobed_final():
     m = Machine()
     m.boot()
     return final_state(m)
