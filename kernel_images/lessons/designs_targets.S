@@ -6,7 +6,7 @@
  *   designs_irq(n)     runs designs_irq_handler(n) on an interrupt stack of its own
  *   designs_tail(n)    calls designs_f(n), which tail-jumps to designs_g
  *
- * Built by kernel_images/lessons/designs.mk (make images); the .o is committed.
+ * Built by kernel_images/lessons/Makefile (make images); the .o is committed.
  */
 	.text
 
