@@ -70,6 +70,12 @@ class _ICount(ctypes.Structure):
 assert ctypes.sizeof(_ICount) == _fastpath.icount_struct_size()
 
 
+# uc_ctl's control word (UC_CTL() of unicorn.h): the control, its argument count, the
+# direction.
+_CTL_REMOVE_CACHE = ctypes.c_int((uc_const.UC_CTL_IO_WRITE << 30) | (2 << 26) |
+                                 uc_const.UC_CTL_TB_REMOVE_CACHE)
+
+
 def _address(fn):
     """The address of a function of the loaded libunicorn (for the C hooks to call)."""
     return ctypes.cast(fn, ctypes.c_void_p).value
@@ -322,8 +328,12 @@ class Engine:
 
     def flush_code(self, va, size):
         """Drop translated blocks covering [va, va+size): a write to code is not seen
-        otherwise.  Takes effect at the next block boundary, also from inside a hook."""
-        self.uc.ctl_remove_cache(va, va + size)
+        otherwise.  Takes effect at the next block boundary, also from inside a hook.
+        (uc_ctl called directly: the binding's ctl_remove_cache costs more than the
+        invalidation itself, and every arm, disarm and slot write comes here.)"""
+        status = uclib.uc_ctl(self._uch, _CTL_REMOVE_CACHE, _u64(va), _u64(va + size))
+        if status != uc_const.UC_ERR_OK:
+            raise MachineError(f"uc_ctl(TB_REMOVE_CACHE) failed: {UcError(status)}")
 
     def flush_all_code(self):
         """Drop every translated block (after RAM changed under the whole cache: a

@@ -19,6 +19,7 @@ there) -- and stay registered and listed until their owner unregisters them.
 Must not import: unicorn.
 """
 
+import bisect
 import errno as _errno
 
 from emu import Machine
@@ -50,6 +51,8 @@ class Kprobes:
         self.m = m
         self.table = {}             # probe address -> Kprobe or AggrKprobe
         self.armed = set()          # addresses whose byte is 0xCC now
+        self._armed_order = []      # the same, sorted: original_bytes() finds a range's
+                                    # breakpoints by bisection, whatever the number armed
         # probe address -> [Kprobe or AggrKprobe]: probes killed with their module's text,
         # oldest first, until unregistered (never in `table`: no trap ever finds them).
         self.gone = {}
@@ -99,10 +102,16 @@ class Kprobes:
 
     def original_bytes(self, addr, size):
         """Guest text with every armed breakpoint replaced by the byte it covers."""
-        data = bytearray(self.m.read(addr, size))
-        for a in self.armed:
-            if addr <= a < addr + size:
-                data[a - addr] = self.table[a].opcode
+        data = self.m.read(addr, size)
+        order = self._armed_order
+        i = bisect.bisect_left(order, addr)
+        if i == len(order) or order[i] >= addr + size:
+            return data                 # no breakpoint in the range (the usual case)
+        data = bytearray(data)
+        table = self.table
+        while i < len(order) and order[i] < addr + size:
+            data[order[i] - addr] = table[order[i]].opcode
+            i += 1
         return bytes(data)
 
     def probes(self):
@@ -164,12 +173,12 @@ class Kprobes:
         in the blacklist, then what the arch refuses (a foreign int3, EINVAL; off an
         instruction boundary, EILSEQ)."""
         m = self.m
-        where = m.symbols.format(addr)
         if not m.is_kernel_text(addr):
-            raise KprobeError(_errno.EINVAL, f"{where}: not in kernel or module text")
+            raise KprobeError(_errno.EINVAL, f"{m.symbols.format(addr)}: not in kernel or "
+                              "module text")
         why = self.blacklisted(addr)
         if why:
-            raise KprobeError(_errno.EINVAL, f"{where}: blacklisted ({why})")
+            raise KprobeError(_errno.EINVAL, f"{m.symbols.format(addr)}: blacklisted ({why})")
         self.arch.can_probe(addr, probed=addr in self.table)
 
     def kprobe_addr(self, p):
@@ -288,7 +297,7 @@ class Kprobes:
           3. its instruction slot is freed (arch remove: nothing runs the copy any more).
         """
         del self.table[top.addr]
-        self.armed.discard(top.addr)
+        self._armed_discard(top.addr)
         top.gone = True
         for child in (top.children if top.is_aggregate else ()):
             child.gone = True
@@ -340,13 +349,24 @@ class Kprobes:
 
     def _arm(self, top):
         self.arch.arm(top)
-        self.armed.add(top.addr)
+        self._armed_add(top.addr)
         self.emit("arm", addr=top.addr)
 
     def _disarm(self, top):
         self.arch.disarm(top)
-        self.armed.discard(top.addr)
+        self._armed_discard(top.addr)
         self.emit("disarm", addr=top.addr)
+
+    def _armed_add(self, addr):
+        if addr not in self.armed:
+            self.armed.add(addr)
+            bisect.insort(self._armed_order, addr)
+
+    def _armed_discard(self, addr):
+        if addr in self.armed:
+            self.armed.discard(addr)
+            order = self._armed_order
+            del order[bisect.bisect_left(order, addr)]
 
     def disable_kprobe(self, p):
         if not p.registered:
