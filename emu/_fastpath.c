@@ -510,24 +510,32 @@ static const char *const reg_aliases[][2] = {
 static PyObject *reg_index;		/* dict: name or alias -> index */
 static PyObject *reg_name_objs[NREGS];	/* the canonical names, interned */
 
+/* uc_vmem_read / uc_vmem_write: guest virtual memory through the CPU's page tables */
+typedef int (*uc_vmem_fn)(void *uc, uint64_t address, int prot, void *bytes, size_t size);
+#define UC_PROT_READ 1
+#define UC_PROT_WRITE 2
+
 typedef struct {
 	PyObject_HEAD
 	PyObject *owner;		/* the Uc object: keeps the handle valid */
 	void *uc;
 	uc_reg_fn reg_read;
 	uc_reg_fn reg_write;
+	uc_vmem_fn vmem_read;		/* optional (NULL: the C API's vmem calls fail) */
+	uc_vmem_fn vmem_write;
 	int ids[NREGS];
 } RegFile;
 
 static int rf_init(RegFile *self, PyObject *args, PyObject *kwds)
 {
-	static char *kwlist[] = {"owner", "uc", "reg_read", "reg_write", "ids", NULL};
+	static char *kwlist[] = {"owner", "uc", "reg_read", "reg_write", "ids", "vmem_read",
+				 "vmem_write", NULL};
 	PyObject *owner, *ids;
-	unsigned long long uc, rd, wr;
+	unsigned long long uc, rd, wr, vrd = 0, vwr = 0;
 	int i;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKKO!", kwlist, &owner, &uc, &rd, &wr,
-					 &PyDict_Type, &ids))
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKKO!|KK", kwlist, &owner, &uc, &rd, &wr,
+					 &PyDict_Type, &ids, &vrd, &vwr))
 		return -1;
 	if (!uc || !rd || !wr) {
 		PyErr_SetString(PyExc_ValueError, "null address");
@@ -551,6 +559,8 @@ static int rf_init(RegFile *self, PyObject *args, PyObject *kwds)
 	self->uc = (void *)(uintptr_t)uc;
 	self->reg_read = (uc_reg_fn)(uintptr_t)rd;
 	self->reg_write = (uc_reg_fn)(uintptr_t)wr;
+	self->vmem_read = (uc_vmem_fn)(uintptr_t)vrd;
+	self->vmem_write = (uc_vmem_fn)(uintptr_t)vwr;
 	return 0;
 }
 
@@ -563,8 +573,9 @@ static void rf_dealloc(RegFile *self)
 static PyTypeObject RegFileType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
 	.tp_name = "emu._fastpath.RegFile",
-	.tp_doc = "RegFile(owner, uc, reg_read, reg_write, ids)\n"
-		  "The engine's registers for pt_regs views (see _fastpath.c).",
+	.tp_doc = "RegFile(owner, uc, reg_read, reg_write, ids, vmem_read=0, vmem_write=0)\n"
+		  "The engine's registers (and virtual memory, for C callers) for pt_regs\n"
+		  "views (see _fastpath.c).",
 	.tp_basicsize = sizeof(RegFile),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_new = PyType_GenericNew,
@@ -904,10 +915,45 @@ static int api_regs_trap_return(PyObject *regs, uint64_t *ip, uint64_t *flags)
 	return 0;
 }
 
+/* The CPU behind a RegFile, natively, for C callers: a register by Unicorn id,
+ * and 64-bit guest-virtual reads and writes.  0, or -1 with no exception set
+ * (not a RegFile, an unmapped address): the caller falls back to its Python
+ * path, which reports the fault. */
+static int api_reg_read(PyObject *regfile, int regid, uint64_t *out)
+{
+	RegFile *rf = (RegFile *)regfile;
+
+	if (!PyObject_TypeCheck(regfile, &RegFileType))
+		return -1;
+	*out = 0;		/* EFLAGS and selectors fill only part of it */
+	return rf->reg_read(rf->uc, regid, out) == 0 ? 0 : -1;
+}
+
+static int api_vmem_read_u64(PyObject *regfile, uint64_t va, uint64_t *out)
+{
+	RegFile *rf = (RegFile *)regfile;
+
+	if (!PyObject_TypeCheck(regfile, &RegFileType) || rf->vmem_read == NULL)
+		return -1;
+	return rf->vmem_read(rf->uc, va, UC_PROT_READ, out, 8) == 0 ? 0 : -1;
+}
+
+static int api_vmem_write_u64(PyObject *regfile, uint64_t va, uint64_t value)
+{
+	RegFile *rf = (RegFile *)regfile;
+
+	if (!PyObject_TypeCheck(regfile, &RegFileType) || rf->vmem_write == NULL)
+		return -1;
+	return rf->vmem_write(rf->uc, va, UC_PROT_WRITE, &value, 8) == 0 ? 0 : -1;
+}
+
 static struct kpemu_api c_api = {
 	.regs_at_trap = api_regs_at_trap,
 	.regs_trap_return = api_regs_trap_return,
 	.trap_result = python_result,
+	.reg_read = api_reg_read,
+	.vmem_read_u64 = api_vmem_read_u64,
+	.vmem_write_u64 = api_vmem_write_u64,
 };
 
 static int init_reg_index(void)

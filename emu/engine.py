@@ -211,7 +211,8 @@ class Engine:
         # What emu.cpu.PtRegs views read and write registers through, natively.
         self.regfile = _fastpath.RegFile(
             self.uc, ctypes.cast(self._uch, ctypes.c_void_p).value,
-            _address(uclib.uc_reg_read), _address(uclib.uc_reg_write), REG_IDS)
+            _address(uclib.uc_reg_read), _address(uclib.uc_reg_write), REG_IDS,
+            _address(uclib.uc_vmem_read), _address(uclib.uc_vmem_write))
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_OUT(self._guard(out)), None, 1, 0,
                        ctypes.c_int(x86.UC_X86_INS_OUT))
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_IN(self._guard(in_, 0)), None, 1, 0,
