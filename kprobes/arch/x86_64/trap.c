@@ -92,6 +92,21 @@ enum {
 	RESUME_JMP_ABS = 5,	/* keep ip */
 };
 
+/* What a hit reads of a probe that does not change while it is registered: its
+ * ainsn's slot, IF-modifier and resume action, resume_in_post_handler and the
+ * kretprobe it belongs to -- kept per (probe, ainsn) so a hit does not look
+ * them up by name again (a probe registered anew gets a new ainsn). */
+#define SEEN_SIZE 16
+struct seen_probe {
+	PyObject *probe;		/* strong references, or NULL */
+	PyObject *ainsn;
+	PyObject *kretprobe;		/* None for a plain kprobe */
+	uint64_t slot;
+	long resume;
+	int if_modifier;
+	int in_post;
+};
+
 typedef struct {
 	PyObject_HEAD
 	/* the per-CPU state of 2.6.13, shared with the Python trap path */
@@ -130,6 +145,7 @@ typedef struct {
 	uint64_t krp_current;		/* %gs offset of the per-CPU `current` */
 	int krp_gs_id;			/* Unicorn ids of gs_base and rsp */
 	int krp_sp_id;
+	struct seen_probe seen[SEEN_SIZE];	/* by probe address */
 } KprobeCtlblk;
 
 static PyObject *s_disabled, *s_ainsn, *s_slot, *s_if_modifier, *s_resume, *s_pre_handler,
@@ -718,6 +734,7 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 	KprobeCtlblk *s = (KprobeCtlblk *)owner;
 	uint64_t addr = *ip - 1, slot;
 	PyObject *key, *p, *ainsn = NULL, *pre = NULL, *regs = NULL, *res = NULL;
+	struct seen_probe *seen;
 	long resume = -1;
 	int disabled, if_modifier, in_post, changed, code = -1;
 
@@ -742,14 +759,34 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 		return disabled < 0 ? -1 : to_python(s->slow_int3, vector, ip, flags);
 	}
 	ainsn = PyObject_GetAttr(p, s_ainsn);
-	if (ainsn == NULL || attr_u64(ainsn, s_slot, &slot) < 0 ||
-	    (if_modifier = attr_true(ainsn, s_if_modifier)) < 0 ||
-	    (res = PyObject_GetAttr(ainsn, s_resume)) == NULL ||
-	    ((resume = PyLong_AsLong(res)) == -1 && PyErr_Occurred()) ||
-	    (in_post = attr_true(p, s_resume_in_post_handler)) < 0 ||
-	    (pre = PyObject_GetAttr(p, s_pre_handler)) == NULL)
+	if (ainsn == NULL)
 		goto out;
-	Py_CLEAR(res);
+	seen = &s->seen[addr % SEEN_SIZE];
+	if (seen->probe != p || seen->ainsn != ainsn) {
+		PyObject *kretprobe;
+
+		if (attr_u64(ainsn, s_slot, &slot) < 0 ||
+		    (if_modifier = attr_true(ainsn, s_if_modifier)) < 0 ||
+		    (res = PyObject_GetAttr(ainsn, s_resume)) == NULL ||
+		    ((resume = PyLong_AsLong(res)) == -1 && PyErr_Occurred()) ||
+		    (in_post = attr_true(p, s_resume_in_post_handler)) < 0 ||
+		    (kretprobe = PyObject_GetAttr(p, s_kretprobe)) == NULL)
+			goto out;
+		Py_CLEAR(res);
+		Py_XSETREF(seen->probe, Py_NewRef(p));
+		Py_XSETREF(seen->ainsn, Py_NewRef(ainsn));
+		Py_XSETREF(seen->kretprobe, kretprobe);
+		seen->slot = slot;
+		seen->resume = resume;
+		seen->if_modifier = if_modifier;
+		seen->in_post = in_post;
+	}
+	slot = seen->slot;
+	resume = seen->resume;
+	if_modifier = seen->if_modifier;
+	in_post = seen->in_post;
+	if ((pre = PyObject_GetAttr(p, s_pre_handler)) == NULL)
+		goto out;
 
 	/* The hit is ours from here on: the state the Python path sets up. */
 	s->counter->executed--;		/* the int3 ran for us, not for the guest */
@@ -779,13 +816,10 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 		if (code != KPEMU_TRAP_DECLINE)
 			goto out;
 		code = -1;
-	} else if (s->krp_table != NULL) {
-		PyObject *rp = PyObject_GetAttr(p, s_kretprobe);
-		int done;
+	} else if (s->krp_table != NULL && seen->kretprobe != Py_None) {
+		PyObject *rp = Py_NewRef(seen->kretprobe);
+		int done = pre_handler_kretprobe_c(s, rp);
 
-		if (rp == NULL)
-			goto out;
-		done = rp == Py_None ? 0 : pre_handler_kretprobe_c(s, rp);
 		Py_DECREF(rp);
 		if (done < 0)
 			goto out;
@@ -959,6 +993,11 @@ static int kcb_traverse(KprobeCtlblk *s, visitproc visit, void *arg)
 	Py_VISIT(s->krp_table);
 	Py_VISIT(s->krp_tramp_probe);
 	Py_VISIT(s->krp_manager);
+	for (int i = 0; i < SEEN_SIZE; i++) {
+		Py_VISIT(s->seen[i].probe);
+		Py_VISIT(s->seen[i].ainsn);
+		Py_VISIT(s->seen[i].kretprobe);
+	}
 	return 0;
 }
 
@@ -977,6 +1016,11 @@ static int kcb_clear(KprobeCtlblk *s)
 	Py_CLEAR(s->krp_table);
 	Py_CLEAR(s->krp_tramp_probe);
 	Py_CLEAR(s->krp_manager);
+	for (int i = 0; i < SEEN_SIZE; i++) {
+		Py_CLEAR(s->seen[i].probe);
+		Py_CLEAR(s->seen[i].ainsn);
+		Py_CLEAR(s->seen[i].kretprobe);
+	}
 	/* counter_owner is kept: the counter must outlive any late trap */
 	return 0;
 }
@@ -992,6 +1036,19 @@ static void kcb_dealloc(KprobeCtlblk *s)
 static PyObject *kcb_unlock(KprobeCtlblk *s, PyObject *unused)
 {
 	unlock(s);
+	Py_RETURN_NONE;
+}
+
+static PyObject *kcb_forget(KprobeCtlblk *s, PyObject *arg)
+{
+	unsigned long long addr = PyLong_AsUnsignedLongLongMask(arg);
+	struct seen_probe *seen = &s->seen[addr % SEEN_SIZE];
+
+	if (PyErr_Occurred())
+		return NULL;
+	Py_CLEAR(seen->probe);
+	Py_CLEAR(seen->ainsn);
+	Py_CLEAR(seen->kretprobe);
 	Py_RETURN_NONE;
 }
 
@@ -1050,6 +1107,9 @@ static PyMemberDef kcb_members[] = {
 static PyMethodDef kcb_methods[] = {
 	{"unlock", (PyCFunction)kcb_unlock, METH_NOARGS,
 	 "Release the state: not running, no current probe, no C hit in progress."},
+	{"forget", (PyCFunction)kcb_forget, METH_O,
+	 "forget(probe_addr): drop what the C path keeps of the probe at probe_addr\n"
+	 "(arch remove: the probe may be freed)."},
 	{"set_kretprobes", (PyCFunction)(void (*)(void))kcb_set_kretprobes,
 	 METH_VARARGS | METH_KEYWORDS,
 	 "set_kretprobes(table, trampoline_probe, manager, tramp_addr, gs_base_id, sp_id,\n"

@@ -207,6 +207,7 @@ class ArchKprobes:
     def remove(self, p):
         if self.kcb.resume_hit is not None and self.kcb.resume_hit[0] == p.addr:
             self.kcb.resume_hit = None
+        self.kcb.forget(p.addr)
         self.core.slots.free_insn_slot(p.ainsn.slot)
 
     # -- state helpers ----------------------------------------------------------------
