@@ -570,6 +570,27 @@ static void rf_dealloc(RegFile *self)
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* RegFile.read(regid): one register by Unicorn id, natively (Engine.reg). */
+static PyObject *rf_read(RegFile *self, PyObject *arg)
+{
+	long regid = PyLong_AsLong(arg);
+	uint64_t v = 0;		/* EFLAGS and selectors fill only part of it */
+
+	if (regid == -1 && PyErr_Occurred())
+		return NULL;
+	if (self->reg_read(self->uc, (int)regid, &v) != 0) {
+		PyErr_Format(PyExc_ValueError, "uc_reg_read of register id %ld failed", regid);
+		return NULL;
+	}
+	return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyMethodDef rf_methods[] = {
+	{"read", (PyCFunction)rf_read, METH_O,
+	 "read(regid): the register with that Unicorn id, read natively."},
+	{NULL, NULL, 0, NULL},
+};
+
 static PyTypeObject RegFileType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
 	.tp_name = "emu._fastpath.RegFile",
@@ -581,6 +602,7 @@ static PyTypeObject RegFileType = {
 	.tp_new = PyType_GenericNew,
 	.tp_init = (initproc)rf_init,
 	.tp_dealloc = (destructor)rf_dealloc,
+	.tp_methods = rf_methods,
 };
 
 typedef struct {

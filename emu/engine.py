@@ -135,7 +135,6 @@ class Engine:
         self.on_mem_fault = None
         self._exc = None
         self._depth = 0
-        self._regbuf = _u64()
         self._batches = {}
         self._install_hooks()
 
@@ -213,6 +212,7 @@ class Engine:
             self.uc, ctypes.cast(self._uch, ctypes.c_void_p).value,
             _address(uclib.uc_reg_read), _address(uclib.uc_reg_write), REG_IDS,
             _address(uclib.uc_vmem_read), _address(uclib.uc_vmem_write))
+        self._read_reg = self.regfile.read
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_OUT(self._guard(out)), None, 1, 0,
                        ctypes.c_int(x86.UC_X86_INS_OUT))
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_IN(self._guard(in_, 0)), None, 1, 0,
@@ -273,12 +273,9 @@ class Engine:
     # -- registers --------------------------------------------------------------------
 
     def reg(self, name):
-        # Unicorn writes only 4 bytes for EFLAGS and the selectors: clear the buffer so a
-        # previous 64-bit value does not show through in the high half.
-        buf = self._regbuf
-        buf.value = 0
-        uclib.uc_reg_read(self._uch, REG_IDS[name], ctypes.byref(buf))
-        return buf.value
+        """One register, read natively (the RegFile's C call: no ctypes marshalling; it
+        clears the high half Unicorn leaves unwritten for EFLAGS and the selectors)."""
+        return self._read_reg(REG_IDS[name])
 
     def set_reg(self, name, value):
         buf = _u64(value & 0xFFFFFFFFFFFFFFFF)
