@@ -63,6 +63,22 @@ def per_round(times, fn):
     return Spread.of(fn(i) for i in range(len(next(iter(times.values())))))
 
 
+def net(times, side, base, scale=1.0):
+    """Spread of (side - base) * scale per round: what `side` costs over `base`."""
+    return per_round(times, lambda i: (times[side][i] - times[base][i]) * scale)
+
+
+def net_ratio(times, a, b, base):
+    """Spread of (a - base) / (b - base) per round: a's cost over base against b's."""
+    return per_round(times, lambda i: (times[a][i] - times[base][i]) /
+                     (times[b][i] - times[base][i]))
+
+
+def cost_rows(times, base, scale, unit, sides):
+    """Rows (label, net cost, unit) for [(label, side)]: each side over `base`."""
+    return [(label, net(times, side, base, scale), unit) for label, side in sides]
+
+
 def target(label, value, limit, unit, at_most=True):
     """The row that states a target: `value` (a number or the median of a Spread) against
     `limit`."""

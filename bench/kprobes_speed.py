@@ -28,7 +28,8 @@ from pathlib import Path
 from unicorn import UC_HOOK_CODE
 from unicorn.unicorn_py3.unicorn import uclib
 
-from bench._measure import Spread, interleaved, per_round, target
+from bench._measure import (Spread, cost_rows, interleaved, net, net_ratio, per_round,
+                            target)
 from emu import Machine
 from emu.cpu import PtRegs
 from kprobes import Kprobe, Kprobes
@@ -107,19 +108,16 @@ def hit_cost():
     t = interleaved(sides, ROUNDS)
     assert kp_probe.nmissed == 0 and probed.extensions["kprobes"].arch.fast_hits > 0
 
-    def us(side):
-        return per_round(t, lambda i: (t[side][i] - t["base"][i]) / hits * 1e6)
-
-    def ratio(a, b):
-        return per_round(t, lambda i: (t[a][i] - t["base"][i]) / (t[b][i] - t["base"][i]))
-
-    return [(f"fib({FIB_N}): hits per call", hits, "probed calls"),
-            ("kprobe hit, no-op pre+post (2 traps)", us("kprobe"), "us per hit (min/med/max)"),
-            ("  the same on the Python reference path", us("python"), "us per hit"),
-            ("peer: raw ctypes UC_HOOK_CODE on the address", us("raw"), "us per hit"),
-            ("peer: binding hook_add UC_HOOK_CODE", us("binding"), "us per hit"),
-            target("kprobe hit / raw ctypes peer", ratio("kprobe", "raw"), 1.5, "ratio"),
-            target("kprobe hit / binding peer", ratio("kprobe", "binding"), 1.0, "ratio")]
+    return [(f"fib({FIB_N}): hits per call", hits, "probed calls")] + cost_rows(
+        t, "base", 1e6 / hits, "us per hit (min/med/max)", [
+            ("kprobe hit, no-op pre+post (2 traps)", "kprobe"),
+            ("  the same on the Python reference path", "python"),
+            ("peer: raw ctypes UC_HOOK_CODE on the address", "raw"),
+            ("peer: binding hook_add UC_HOOK_CODE", "binding")]) + [
+        target("kprobe hit / raw ctypes peer", net_ratio(t, "kprobe", "raw", "base"), 1.5,
+               "ratio"),
+        target("kprobe hit / binding peer", net_ratio(t, "kprobe", "binding", "base"), 1.0,
+               "ratio")]
 
 
 def _dormant_module(tmp):
@@ -190,8 +188,8 @@ def event_cost():
     assert events.buffer.written == hits * ROUNDS
     line = events.trace_lines()[-1]
     assert "fibargs: (fib+0x0/" in line and " n=1 depth=0x" in line, line
-    us = per_round(t, lambda i: (t["event"][i] - t["base"][i]) / hits * 1e6)
-    return [target("kprobe_events hit, 2 fetch args, recorded", us, 3, "us per hit")]
+    return [target("kprobe_events hit, 2 fetch args, recorded",
+                   net(t, "event", "base", 1e6 / hits), 3, "us per hit")]
 
 
 def run():

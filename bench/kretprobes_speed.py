@@ -28,7 +28,7 @@ from pathlib import Path
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 from unicorn import UC_HOOK_CODE
 
-from bench._measure import interleaved, per_round, target
+from bench._measure import cost_rows, interleaved, net_ratio, target
 from bench.kprobes_speed import booted, raw_code_hook
 from emu import Machine
 from emu.cpu import PtRegs
@@ -107,20 +107,16 @@ def per_call():
     assert rp_task.returns == rp_stack.returns == raw_reported[0] == calls * ROUNDS
     assert rp_task.nmissed == rp_stack.nmissed == 0
 
-    def us(side):
-        return per_round(t, lambda i: (t[side][i] - t["base"][i]) / calls * 1e6)
-
-    def ratio(a, b):
-        return per_round(t, lambda i: (t[a][i] - t["base"][i]) / (t[b][i] - t["base"][i]))
-
-    return [(f"kretprobe on fib({FIB_N}): probed calls", calls, "calls"),
-            ("kretprobe call, design 'task' (3 traps)", us("task"), "us per call"),
-            ("  the same on the Python reference path", us("python"), "us per call"),
-            ("kretprobe call, design 'stack' (4 traps)", us("stack"), "us per call"),
-            ("peer: raw ctypes entry + ret code hooks", us("raw"), "us per call"),
-            ("peer: binding entry + ret code hooks", us("binding"), "us per call"),
-            target("kretprobe (task) / raw ctypes peer", ratio("task", "raw"), 1.5, "ratio"),
-            ("kretprobe (task) / binding peer", ratio("task", "binding"), "ratio")]
+    return [(f"kretprobe on fib({FIB_N}): probed calls", calls, "calls")] + cost_rows(
+        t, "base", 1e6 / calls, "us per call (min/med/max)", [
+            ("kretprobe call, design 'task' (3 traps)", "task"),
+            ("  the same on the Python reference path", "python"),
+            ("kretprobe call, design 'stack' (4 traps)", "stack"),
+            ("peer: raw ctypes entry + ret code hooks", "raw"),
+            ("peer: binding entry + ret code hooks", "binding")]) + [
+        target("kretprobe (task) / raw ctypes peer", net_ratio(t, "task", "raw", "base"), 1.5,
+               "ratio"),
+        ("kretprobe (task) / binding peer", net_ratio(t, "task", "binding", "base"), "ratio")]
 
 
 def _ret_targets(tmp):

@@ -107,6 +107,13 @@ struct seen_probe {
 	int in_post;
 };
 
+static void seen_clear(struct seen_probe *seen)
+{
+	Py_CLEAR(seen->probe);
+	Py_CLEAR(seen->ainsn);
+	Py_CLEAR(seen->kretprobe);
+}
+
 typedef struct {
 	PyObject_HEAD
 	/* the per-CPU state of 2.6.13, shared with the Python trap path */
@@ -1016,11 +1023,8 @@ static int kcb_clear(KprobeCtlblk *s)
 	Py_CLEAR(s->krp_table);
 	Py_CLEAR(s->krp_tramp_probe);
 	Py_CLEAR(s->krp_manager);
-	for (int i = 0; i < SEEN_SIZE; i++) {
-		Py_CLEAR(s->seen[i].probe);
-		Py_CLEAR(s->seen[i].ainsn);
-		Py_CLEAR(s->seen[i].kretprobe);
-	}
+	for (int i = 0; i < SEEN_SIZE; i++)
+		seen_clear(&s->seen[i]);
 	/* counter_owner is kept: the counter must outlive any late trap */
 	return 0;
 }
@@ -1042,13 +1046,10 @@ static PyObject *kcb_unlock(KprobeCtlblk *s, PyObject *unused)
 static PyObject *kcb_forget(KprobeCtlblk *s, PyObject *arg)
 {
 	unsigned long long addr = PyLong_AsUnsignedLongLongMask(arg);
-	struct seen_probe *seen = &s->seen[addr % SEEN_SIZE];
 
 	if (PyErr_Occurred())
 		return NULL;
-	Py_CLEAR(seen->probe);
-	Py_CLEAR(seen->ainsn);
-	Py_CLEAR(seen->kretprobe);
+	seen_clear(&s->seen[addr % SEEN_SIZE]);
 	Py_RETURN_NONE;
 }
 
