@@ -36,7 +36,7 @@ from kprobes import Kprobe, Kprobes
 from kprobes.events import KprobeEvents
 
 FIB_N = 17
-ROUNDS = 9
+ROUNDS = 11
 FUNCTIONS = 1100            # ten probe addresses each: 10,000 registered + batches of 100
 BATCH = 100
 REG_ROUNDS = 7

@@ -35,7 +35,7 @@ from emu.cpu import PtRegs
 from kprobes import Kprobe, Kprobes, Kretprobe
 
 FIB_N = 15
-ROUNDS = 9
+ROUNDS = 11
 DEPTH = 100_000
 MEMORY_DEPTH = 10_000
 TARGETS = Path(__file__).resolve().parent.parent / "tests" / "kprobes" / "targets"
