@@ -3,7 +3,7 @@
 The machine is shared and noisy, so a ratio is never taken between two blocks of runs
 made one after the other: interleaved() runs one repetition of each side in turn, so a
 slow minute slows every side alike, and a ratio is taken per round (side over peer in the
-same round) before its min/median/max.
+same round) before its min/median/max.  Each repetition is timed in CPU time (timed()).
 
 Rows are (label, value, unit): value a number, or a Spread (min/median/max) that prints
 as such.  target() is the row that states a target and whether this run met it.
@@ -35,14 +35,16 @@ class Spread:
 
 
 def timed(fn):
-    """Wall time of one call of fn, with the cyclic GC held off (collect first): garbage
-    one side left must not be collected on the other's clock."""
+    """The CPU time of one call of fn (this process's: the guest runs in it too), with
+    the cyclic GC held off (collect first): garbage one side left must not be collected
+    on the other's clock.  CPU time, not wall time: on a box shared with other builds a
+    wall clock also counts the time this process waited for a core."""
     gc.collect()
     gc.disable()
     try:
-        t = time.perf_counter()
+        t = time.process_time()
         fn()
-        return time.perf_counter() - t
+        return time.process_time() - t
     finally:
         gc.enable()
 
