@@ -211,7 +211,8 @@ class Engine:
         self.regfile = _fastpath.RegFile(
             self.uc, ctypes.cast(self._uch, ctypes.c_void_p).value,
             _address(uclib.uc_reg_read), _address(uclib.uc_reg_write), REG_IDS,
-            _address(uclib.uc_vmem_read), _address(uclib.uc_vmem_write))
+            _address(uclib.uc_vmem_read), _address(uclib.uc_vmem_write),
+            _address(uclib.uc_vmem_translate))
         self._read_reg = self.regfile.read
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_OUT(self._guard(out)), None, 1, 0,
                        ctypes.c_int(x86.UC_X86_INS_OUT))
@@ -319,10 +320,10 @@ class Engine:
     # -- memory -----------------------------------------------------------------------
 
     def vmem_translate(self, va):
-        """Physical address of virtual `va` through the guest's page tables, or None."""
-        pa = _u64()
-        status = uclib.uc_vmem_translate(self._uch, va, uc_const.UC_PROT_READ, ctypes.byref(pa))
-        return pa.value if status == uc_const.UC_ERR_OK else None
+        """Physical address of virtual `va` through the guest's page tables, or None (a
+        native call of uc_vmem_translate: every host access outside the kernel mapping
+        comes here)."""
+        return self.regfile.translate(va)
 
     def flush_code(self, va, size):
         """Drop translated blocks covering [va, va+size): a write to code is not seen
