@@ -29,6 +29,8 @@ from kprobes.errors import KprobeError, KprobesError
 from kprobes.kretprobe import DESIGNS, KretprobeManager
 from kprobes.probe import AggrKprobe, InsnSlots, check_handlers, fill_kprobe_addr, kprobe_addr
 
+_PAGE_SHIFT = 12        # armed addresses are indexed by 4 KiB page
+
 
 class Kprobes:
     """The kprobes subsystem installed in one Machine (init_kprobes).
@@ -51,8 +53,9 @@ class Kprobes:
         self.m = m
         self.table = {}             # probe address -> Kprobe or AggrKprobe
         self.armed = set()          # addresses whose byte is 0xCC now
-        self._armed_order = []      # the same, sorted: original_bytes() finds a range's
-                                    # breakpoints by bisection, whatever the number armed
+        # The same by page, each page's sorted: original_bytes() finds a range's
+        # breakpoints in the pages it spans, whatever the number armed elsewhere.
+        self._armed_pages = {}
         # probe address -> [Kprobe or AggrKprobe]: probes killed with their module's text,
         # oldest first, until unregistered (never in `table`: no trap ever finds them).
         self.gone = {}
@@ -60,6 +63,7 @@ class Kprobes:
         # Traps taken, by the kinds the trap path sees rarely (see `traps`).
         self.rare_traps = {"fault": 0, "int3-foreign": 0, "int3-vanished": 0}
         self.curr_kprobe = None     # kprobe_instance: the child whose handler runs in an aggregate
+        self._kernel_blacklist = None   # (start, end, why) of the kernel's, found at first use
         self._enabled = True
         self.arch = arch.arch_init_kprobes(self)
         m.text_originals.append(self.original_byte)
@@ -103,16 +107,18 @@ class Kprobes:
     def original_bytes(self, addr, size):
         """Guest text with every armed breakpoint replaced by the byte it covers."""
         data = self.m.read(addr, size)
-        order = self._armed_order
-        i = bisect.bisect_left(order, addr)
-        if i == len(order) or order[i] >= addr + size:
-            return data                 # no breakpoint in the range (the usual case)
-        data = bytearray(data)
-        table = self.table
-        while i < len(order) and order[i] < addr + size:
-            data[order[i] - addr] = table[order[i]].opcode
-            i += 1
-        return bytes(data)
+        end = addr + size
+        pages = self._armed_pages
+        patched = None
+        for page in range(addr >> _PAGE_SHIFT, ((end - 1) >> _PAGE_SHIFT) + 1):
+            armed = pages.get(page)
+            if armed is None:
+                continue
+            for a in armed[bisect.bisect_left(armed, addr):bisect.bisect_left(armed, end)]:
+                if patched is None:
+                    patched = bytearray(data)
+                patched[a - addr] = self.table[a].opcode
+        return data if patched is None else bytes(patched)
 
     def probes(self):
         """Every probe users registered, [GONE] ones included (aggregates expanded into
@@ -131,13 +137,17 @@ class Kprobes:
         runs while a kprobe trap is in progress), the trampoline, and modules'
         .kprobes.text sections."""
         m = self.m
-        lo, hi = (m.symbols.lookup_name("__kprobes_text_start"),
-                  m.symbols.lookup_name("__kprobes_text_end"))
-        if lo is not None and lo <= addr < hi:
-            return "in .kprobes.text"
-        tramp = m.symbols.get("kretprobe_trampoline")
-        if tramp is not None and tramp.addr <= addr < tramp.addr + max(tramp.elf_size, 1):
-            return "kretprobe_trampoline"
+        if self._kernel_blacklist is None:     # the kernel's, which never move
+            lo, hi = (m.symbols.lookup_name("__kprobes_text_start"),
+                      m.symbols.lookup_name("__kprobes_text_end"))
+            tramp = m.symbols.get("kretprobe_trampoline")
+            self._kernel_blacklist = (
+                ((lo, hi, "in .kprobes.text"),) if lo is not None else ()) + (
+                ((tramp.addr, tramp.addr + max(tramp.elf_size, 1), "kretprobe_trampoline"),)
+                if tramp is not None else ())
+        for lo, hi, why in self._kernel_blacklist:
+            if lo <= addr < hi:
+                return why
         for mod in m.loaded_modules():
             start, size, _flags = mod.sections.get(".kprobes.text", (0, 0, 0))
             if start <= addr < start + size:
@@ -360,13 +370,15 @@ class Kprobes:
     def _armed_add(self, addr):
         if addr not in self.armed:
             self.armed.add(addr)
-            bisect.insort(self._armed_order, addr)
+            bisect.insort(self._armed_pages.setdefault(addr >> _PAGE_SHIFT, []), addr)
 
     def _armed_discard(self, addr):
         if addr in self.armed:
             self.armed.discard(addr)
-            order = self._armed_order
-            del order[bisect.bisect_left(order, addr)]
+            page = self._armed_pages[addr >> _PAGE_SHIFT]
+            del page[bisect.bisect_left(page, addr)]
+            if not page:
+                del self._armed_pages[addr >> _PAGE_SHIFT]
 
     def disable_kprobe(self, p):
         if not p.registered:
