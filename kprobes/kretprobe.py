@@ -70,7 +70,8 @@ def _remove_near_head(items, item):
 # `orphan_of`, the kretprobe an orphan was taken for (rp is None once it is unregistered),
 # whose miss report counts the orphan's return.  KretprobeInstance(rp) makes a free one.
 # It is a C struct (the arch's trap.c), so the C trap path reads and writes it as the code
-# here does, and its addresses are no Python ints: one takes 88 bytes.
+# here does, and its addresses are Python ints only once the code here reads them: one
+# takes 104 bytes.
 
 
 class Kretprobe:

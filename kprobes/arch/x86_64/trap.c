@@ -62,8 +62,8 @@
  * and hands anything else (an entry_handler, an empty pool, an orphan, no
  * instance for the task, memory it cannot read) to the Python handlers,
  * before it has changed anything.  Instances are KretprobeInstance objects
- * (below): their addresses are C integers, so neither path makes a Python
- * int per call, and one takes 88 bytes.
+ * (below): their addresses are C integers, made Python ints only when Python
+ * reads them, so the C path makes none per call, and one takes 104 bytes.
  *
  * `fastpath = 0` sends every trap to the slow path (the tests run both ways).
  */
@@ -270,15 +270,25 @@ static int check_entry(KprobeCtlblk *s, const char *entry, unsigned int vector,
 /* -- kretprobe instances ------------------------------------------------------ */
 
 /* struct kretprobe_instance (kprobes/kretprobe.py says what each field means). */
+enum { RI_RET_ADDR, RI_TASK, RI_STACK_ADDR, RI_NADDRS };
+
 typedef struct {
 	PyObject_HEAD
 	PyObject *rp;			/* the Kretprobe, None once orphaned */
 	PyObject *orphan_of;		/* the Kretprobe an orphan was taken for, or None */
 	PyObject *data;			/* bytearray(data_size), made at first use when 0 */
-	unsigned long long ret_addr;
-	unsigned long long task;
-	unsigned long long stack_addr;
+	unsigned long long addr[RI_NADDRS];	/* ret_addr, task, stack_addr */
+	/* Each address as a Python int, made when Python first reads it and kept
+	 * until it changes (the Python path reads them again and again; the C
+	 * path never makes one), or NULL. */
+	PyObject *addr_obj[RI_NADDRS];
 } KretprobeInstance;
+
+static void ri_set(KretprobeInstance *ri, int which, unsigned long long value)
+{
+	ri->addr[which] = value;
+	Py_CLEAR(ri->addr_obj[which]);
+}
 
 static PyTypeObject KretprobeInstanceType;
 
@@ -331,6 +341,31 @@ static int ri_set_data(KretprobeInstance *ri, PyObject *value, void *closure)
 	return 0;
 }
 
+static PyObject *ri_get_addr(KretprobeInstance *ri, void *closure)
+{
+	int which = (int)(intptr_t)closure;
+
+	if (ri->addr_obj[which] == NULL &&
+	    (ri->addr_obj[which] = PyLong_FromUnsignedLongLong(ri->addr[which])) == NULL)
+		return NULL;
+	return Py_NewRef(ri->addr_obj[which]);
+}
+
+static int ri_set_addr(KretprobeInstance *ri, PyObject *value, void *closure)
+{
+	unsigned long long v;
+
+	if (value == NULL) {
+		PyErr_SetString(PyExc_TypeError, "a kretprobe instance's address cannot be deleted");
+		return -1;
+	}
+	v = PyLong_AsUnsignedLongLong(value);	/* OverflowError below 0 or above 2**64 */
+	if (v == (unsigned long long)-1 && PyErr_Occurred())
+		return -1;
+	ri_set(ri, (int)(intptr_t)closure, v);
+	return 0;
+}
+
 static int ri_traverse(KretprobeInstance *ri, visitproc visit, void *arg)
 {
 	Py_VISIT(ri->rp);
@@ -344,6 +379,8 @@ static int ri_clear(KretprobeInstance *ri)
 	Py_CLEAR(ri->rp);
 	Py_CLEAR(ri->orphan_of);
 	Py_CLEAR(ri->data);
+	for (int i = 0; i < RI_NADDRS; i++)
+		Py_CLEAR(ri->addr_obj[i]);
 	return 0;
 }
 
@@ -369,7 +406,8 @@ static PyObject *ri_repr(KretprobeInstance *ri)
 	}
 	if (owner == NULL)
 		return NULL;
-	snprintf(addrs, sizeof(addrs), "task=0x%llx ret_addr=0x%llx", ri->task, ri->ret_addr);
+	snprintf(addrs, sizeof(addrs), "task=0x%llx ret_addr=0x%llx", ri->addr[RI_TASK],
+		 ri->addr[RI_RET_ADDR]);
 	r = PyUnicode_FromFormat("<kretprobe_instance %S %s>", owner, addrs);
 	Py_DECREF(owner);
 	return r;
@@ -379,17 +417,17 @@ static PyMemberDef ri_members[] = {
 	{"rp", T_OBJECT, offsetof(KretprobeInstance, rp), 0, "the Kretprobe, None once orphaned"},
 	{"orphan_of", T_OBJECT, offsetof(KretprobeInstance, orphan_of), 0,
 	 "the Kretprobe an orphan was taken for"},
-	{"ret_addr", T_ULONGLONG, offsetof(KretprobeInstance, ret_addr), 0,
-	 "the real return address"},
-	{"task", T_ULONGLONG, offsetof(KretprobeInstance, task), 0, "the task_struct"},
-	{"stack_addr", T_ULONGLONG, offsetof(KretprobeInstance, stack_addr), 0,
-	 "the return slot's address"},
 	{NULL},
 };
 
 static PyGetSetDef ri_getset[] = {
 	{"data", (getter)ri_get_data, (setter)ri_set_data,
 	 "per-instance data shared by entry_handler and handler (data_size bytes)"},
+	{"ret_addr", (getter)ri_get_addr, (setter)ri_set_addr, "the real return address",
+	 (void *)RI_RET_ADDR},
+	{"task", (getter)ri_get_addr, (setter)ri_set_addr, "the task_struct", (void *)RI_TASK},
+	{"stack_addr", (getter)ri_get_addr, (setter)ri_set_addr, "the return slot's address",
+	 (void *)RI_STACK_ADDR},
 	{NULL},
 };
 
@@ -529,9 +567,9 @@ static int pre_handler_kretprobe_c(KprobeCtlblk *s, PyObject *rp)
 	tmp = ri->rp;
 	ri->rp = Py_NewRef(rp);
 	Py_XDECREF(tmp);
-	ri->stack_addr = sp;
-	ri->task = task;
-	ri->ret_addr = ret_addr;
+	ri_set(ri, RI_STACK_ADDR, sp);
+	ri_set(ri, RI_TASK, task);
+	ri_set(ri, RI_RET_ADDR, ret_addr);
 	if (PyList_Append(bucket, (PyObject *)ri) < 0 || PyList_Append(used, (PyObject *)ri) < 0)
 		goto out;
 	code = 1;
@@ -616,11 +654,11 @@ static int trampoline_probe_handler_c(KprobeCtlblk *s, PyObject *p, uint64_t *ip
 
 		if (!Py_IS_TYPE(ri, &KretprobeInstanceType))
 			goto decline;
-		if (ri->task != task)
+		if (ri->addr[RI_TASK] != task)
 			continue;
 		if (ri->rp == NULL || ri->rp == Py_None)
 			goto decline;
-		found = ri->ret_addr != s->krp_tramp;
+		found = ri->addr[RI_RET_ADDR] != s->krp_tramp;
 	}
 	if (!found)
 		goto decline;
@@ -640,7 +678,7 @@ static int trampoline_probe_handler_c(KprobeCtlblk *s, PyObject *p, uint64_t *ip
 		}
 		ri = (KretprobeInstance *)Py_NewRef(PyList_GET_ITEM(bucket, i));
 		i--;
-		if (!Py_IS_TYPE(ri, &KretprobeInstanceType) || ri->task != task) {
+		if (!Py_IS_TYPE(ri, &KretprobeInstanceType) || ri->addr[RI_TASK] != task) {
 			Py_DECREF(ri);
 			continue;
 		}
@@ -648,7 +686,7 @@ static int trampoline_probe_handler_c(KprobeCtlblk *s, PyObject *p, uint64_t *ip
 		if (rp == NULL || rp == Py_None) {
 			/* orphaned by a handler of this very return (its kretprobe
 			 * unregistered): _orphan_returned(), then it is dropped */
-			orig = ri->ret_addr;
+			orig = ri->addr[RI_RET_ADDR];
 			if (orphan_returned_c(s, ri) < 0 || recycle_c(bucket, ri) < 0) {
 				Py_DECREF(ri);
 				goto out;
@@ -696,7 +734,7 @@ static int trampoline_probe_handler_c(KprobeCtlblk *s, PyObject *p, uint64_t *ip
 		}
 		Py_DECREF(handler);
 		Py_DECREF(rp);
-		orig = ri->ret_addr;
+		orig = ri->addr[RI_RET_ADDR];
 		if (recycle_c(bucket, ri) < 0) {
 			Py_DECREF(ri);
 			goto out;
