@@ -106,7 +106,7 @@ class Kprobes:
 
     def original_bytes(self, addr, size):
         """Guest text with every armed breakpoint replaced by the byte it covers."""
-        data = self.m.read(addr, size)
+        data = self.m.mem.read(addr, size)
         end = addr + size
         pages = self._armed_pages
         patched = None

@@ -208,10 +208,11 @@ class FunctionInsns:
     prepare() takes the probed instruction's length from, however many probes the
     function gets."""
 
-    __slots__ = ("start", "end", "insns")
+    __slots__ = ("start", "end", "insns", "code")
 
     def __init__(self, code, start):
         self.start = start
+        self.code = bytes(code)     # the original bytes decoded
         self.insns = {}
         pos = start
         for address, length, mnem, op_str in _cs_lite.disasm_lite(code, start):

@@ -110,9 +110,9 @@ class ArchKprobes:
         # What resume_execution reaches memory with, bound once (it runs per hit).
         self._read_u64 = self.m.mem.u64
         self._write_u64 = self.m.mem.set_u64
-        # function address -> (its original bytes, FunctionInsns): checked against the
-        # bytes at each use, so text that changed (a module loaded where another was) is
-        # decoded again.
+        # function address -> its FunctionInsns: its original bytes are checked against
+        # the text's at each use, so text that changed (a module loaded where another
+        # was) is decoded again.
         self._functions = {}
         self._checked = None           # (address, FunctionInsns) can_probe() looked at last
 
@@ -149,7 +149,7 @@ class ArchKprobes:
                         sym.addr, addr)):
                     raise KprobeError(_errno.EILSEQ, f"{m.symbols.format(addr)}: not an "
                                       "instruction boundary")
-            if not probed and m.read(addr, 1)[0] == BREAKPOINT_INSTRUCTION:
+            if not probed and m.mem.read(addr, 1)[0] == BREAKPOINT_INSTRUCTION:
                 raise KprobeError(_errno.EINVAL, f"{m.symbols.format(addr)}: an int3 is "
                                   "already there and it is not a kprobe's")
         except MemoryFault:
@@ -164,22 +164,23 @@ class ArchKprobes:
             return None
         code = self.core.original_bytes(sym.addr, size + MAX_INSN_SIZE)
         known = self._functions.get(sym.addr)
-        if known is not None and known[0] == code:
-            return known[1]
+        if known is not None and known.code == code:
+            return known
         if not decode_now:
             return None
         if len(self._functions) >= FUNCTION_CACHE_MAX:
             self._functions.clear()
-        insns = self._functions[sym.addr] = (code, FunctionInsns(code, sym.addr))
-        return insns[1]
+        insns = self._functions[sym.addr] = FunctionInsns(code, sym.addr)
+        return insns
 
     def prepare(self, p, addr):
         """arch_prepare_kprobe + arch_copy_kprobe: decode, take a slot, write the copy."""
-        code = self.core.original_bytes(addr, MAX_INSN_SIZE)
         checked, self._checked = self._checked, None
-        if checked is not None and checked[0] == addr:
-            insns = checked[1]         # can_probe() just decoded the function
+        if checked is not None and checked[0] == addr and checked[1] is not None:
+            insns = checked[1]         # can_probe() just read and decoded the function
+            code = insns.code[addr - insns.start:addr - insns.start + MAX_INSN_SIZE]
         else:
+            code = self.core.original_bytes(addr, MAX_INSN_SIZE)
             sym = self.m.symbols.symbol_at(addr)
             insns = self._function_insns(sym, addr, decode_now=False) \
                 if sym is not None and sym.addr in self._functions else None
