@@ -230,6 +230,7 @@ static void kpemu_intr_hook(void *uc, uint32_t intno, void *user_data)
 {
 	InterruptHook *h = user_data;
 	uint64_t ip = 0, flags = 0;	/* zeroed: EFLAGS reads fill only 4 bytes */
+	uint64_t trapped_ip, trapped_flags, ran;
 	PyGILState_STATE gil;
 	int code;
 
@@ -239,21 +240,26 @@ static void kpemu_intr_hook(void *uc, uint32_t intno, void *user_data)
 	gil = PyGILState_Ensure();
 	h->calls++;
 	Py_INCREF(h);			/* a handler may drop the last other reference */
+	trapped_ip = ip;
+	trapped_flags = flags;
+	ran = h->icount->executed + h->icount->hidden;
 	code = dispatch(h, intno, &ip, &flags);
 	if (code < 0) {
 		keep_error(h);
 	} else if (code == KPEMU_TRAP_RESUME) {
-		uint64_t now;
+		uint64_t now_ip = trapped_ip, now_flags = trapped_flags;
 
-		/* Compared with the CPU as it is now, not as trapped: a handler
-		 * may have run guest code (nested emu_start). */
-		now = 0;	/* EFLAGS reads fill only 4 bytes */
-		h->reg_read(uc, h->flags_id, &now);
-		if (flags != now)
+		/* Compared with the CPU as it is now: as trapped, unless a handler
+		 * ran guest code (a nested emu_start, which executed instructions:
+		 * counted, or taken out of the clock into `hidden`), then re-read. */
+		if (h->icount->executed + h->icount->hidden != ran) {
+			now_flags = now_ip = 0;	/* EFLAGS reads fill only 4 bytes */
+			h->reg_read(uc, h->flags_id, &now_flags);
+			h->reg_read(uc, h->ip_id, &now_ip);
+		}
+		if (flags != now_flags)
 			h->reg_write(uc, h->flags_id, &flags);
-		now = 0;
-		h->reg_read(uc, h->ip_id, &now);
-		if (ip != now)
+		if (ip != now_ip)
 			h->reg_write(uc, h->ip_id, &ip);
 	}
 	Py_DECREF(h);
