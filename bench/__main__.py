@@ -21,7 +21,7 @@ def main(argv):
     width = max(len(r[0]) for r in rows)
     print(f"{'benchmark':<{width}}  {'value':>14}  unit / note")
     for label, value, unit in rows:
-        shown = f"{value:,.3f}" if isinstance(value, float) else f"{value:,}"
+        shown = f"{value:,.3f}" if isinstance(value, float) else format(value, ",")
         print(f"{label:<{width}}  {shown:>14}  {unit}")
     return 0
 

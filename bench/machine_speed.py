@@ -4,22 +4,22 @@
   whole `kpemu boot` (in-process, console not printed).
 * Guest speed, kpemu vs raw Unicorn on the same image: the image's own recursive `fib`
   run through m.call (the C instruction counter on, as in every kpemu run) and by a bare
-  Uc with the same RAM and page tables and no hooks at all.  Reported as instructions per
-  second for each and their ratio.
+  Uc with the same RAM and page tables and no hooks at all, the two interleaved round by
+  round.  Reported as instructions per second for each and the time ratio per round.
 """
 
 import ctypes
-import statistics
 import time
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, UC_PROT_ALL, Uc
 from unicorn import x86_const as x86
 
+from bench._measure import Spread, interleaved, per_round, target
 from emu import Machine
 from emu.machine import RAM_SIZE
 
 FIB_N = 22
-REPEAT = 5
+ROUNDS = 7
 
 
 def _raw_unicorn(m, fib_addr, n):
@@ -60,21 +60,14 @@ def run():
     before = m2.clock.hidden
     m2.call("fib", FIB_N)
     insns = m2.clock.hidden - before     # m.call runs frozen: its insns land in `hidden`
-    kp_times = []
-    for _ in range(REPEAT):
-        t = time.perf_counter()
-        m2.call("fib", FIB_N)
-        kp_times.append(time.perf_counter() - t)
     raw_once, _keep = _raw_unicorn(m2, fib, FIB_N)
     assert raw_once() == m2.call("fib", FIB_N)
-    raw_times = []
-    for _ in range(REPEAT):
-        t = time.perf_counter()
-        raw_once()
-        raw_times.append(time.perf_counter() - t)
-    kp, raw = statistics.median(kp_times), statistics.median(raw_times)
+    t = interleaved({"kpemu": lambda: m2.call("fib", FIB_N), "raw": raw_once}, ROUNDS)
     rows += [(f"fib({FIB_N}) guest instructions", insns, "insns"),
-             ("guest speed, kpemu (clock on)", insns / kp / 1e6, "MIPS"),
-             ("guest speed, raw Unicorn (no hooks)", insns / raw / 1e6, "MIPS"),
-             ("kpemu / raw Unicorn speed", raw / kp, "ratio (1.0 = no cost)")]
+             ("guest speed, kpemu (clock on)", Spread.of(insns / x / 1e6 for x in t["kpemu"]),
+              "MIPS"),
+             ("guest speed, raw Unicorn (no hooks)",
+              Spread.of(insns / x / 1e6 for x in t["raw"]), "MIPS"),
+             target("deterministic clock: kpemu / raw Unicorn time",
+                    per_round(t, lambda i: t["kpemu"][i] / t["raw"][i]), 1.15, "ratio")]
     return rows

@@ -230,6 +230,7 @@ static void kpemu_intr_hook(void *uc, uint32_t intno, void *user_data)
 {
 	InterruptHook *h = user_data;
 	uint64_t ip = 0, flags = 0;	/* zeroed: EFLAGS reads fill only 4 bytes */
+	uint64_t trapped_ip, trapped_flags, ran;
 	PyGILState_STATE gil;
 	int code;
 
@@ -239,21 +240,26 @@ static void kpemu_intr_hook(void *uc, uint32_t intno, void *user_data)
 	gil = PyGILState_Ensure();
 	h->calls++;
 	Py_INCREF(h);			/* a handler may drop the last other reference */
+	trapped_ip = ip;
+	trapped_flags = flags;
+	ran = h->icount->executed + h->icount->hidden;
 	code = dispatch(h, intno, &ip, &flags);
 	if (code < 0) {
 		keep_error(h);
 	} else if (code == KPEMU_TRAP_RESUME) {
-		uint64_t now;
+		uint64_t now_ip = trapped_ip, now_flags = trapped_flags;
 
-		/* Compared with the CPU as it is now, not as trapped: a handler
-		 * may have run guest code (nested emu_start). */
-		now = 0;	/* EFLAGS reads fill only 4 bytes */
-		h->reg_read(uc, h->flags_id, &now);
-		if (flags != now)
+		/* Compared with the CPU as it is now: as trapped, unless a handler
+		 * ran guest code (a nested emu_start, which executed instructions:
+		 * counted, or taken out of the clock into `hidden`), then re-read. */
+		if (h->icount->executed + h->icount->hidden != ran) {
+			now_flags = now_ip = 0;	/* EFLAGS reads fill only 4 bytes */
+			h->reg_read(uc, h->flags_id, &now_flags);
+			h->reg_read(uc, h->ip_id, &now_ip);
+		}
+		if (flags != now_flags)
 			h->reg_write(uc, h->flags_id, &flags);
-		now = 0;
-		h->reg_read(uc, h->ip_id, &now);
-		if (ip != now)
+		if (ip != now_ip)
 			h->reg_write(uc, h->ip_id, &ip);
 	}
 	Py_DECREF(h);
@@ -510,24 +516,34 @@ static const char *const reg_aliases[][2] = {
 static PyObject *reg_index;		/* dict: name or alias -> index */
 static PyObject *reg_name_objs[NREGS];	/* the canonical names, interned */
 
+/* uc_vmem_read / uc_vmem_write: guest virtual memory through the CPU's page tables */
+typedef int (*uc_vmem_fn)(void *uc, uint64_t address, int prot, void *bytes, size_t size);
+typedef int (*uc_vmem_translate_fn)(void *uc, uint64_t address, int prot, uint64_t *paddr);
+#define UC_PROT_READ 1
+#define UC_PROT_WRITE 2
+
 typedef struct {
 	PyObject_HEAD
 	PyObject *owner;		/* the Uc object: keeps the handle valid */
 	void *uc;
 	uc_reg_fn reg_read;
 	uc_reg_fn reg_write;
+	uc_vmem_fn vmem_read;		/* optional (NULL: the C API's vmem calls fail) */
+	uc_vmem_fn vmem_write;
+	uc_vmem_translate_fn vmem_translate;	/* optional (NULL: translate() fails) */
 	int ids[NREGS];
 } RegFile;
 
 static int rf_init(RegFile *self, PyObject *args, PyObject *kwds)
 {
-	static char *kwlist[] = {"owner", "uc", "reg_read", "reg_write", "ids", NULL};
+	static char *kwlist[] = {"owner", "uc", "reg_read", "reg_write", "ids", "vmem_read",
+				 "vmem_write", "vmem_translate", NULL};
 	PyObject *owner, *ids;
-	unsigned long long uc, rd, wr;
+	unsigned long long uc, rd, wr, vrd = 0, vwr = 0, vtr = 0;
 	int i;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKKO!", kwlist, &owner, &uc, &rd, &wr,
-					 &PyDict_Type, &ids))
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKKO!|KKK", kwlist, &owner, &uc, &rd, &wr,
+					 &PyDict_Type, &ids, &vrd, &vwr, &vtr))
 		return -1;
 	if (!uc || !rd || !wr) {
 		PyErr_SetString(PyExc_ValueError, "null address");
@@ -551,6 +567,9 @@ static int rf_init(RegFile *self, PyObject *args, PyObject *kwds)
 	self->uc = (void *)(uintptr_t)uc;
 	self->reg_read = (uc_reg_fn)(uintptr_t)rd;
 	self->reg_write = (uc_reg_fn)(uintptr_t)wr;
+	self->vmem_read = (uc_vmem_fn)(uintptr_t)vrd;
+	self->vmem_write = (uc_vmem_fn)(uintptr_t)vwr;
+	self->vmem_translate = (uc_vmem_translate_fn)(uintptr_t)vtr;
 	return 0;
 }
 
@@ -560,16 +579,59 @@ static void rf_dealloc(RegFile *self)
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* RegFile.read(regid): one register by Unicorn id, natively (Engine.reg). */
+static PyObject *rf_read(RegFile *self, PyObject *arg)
+{
+	long regid = PyLong_AsLong(arg);
+	uint64_t v = 0;		/* EFLAGS and selectors fill only part of it */
+
+	if (regid == -1 && PyErr_Occurred())
+		return NULL;
+	if (self->reg_read(self->uc, (int)regid, &v) != 0) {
+		PyErr_Format(PyExc_ValueError, "uc_reg_read of register id %ld failed", regid);
+		return NULL;
+	}
+	return PyLong_FromUnsignedLongLong(v);
+}
+
+/* RegFile.translate(va): the physical address of guest virtual `va` through
+ * the CPU's page tables, or None (Engine.vmem_translate). */
+static PyObject *rf_translate(RegFile *self, PyObject *arg)
+{
+	uint64_t va = PyLong_AsUnsignedLongLongMask(arg), pa = 0;
+
+	if (PyErr_Occurred())
+		return NULL;
+	if (self->vmem_translate == NULL) {
+		PyErr_SetString(PyExc_ValueError, "this RegFile was made without uc_vmem_translate");
+		return NULL;
+	}
+	if (self->vmem_translate(self->uc, va, UC_PROT_READ, &pa) != 0)
+		Py_RETURN_NONE;
+	return PyLong_FromUnsignedLongLong(pa);
+}
+
+static PyMethodDef rf_methods[] = {
+	{"read", (PyCFunction)rf_read, METH_O,
+	 "read(regid): the register with that Unicorn id, read natively."},
+	{"translate", (PyCFunction)rf_translate, METH_O,
+	 "translate(va): the physical address of guest virtual va, or None."},
+	{NULL, NULL, 0, NULL},
+};
+
 static PyTypeObject RegFileType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
 	.tp_name = "emu._fastpath.RegFile",
-	.tp_doc = "RegFile(owner, uc, reg_read, reg_write, ids)\n"
-		  "The engine's registers for pt_regs views (see _fastpath.c).",
+	.tp_doc = "RegFile(owner, uc, reg_read, reg_write, ids, vmem_read=0, vmem_write=0,\n"
+		  "        vmem_translate=0)\n"
+		  "The engine's registers (and virtual memory, for C callers) for pt_regs\n"
+		  "views (see _fastpath.c).",
 	.tp_basicsize = sizeof(RegFile),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_new = PyType_GenericNew,
 	.tp_init = (initproc)rf_init,
 	.tp_dealloc = (destructor)rf_dealloc,
+	.tp_methods = rf_methods,
 };
 
 typedef struct {
@@ -904,10 +966,45 @@ static int api_regs_trap_return(PyObject *regs, uint64_t *ip, uint64_t *flags)
 	return 0;
 }
 
+/* The CPU behind a RegFile, natively, for C callers: a register by Unicorn id,
+ * and 64-bit guest-virtual reads and writes.  0, or -1 with no exception set
+ * (not a RegFile, an unmapped address): the caller falls back to its Python
+ * path, which reports the fault. */
+static int api_reg_read(PyObject *regfile, int regid, uint64_t *out)
+{
+	RegFile *rf = (RegFile *)regfile;
+
+	if (!PyObject_TypeCheck(regfile, &RegFileType))
+		return -1;
+	*out = 0;		/* EFLAGS and selectors fill only part of it */
+	return rf->reg_read(rf->uc, regid, out) == 0 ? 0 : -1;
+}
+
+static int api_vmem_read_u64(PyObject *regfile, uint64_t va, uint64_t *out)
+{
+	RegFile *rf = (RegFile *)regfile;
+
+	if (!PyObject_TypeCheck(regfile, &RegFileType) || rf->vmem_read == NULL)
+		return -1;
+	return rf->vmem_read(rf->uc, va, UC_PROT_READ, out, 8) == 0 ? 0 : -1;
+}
+
+static int api_vmem_write_u64(PyObject *regfile, uint64_t va, uint64_t value)
+{
+	RegFile *rf = (RegFile *)regfile;
+
+	if (!PyObject_TypeCheck(regfile, &RegFileType) || rf->vmem_write == NULL)
+		return -1;
+	return rf->vmem_write(rf->uc, va, UC_PROT_WRITE, &value, 8) == 0 ? 0 : -1;
+}
+
 static struct kpemu_api c_api = {
 	.regs_at_trap = api_regs_at_trap,
 	.regs_trap_return = api_regs_trap_return,
 	.trap_result = python_result,
+	.reg_read = api_reg_read,
+	.vmem_read_u64 = api_vmem_read_u64,
+	.vmem_write_u64 = api_vmem_write_u64,
 };
 
 static int init_reg_index(void)

@@ -71,6 +71,12 @@ class _ICount(ctypes.Structure):
 assert ctypes.sizeof(_ICount) == _fastpath.icount_struct_size()
 
 
+# uc_ctl's control word (UC_CTL() of unicorn.h): the control, its argument count, the
+# direction.
+_CTL_REMOVE_CACHE = ctypes.c_int((uc_const.UC_CTL_IO_WRITE << 30) | (2 << 26) |
+                                 uc_const.UC_CTL_TB_REMOVE_CACHE)
+
+
 def _address(fn):
     """The address of a function of the loaded libunicorn (for the C hooks to call)."""
     return ctypes.cast(fn, ctypes.c_void_p).value
@@ -130,7 +136,6 @@ class Engine:
         self.on_mem_fault = None
         self._exc = None
         self._depth = 0
-        self._regbuf = _u64()
         self._batches = {}
         self._install_hooks()
 
@@ -206,7 +211,10 @@ class Engine:
         # What emu.cpu.PtRegs views read and write registers through, natively.
         self.regfile = _fastpath.RegFile(
             self.uc, ctypes.cast(self._uch, ctypes.c_void_p).value,
-            _address(uclib.uc_reg_read), _address(uclib.uc_reg_write), REG_IDS)
+            _address(uclib.uc_reg_read), _address(uclib.uc_reg_write), REG_IDS,
+            _address(uclib.uc_vmem_read), _address(uclib.uc_vmem_write),
+            _address(uclib.uc_vmem_translate))
+        self._read_reg = self.regfile.read
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_OUT(self._guard(out)), None, 1, 0,
                        ctypes.c_int(x86.UC_X86_INS_OUT))
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_IN(self._guard(in_, 0)), None, 1, 0,
@@ -267,12 +275,9 @@ class Engine:
     # -- registers --------------------------------------------------------------------
 
     def reg(self, name):
-        # Unicorn writes only 4 bytes for EFLAGS and the selectors: clear the buffer so a
-        # previous 64-bit value does not show through in the high half.
-        buf = self._regbuf
-        buf.value = 0
-        uclib.uc_reg_read(self._uch, REG_IDS[name], ctypes.byref(buf))
-        return buf.value
+        """One register, read natively (the RegFile's C call: no ctypes marshalling; it
+        clears the high half Unicorn leaves unwritten for EFLAGS and the selectors)."""
+        return self._read_reg(REG_IDS[name])
 
     def set_reg(self, name, value):
         buf = _u64(value & 0xFFFFFFFFFFFFFFFF)
@@ -316,15 +321,19 @@ class Engine:
     # -- memory -----------------------------------------------------------------------
 
     def vmem_translate(self, va):
-        """Physical address of virtual `va` through the guest's page tables, or None."""
-        pa = _u64()
-        status = uclib.uc_vmem_translate(self._uch, va, uc_const.UC_PROT_READ, ctypes.byref(pa))
-        return pa.value if status == uc_const.UC_ERR_OK else None
+        """Physical address of virtual `va` through the guest's page tables, or None (a
+        native call of uc_vmem_translate: every host access outside the kernel mapping
+        comes here)."""
+        return self.regfile.translate(va)
 
     def flush_code(self, va, size):
         """Drop translated blocks covering [va, va+size): a write to code is not seen
-        otherwise.  Takes effect at the next block boundary, also from inside a hook."""
-        self.uc.ctl_remove_cache(va, va + size)
+        otherwise.  Takes effect at the next block boundary, also from inside a hook.
+        (uc_ctl called directly: the binding's ctl_remove_cache costs more than the
+        invalidation itself, and every arm, disarm and slot write comes here.)"""
+        status = uclib.uc_ctl(self._uch, _CTL_REMOVE_CACHE, _u64(va), _u64(va + size))
+        if status != uc_const.UC_ERR_OK:
+            raise MachineError(f"uc_ctl(TB_REMOVE_CACHE) failed: {UcError(status)}")
 
     def flush_all_code(self):
         """Drop every translated block (after RAM changed under the whole cache: a

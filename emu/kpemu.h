@@ -9,8 +9,9 @@
  *                         a trap handler written in C (in the engine's trap
  *                         table as an emu._fastpath.CTrapHandler);
  *   struct kpemu_api      the pt_regs view's constructor and trap_return() for
- *                         C callers, and the reading of a Python trap handler's
- *                         result, exported as the capsule KPEMU_API_CAPSULE;
+ *                         C callers, the reading of a Python trap handler's
+ *                         result, and native register and guest-memory access,
+ *                         exported as the capsule KPEMU_API_CAPSULE;
  *   X86_EFLAGS_*          the EFLAGS bits the host changes, defined here once
  *                         (emu._fastpath exports them to Python, emu.cpu re-exports).
  */
@@ -66,6 +67,13 @@ struct kpemu_api {
 	/* What a Python trap handler returned (`res`, stolen; NULL if it raised)
 	 * as a KPEMU_TRAP_* code, a tuple's ip and flags stored; -1 on error. */
 	int (*trap_result)(PyObject *res, uint64_t *ip, uint64_t *flags);
+	/* The CPU behind `regfile`, natively: a register by Unicorn id, a 64-bit
+	 * read or write at a guest virtual address (through the page tables).
+	 * 0, or -1 with no exception set (an unmapped address): the caller then
+	 * hands the case to its Python path, which reports it. */
+	int (*reg_read)(PyObject *regfile, int regid, uint64_t *out);
+	int (*vmem_read_u64)(PyObject *regfile, uint64_t va, uint64_t *out);
+	int (*vmem_write_u64)(PyObject *regfile, uint64_t va, uint64_t value);
 };
 
 #endif

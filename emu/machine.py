@@ -648,10 +648,16 @@ class Machine:
         return walk_tasks(self.mem, self.layout)
 
     def is_kernel_text(self, addr):
-        return any(a <= addr < b for a, b in self._kernel_text) or self._in_module_text(addr)
+        for a, b in self._kernel_text:     # a loop, not any(): registration asks per probe
+            if a <= addr < b:
+                return True
+        return self._in_module_text(addr)
 
     def _in_module_text(self, addr):
-        return any(a <= addr < b for mod in self.loaded_modules() for a, b in mod.text_ranges)
+        if self._modules is None:
+            return False
+        return any(a <= addr < b for mod in self._modules.modules.values()
+                   for a, b in mod.text_ranges)
 
     # -- modules ----------------------------------------------------------------------
 

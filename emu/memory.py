@@ -67,6 +67,9 @@ class Memory:
 
     def read(self, va, size):
         ram = self.ram
+        off = va - self.kernel_map
+        if self.kernel_map_checked and 0 <= off and off + size <= self.ram_size:
+            return ram[off:off + size]        # the kernel mapping: no walk, no join
         return b"".join(ram[pa:pa + n] for pa, n in self._ranges(va, size, "read"))
 
     def write(self, va, data):
@@ -87,7 +90,8 @@ class Memory:
             self.write(va, _U64.pack(value & 0xFFFFFFFFFFFFFFFF))
 
     def u32(self, va):
-        return _U32.unpack(self.read(va, 4))[0]
+        return _U32.unpack_from(self.ram, self.pa(va))[0] if (va & 3) == 0 else \
+            _U32.unpack(self.read(va, 4))[0]
 
     # -- physical ---------------------------------------------------------------------
 

@@ -48,6 +48,14 @@ class TaskLayout:
         self.init_task = image.symbol_value("init_task")
 
 
+def read_comm_pid(mem, layout, addr):
+    """(comm, pid) of the task at `addr`, and nothing else of it: what a trace record
+    takes at every hit (read_task() reads the whole task)."""
+    comm = mem.read(addr + layout.comm, layout.comm_len).split(b"\0", 1)[0]
+    return comm.decode("latin-1"), int.from_bytes(mem.read(addr + layout.pid, 4), "little",
+                                                  signed=True)
+
+
 def read_task(mem, layout, addr):
     comm = mem.read(addr + layout.comm, layout.comm_len).split(b"\0", 1)[0]
     state = mem.u64(addr + layout.state)

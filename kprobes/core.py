@@ -19,6 +19,7 @@ there) -- and stay registered and listed until their owner unregisters them.
 Must not import: unicorn.
 """
 
+import bisect
 import errno as _errno
 
 from emu import Machine
@@ -27,6 +28,8 @@ from kprobes import arch
 from kprobes.errors import KprobeError, KprobesError
 from kprobes.kretprobe import DESIGNS, KretprobeManager
 from kprobes.probe import AggrKprobe, InsnSlots, check_handlers, fill_kprobe_addr, kprobe_addr
+
+_PAGE_SHIFT = 12        # armed addresses are indexed by 4 KiB page
 
 
 class Kprobes:
@@ -50,6 +53,9 @@ class Kprobes:
         self.m = m
         self.table = {}             # probe address -> Kprobe or AggrKprobe
         self.armed = set()          # addresses whose byte is 0xCC now
+        # The same by page, each page's sorted: original_bytes() finds a range's
+        # breakpoints in the pages it spans, whatever the number armed elsewhere.
+        self._armed_pages = {}
         # probe address -> [Kprobe or AggrKprobe]: probes killed with their module's text,
         # oldest first, until unregistered (never in `table`: no trap ever finds them).
         self.gone = {}
@@ -57,6 +63,7 @@ class Kprobes:
         # Traps taken, by the kinds the trap path sees rarely (see `traps`).
         self.rare_traps = {"fault": 0, "int3-foreign": 0, "int3-vanished": 0}
         self.curr_kprobe = None     # kprobe_instance: the child whose handler runs in an aggregate
+        self._kernel_blacklist = None   # (start, end, why) of the kernel's, found at first use
         self._enabled = True
         self.arch = arch.arch_init_kprobes(self)
         m.text_originals.append(self.original_byte)
@@ -104,11 +111,19 @@ class Kprobes:
 
     def original_bytes(self, addr, size):
         """Guest text with every armed breakpoint replaced by the byte it covers."""
-        data = bytearray(self.m.read(addr, size))
-        for a in self.armed:
-            if addr <= a < addr + size:
-                data[a - addr] = self.table[a].opcode
-        return bytes(data)
+        data = self.m.mem.read(addr, size)
+        end = addr + size
+        pages = self._armed_pages
+        patched = None
+        for page in range(addr >> _PAGE_SHIFT, ((end - 1) >> _PAGE_SHIFT) + 1):
+            armed = pages.get(page)
+            if armed is None:
+                continue
+            for a in armed[bisect.bisect_left(armed, addr):bisect.bisect_left(armed, end)]:
+                if patched is None:
+                    patched = bytearray(data)
+                patched[a - addr] = self.table[a].opcode
+        return data if patched is None else bytes(patched)
 
     def probes(self):
         """Every probe users registered, [GONE] ones included (aggregates expanded into
@@ -127,13 +142,17 @@ class Kprobes:
         runs while a kprobe trap is in progress), the trampoline, and modules'
         .kprobes.text sections."""
         m = self.m
-        lo, hi = (m.symbols.lookup_name("__kprobes_text_start"),
-                  m.symbols.lookup_name("__kprobes_text_end"))
-        if lo is not None and lo <= addr < hi:
-            return "in .kprobes.text"
-        tramp = m.symbols.get("kretprobe_trampoline")
-        if tramp is not None and tramp.addr <= addr < tramp.addr + max(tramp.elf_size, 1):
-            return "kretprobe_trampoline"
+        if self._kernel_blacklist is None:     # the kernel's, which never move
+            lo, hi = (m.symbols.lookup_name("__kprobes_text_start"),
+                      m.symbols.lookup_name("__kprobes_text_end"))
+            tramp = m.symbols.get("kretprobe_trampoline")
+            self._kernel_blacklist = (
+                ((lo, hi, "in .kprobes.text"),) if lo is not None else ()) + (
+                ((tramp.addr, tramp.addr + max(tramp.elf_size, 1), "kretprobe_trampoline"),)
+                if tramp is not None else ())
+        for lo, hi, why in self._kernel_blacklist:
+            if lo <= addr < hi:
+                return why
         for mod in m.loaded_modules():
             start, size, _flags = mod.sections.get(".kprobes.text", (0, 0, 0))
             if start <= addr < start + size:
@@ -169,12 +188,12 @@ class Kprobes:
         in the blacklist, then what the arch refuses (a foreign int3, EINVAL; off an
         instruction boundary, EILSEQ)."""
         m = self.m
-        where = m.symbols.format(addr)
         if not m.is_kernel_text(addr):
-            raise KprobeError(_errno.EINVAL, f"{where}: not in kernel or module text")
+            raise KprobeError(_errno.EINVAL, f"{m.symbols.format(addr)}: not in kernel or "
+                              "module text")
         why = self.blacklisted(addr)
         if why:
-            raise KprobeError(_errno.EINVAL, f"{where}: blacklisted ({why})")
+            raise KprobeError(_errno.EINVAL, f"{m.symbols.format(addr)}: blacklisted ({why})")
         self.arch.can_probe(addr, probed=addr in self.table)
 
     def kprobe_addr(self, p):
@@ -293,7 +312,7 @@ class Kprobes:
           3. its instruction slot is freed (arch remove: nothing runs the copy any more).
         """
         del self.table[top.addr]
-        self.armed.discard(top.addr)
+        self._armed_discard(top.addr)
         top.gone = True
         for child in (top.children if top.is_aggregate else ()):
             child.gone = True
@@ -345,13 +364,26 @@ class Kprobes:
 
     def _arm(self, top):
         self.arch.arm(top)
-        self.armed.add(top.addr)
+        self._armed_add(top.addr)
         self.emit("arm", addr=top.addr, opcode=top.opcode)
 
     def _disarm(self, top):
         self.arch.disarm(top)
-        self.armed.discard(top.addr)
+        self._armed_discard(top.addr)
         self.emit("disarm", addr=top.addr, opcode=top.opcode)
+
+    def _armed_add(self, addr):
+        if addr not in self.armed:
+            self.armed.add(addr)
+            bisect.insort(self._armed_pages.setdefault(addr >> _PAGE_SHIFT, []), addr)
+
+    def _armed_discard(self, addr):
+        if addr in self.armed:
+            self.armed.discard(addr)
+            page = self._armed_pages[addr >> _PAGE_SHIFT]
+            del page[bisect.bisect_left(page, addr)]
+            if not page:
+                del self._armed_pages[addr >> _PAGE_SHIFT]
 
     def disable_kprobe(self, p):
         if not p.registered:

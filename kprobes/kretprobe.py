@@ -30,7 +30,7 @@ import errno as _errno
 from collections import Counter
 
 from emu.tasks import read_task
-from kprobes.arch import ArchKretprobes
+from kprobes.arch import ArchKretprobes, KretprobeInstance
 from kprobes.errors import KprobeError
 from kprobes.probe import Kprobe, check_handlers
 
@@ -64,27 +64,14 @@ def _remove_near_head(items, item):
     raise ValueError(f"{item!r} not in list")
 
 
-class KretprobeInstance:
-    """struct kretprobe_instance.  `task` (design "task") or `stack_addr` (both: the
-    return slot, which design "stack" keys by and the unwinder uses) say whose call it
-    is; `data` is shared by entry_handler and handler.  `orphan_of` is the kretprobe an
-    orphan was taken for (rp is None once it is unregistered), whose miss report counts
-    the orphan's return."""
-
-    __slots__ = ("rp", "ret_addr", "task", "stack_addr", "data", "orphan_of")
-
-    def __init__(self, rp):
-        self.rp = rp
-        self.orphan_of = None
-        self.ret_addr = 0
-        self.task = 0
-        self.stack_addr = 0
-        self.data = bytearray(rp.data_size)
-
-    def __repr__(self):
-        owner = self.rp.kp.symbol_name if self.rp else "orphan"
-        return (f"<kretprobe_instance {owner} task={self.task:#x} "
-                f"ret_addr={self.ret_addr:#x}>")
+# KretprobeInstance is struct kretprobe_instance: `rp`; `task` (design "task") or
+# `stack_addr` (both: the return slot, which design "stack" keys by and the unwinder uses)
+# say whose call it is; `ret_addr`; `data`, shared by entry_handler and handler;
+# `orphan_of`, the kretprobe an orphan was taken for (rp is None once it is unregistered),
+# whose miss report counts the orphan's return.  KretprobeInstance(rp) makes a free one.
+# It is a C struct (the arch's trap.c), so the C trap path reads and writes it as the code
+# here does, and its addresses are Python ints only once the code here reads them: one
+# takes 104 bytes.
 
 
 class Kretprobe:
@@ -168,6 +155,8 @@ class KretprobeManager:
             self.trampoline_p.post_handler = self.arch.trampoline_post_handler
             self.trampoline_p.resume_in_post_handler = True
         core.register_internal(self.trampoline_p)
+        if design == "task":
+            self.arch.arch_init_kretprobes(self.trampoline_p)
         self.m.hypercall_handlers["HC_KPROBE_FLUSH_TASK"].append(self.kprobe_flush_task)
         self.m.unwind_resolvers.append(self.resolve_return_address)
 
@@ -258,7 +247,8 @@ class KretprobeManager:
         else:
             ri.task = self.arch.task_of_stack(slot)
         if rp.entry_handler is not None:
-            ri.data[:] = bytes(rp.data_size)
+            if rp.data_size:
+                ri.data[:] = bytes(rp.data_size)
             if self.m.observers:
                 self.core.emit("handler", which="entry_handler", probe=rp, instance=ri,
                                regs=regs.as_dict())
@@ -303,10 +293,15 @@ class KretprobeManager:
             if orig != self.tramp:
                 break
         if orig == 0 or orig == self.tramp:
-            self.m.bug(f"kretprobe BUG: return through kretprobe_trampoline with no "
-                       f"instance for task {task:#x} ({self._task_name(task)})")
+            self.no_instance(task)
             return None
         return orig
+
+    def no_instance(self, task):
+        """A return through the trampoline that no instance of `task` accounts for: stop
+        the machine with a BUG (both trap paths report it here)."""
+        self.m.bug(f"kretprobe BUG: return through kretprobe_trampoline with no "
+                   f"instance for task {task:#x} ({self._task_name(task)})")
 
     def _report_return(self, ri, regs):
         rp = ri.rp

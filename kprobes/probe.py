@@ -185,6 +185,7 @@ class InsnSlots:
         self.slot_size = slot_size
         self.per_page = PAGE_SIZE // slot_size
         self.pages = []     # SlotPage, the newest first
+        self._by_base = {}  # page address -> SlotPage: a slot's page without a search
 
     def get_insn_slot(self):
         for page in self.pages:
@@ -201,18 +202,19 @@ class InsnSlots:
         page = SlotPage(base, bytearray(self.per_page), 1)
         page.used[0] = 1
         self.pages.insert(0, page)
+        self._by_base[base] = page
         return base
 
     def free_insn_slot(self, slot):
-        for page in self.pages:
-            if page.base <= slot < page.base + PAGE_SIZE:
-                page.used[(slot - page.base) // self.slot_size] = 0
-                page.nused -= 1
-                if page.nused == 0 and len(self.pages) > 1:
-                    self.pages.remove(page)
-                    self.area.free(page.base)
-                return
-        raise ValueError(f"{slot:#x} is not an instruction slot")
+        page = self._by_base.get(slot - slot % PAGE_SIZE)     # pages are page-aligned
+        if page is None:
+            raise ValueError(f"{slot:#x} is not an instruction slot")
+        page.used[(slot - page.base) // self.slot_size] = 0
+        page.nused -= 1
+        if page.nused == 0 and len(self.pages) > 1:
+            self.pages.remove(page)
+            del self._by_base[page.base]
+            self.area.free(page.base)
 
     @property
     def used(self):

@@ -7,8 +7,11 @@ core reaches them through what this package exports and carries their data opaqu
                          trap table; returns the object whose prepare / arm / disarm /
                          remove / can_probe the core calls
   ArchKretprobes(rps)    the return-address arithmetic and the trampoline's handlers
+  KretprobeInstance      struct kretprobe_instance, in the arch's C so its trap path
+                         works on it natively
 """
 
-from kprobes.arch.x86_64 import MAX_INSN_SIZE, ArchKretprobes, arch_init_kprobes
+from kprobes.arch.x86_64 import (MAX_INSN_SIZE, ArchKretprobes, KretprobeInstance,
+                                 arch_init_kprobes)
 
-__all__ = ["MAX_INSN_SIZE", "ArchKretprobes", "arch_init_kprobes"]
+__all__ = ["MAX_INSN_SIZE", "ArchKretprobes", "KretprobeInstance", "arch_init_kprobes"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from emu import MemoryFault
 from emu.modules import MODULE_STATE_COMING
+from emu.tasks import read_comm_pid
 from kprobes import KRETPROBE_MAXACTIVE_MAX, Kprobe, KprobeError, Kretprobe
 from kprobes.events.errors import ErrorCode, LogError, ProbeCommandError, ProbeSyntaxError
 from kprobes.events.ring_buffer import DEFAULT_BUFFER_SIZE_KB, RingBuffer
@@ -390,6 +391,11 @@ def check_append(existing, new):
 
 # -- the events -----------------------------------------------------------------------------------
 
+# The flag columns of a hit by (need-resched, preempt count): kprobe handlers always
+# run with interrupts off, so these are the only inputs.
+_FLAGS = {}
+
+
 class _Ctx:
     """What a fetch argument reads at a hit: registers, memory, symbols, comm, and for a
     return probe the return value and the arguments saved at entry."""
@@ -440,6 +446,11 @@ class TraceKprobe:
                 addr=defn.addr if defn.symbol is None else None, symbol_name=defn.symbol,
                 offset=defn.offset, pre_handler=self._hit)
         self.m = m
+        self._ip_text = None          # (probe address, its place as the trace prints it)
+        # The ring-buffer size of a record when no argument is a string (whose size is its
+        # value's), else None.
+        self._payload = None if any(a.type.is_string for a in defn.args) else \
+            8 + (16 if defn.is_return else 8) + sum(a.payload_size(0) for a in defn.args)
 
     @property
     def nmissed(self):
@@ -456,30 +467,30 @@ class TraceKprobe:
     # -- hits ---------------------------------------------------------------------------
 
     def _record(self, regs, ip_text, ctx):
+        """Take what a record needs at the hit -- the arguments' raw values, comm, pid,
+        flags, clock -- and nothing formatted (TraceRecord formats when it is read)."""
         self.nhit += 1
         if not self.event.enabled:
             return
-        m = self.m
         defn = self.defn
         values = defn.fetch_args(ctx)
-        task = None
-        try:
-            task = m.current
-        except MemoryFault:
-            pass
-        rec = TraceRecord(
-            comm=task.comm if task else "<idle>", pid=task.pid if task else 0,
-            flags=self.events.flags_now(regs), clock=m.clock.now,
-            event=self.event.event, ip_text=ip_text,
-            args_text=defn.format_values(values, m.symbols),
-            values={a.name: a.json_value(v, m.symbols) for a, v in zip(defn.args, values)})
+        events = self.events
+        comm, pid = events.current_comm_pid()
+        rec = TraceRecord(comm, pid, events.flags_now(regs), self.m.clock.now,
+                          self.event.event, ip_text, defn.args, values, self.m.symbols)
         # The record as Linux's ring buffer holds it: trace_entry (8 bytes), the probe's
         # ip (a return probe's func and ret_ip), then the fields.
-        self.events.append(rec, 8 + (16 if defn.is_return else 8) +
-                           sum(a.payload_size(v) for a, v in zip(defn.args, values)))
+        payload = self._payload
+        if payload is None:
+            payload = 8 + (16 if defn.is_return else 8) + sum(
+                a.payload_size(v) for a, v in zip(defn.args, values))
+        events.append(rec, payload)
 
     def _hit(self, p, regs):
-        self._record(regs, format_probe_ip(self.m.symbols, p.addr), _Ctx(self.m, regs))
+        # The place a kprobe event prints is its probe's: formatted once per address.
+        if self._ip_text is None or self._ip_text[0] != p.addr:
+            self._ip_text = (p.addr, format_probe_ip(self.m.symbols, p.addr))
+        self._record(regs, self._ip_text[1], _Ctx(self.m, regs))
         return 0
 
     def _entry(self, ri, regs):
@@ -718,6 +729,15 @@ class KprobeEvents:
         for listener in self.listeners:
             listener(record)
 
+    def current_comm_pid(self):
+        """(comm, pid) of the guest's current task for a record, ("<idle>", 0) when there
+        is none or it cannot be read."""
+        try:
+            addr = self.m.current_addr
+            return read_comm_pid(self.m.mem, self.m.layout, addr) if addr else ("<idle>", 0)
+        except MemoryFault:
+            return "<idle>", 0
+
     def flags_now(self, regs):
         """The five flag columns at a hit: kprobe handlers run with interrupts off (int3
         and #DB are interrupt gates), need-resched from the task's thread_info flags, the
@@ -732,7 +752,11 @@ class KprobeEvents:
                     preempt = self.m.mem.u32(ti + self._ti_preempt)
             except MemoryFault:
                 pass
-        return irq_flags(irqs_off=True, need_resched=need, preempt_count=preempt)
+        flags = _FLAGS.get((need, preempt))
+        if flags is None:
+            flags = _FLAGS[need, preempt] = irq_flags(irqs_off=True, need_resched=need,
+                                                      preempt_count=preempt)
+        return flags
 
     def trace_lines(self):
         return [r.text() for r in self.buffer]

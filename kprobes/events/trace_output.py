@@ -14,9 +14,7 @@ Must not import: unicorn, emu, the kprobes core, kprobes.events.trace_kprobe.  O
 events it takes only trace_probe's sprint_symbol.
 """
 
-from dataclasses import dataclass, field
-
-from kprobes.events.trace_probe import sprint_symbol
+from kprobes.events.trace_probe import print_probe_args, sprint_symbol
 
 # What kretprobed() prints instead of the trampoline's name.
 KRETPROBE_MSG = "[unknown/kretprobe'd]"
@@ -71,17 +69,38 @@ def format_trace_line(comm, pid, cpu, flags, clock, event, ip_text, args_text=""
             f"{event}: ({ip_text}){args_text}")
 
 
-@dataclass
 class TraceRecord:
-    """One hit, as the ring buffer holds it: formatted lazily by `text()`."""
-    comm: str
-    pid: int
-    flags: str
-    clock: int
-    event: str
-    ip_text: str
-    args_text: str
-    values: dict = field(default_factory=dict)   # the arguments by name, typed (json_value)
+    """One hit, as the ring buffer holds it: what was read at the hit (comm, pid, flags,
+    clock, the arguments' raw values), printed only when read -- `text()`, `args_text`
+    and `values` (the arguments typed, as JSON has them) format on demand, each in the
+    form asked for and nothing else, as Linux's trace output formats a record at read
+    time.  `args` are the event's fetch arguments (trace_probe), `raw` their values at
+    the hit."""
+
+    __slots__ = ("comm", "pid", "flags", "clock", "event", "ip_text", "args", "raw",
+                 "symbols")
+
+    def __init__(self, comm, pid, flags, clock, event, ip_text, args=(), raw=(),
+                 symbols=None):
+        self.comm = comm
+        self.pid = pid
+        self.flags = flags
+        self.clock = clock
+        self.event = event
+        self.ip_text = ip_text
+        self.args = args
+        self.raw = raw
+        self.symbols = symbols
+
+    @property
+    def args_text(self):
+        """The ` name=value ...` tail of the trace line."""
+        return print_probe_args(self.args, self.raw, self.symbols)
+
+    @property
+    def values(self):
+        """The arguments by name, typed (json_value)."""
+        return {a.name: a.json_value(v, self.symbols) for a, v in zip(self.args, self.raw)}
 
     def text(self):
         return format_trace_line(self.comm, self.pid, 0, self.flags, self.clock, self.event,
@@ -93,6 +112,9 @@ class TraceRecord:
         return {"comm": self.comm, "pid": self.pid, "cpu": 0, "flags": self.flags,
                 "clock": self.clock, "timestamp": timestamp(self.clock),
                 "event": self.event, "where": self.ip_text, "args": self.values}
+
+    def __repr__(self):
+        return f"<TraceRecord {self.text().strip()}>"
 
 
 def timestamp(clock):

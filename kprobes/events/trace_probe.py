@@ -385,6 +385,17 @@ class FetchArg:
         """The value at this hit: an int (the stored container value, bitfield applied), a
         str for string types, a list for arrays, or FAULT."""
         code = self.code
+        if len(code) == 2 and code[0][0] == "reg" and not self.count:
+            # The common forms, %REG and +OFF(%REG), without the general walk below (the
+            # same steps: the register, the offset, the read, the size's mask).
+            store = code[1]
+            if store[0] == "st_raw":
+                return _reg(ctx.regs, code[0][1]) & ((1 << 8 * store[1]) - 1)
+            if store[0] == "st_mem":
+                try:
+                    return _read(ctx, _reg(ctx.regs, code[0][1]) + store[1], store[2])
+                except MemoryFault:
+                    return FAULT
         i = 0
         op = code[0]
         if op[0] == "symbol":

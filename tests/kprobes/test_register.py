@@ -94,6 +94,35 @@ def test_boundary_is_checked_against_original_bytes_under_other_probes(km):
     assert m.call("fib", 10) == 55
 
 
+def test_original_bytes_across_pages_and_after_disarming(km):
+    """What the text is under the breakpoints, for a range over two pages with armed
+    bytes on both sides of the boundary, and again once some are disarmed."""
+    m, k = km
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+    boundary = (m.symbols.lookup_name("_text") & ~0xFFF) + 0x1000
+    start = m.symbols.symbol_at(boundary - 0x40)
+    code = m.read(start.addr, 0x80 + boundary - start.addr)
+    starts = [i.address for i in Cs(CS_ARCH_X86, CS_MODE_64).disasm(code, start.addr)
+              if boundary - 0x40 <= i.address < boundary + 0x40]
+    assert any(a < boundary for a in starts) and any(a >= boundary for a in starts)
+    probes = []
+    for addr in starts:
+        p = Kprobe(addr=addr)
+        try:
+            k.register_kprobe(p)
+        except KprobeError:
+            continue                    # not every instruction can be probed
+        probes.append(p)
+    armed = sorted(p.addr for p in probes)
+    assert any(a < boundary for a in armed) and any(a >= boundary for a in armed)
+    assert m.read(start.addr, len(code)) != code            # the int3s are there
+    assert k.original_bytes(start.addr, len(code)) == code
+    k.disable_kprobe(probes[0])
+    k.unregister_kprobe(probes[-1])
+    assert k.original_bytes(start.addr, len(code)) == code
+    assert k.original_bytes(boundary - 1, 2) == code[boundary - 1 - start.addr:][:2]
+
+
 def test_register_kprobes_rolls_back_on_failure(km):
     m, k = km
     good = Kprobe(symbol_name="fib")

@@ -7,9 +7,9 @@ import errno
 import pytest
 
 from kprobes.arch.x86_64 import _trap
-from kprobes.arch.x86_64.insn import (MAX_INSN_SIZE, InsnError, Resume, copy_for_slot,
-                                      decode, direct_call_targets, is_IF_modifier,
-                                      on_boundary, resume_execution)
+from kprobes.arch.x86_64.insn import (MAX_INSN_SIZE, FunctionInsns, InsnError, Resume,
+                                      copy_for_slot, decode, direct_call_targets,
+                                      is_IF_modifier, on_boundary, resume_execution)
 
 TEXT = 0xFFFFFFFF81000000
 TF, IF = 0x100, 0x200
@@ -102,6 +102,35 @@ def test_on_boundary():
     code = bytes.fromhex("554889e5b805000000c3")  # push rbp; mov rbp,rsp; mov eax,5; ret
     assert [a - TEXT for a in range(TEXT, TEXT + 11) if on_boundary(code, TEXT, a)] == \
         [0, 1, 4, 9, 10]
+
+
+def test_function_insns_agree_with_on_boundary():
+    # push rbp; mov rbp,rsp; mov eax,5; ret; ud2; then 06 (push es), no instruction in
+    # 64-bit mode: decoding stops there, as on_boundary's does.
+    code = bytes.fromhex("554889e5b805000000c3" "0f0b" "0690")
+    insns = FunctionInsns(code, TEXT)
+    assert [a - TEXT for a in range(TEXT, TEXT + len(code) + 1) if insns.on_boundary(a)] == \
+        [a - TEXT for a in range(TEXT, TEXT + len(code) + 1) if on_boundary(code, TEXT, a)] == \
+        [0, 1, 4, 9, 10, 12]
+    assert insns.at(TEXT + 4) == (5, "mov eax, 5") and insns.at(TEXT + 5) is None
+
+
+@pytest.mark.parametrize("hexbytes", [row[0] for row in DECODED] + ["488b0510000000", "8ed0"],
+                         ids=[row[3] for row in DECODED] + ["riprel mov", "mov ss"])
+def test_decode_with_the_length_known_is_decode(hexbytes):
+    """prepare() hands decode() the length and text FunctionInsns found: the same result
+    (or the same error) as decoding from scratch, at any address."""
+    code = bytes.fromhex(hexbytes) + b"\x90" * 8
+    for addr in (TEXT, TEXT + 0x1234):
+        length, text = FunctionInsns(code, addr).at(addr)
+        try:
+            want = decode(code, addr)
+        except InsnError as exc:
+            with pytest.raises(InsnError) as again:
+                decode(code, addr, length, text)
+            assert (again.value.errno, str(again.value)) == (exc.errno, str(exc))
+        else:
+            assert decode(code, addr, length, text) == want
 
 
 def test_direct_call_targets():

@@ -21,6 +21,7 @@ emu beyond the EFLAGS bits of emu.cpu, kprobes outside kprobes.arch.x86_64.
 """
 
 import errno as _errno
+import functools
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -133,30 +134,54 @@ def is_IF_modifier(insn_bytes):  # noqa: N802 - Linux's name
     return op in (0xFA, 0xFB, 0x9D, 0xCF)
 
 
-def decode(code, addr, ff_test_2613=False):
+def decode(code, addr, length=None, text=None, ff_test_2613=False):
     """Decode the instruction at `addr` from `code` (its original bytes) and decide how it
-    is copied and resumed.  Raises InsnError for what cannot be probed.
+    is copied and resumed.  Raises InsnError for what cannot be probed.  `length` and
+    `text` (its size and disassembly at `addr`), when the caller has them already from
+    FunctionInsns, spare the first decoding.
 
     `ff_test_2613`: decide the 0xff group as 2.6.13's resume_execution() did, by masking
     the opcode byte instead of the ModRM byte (`(0xff & 0x30) == 0x10` and the jmp tests
     never hold), so an indirect call or jmp is relocated like a plain instruction: rip
     becomes orig + (target - slot) and a call's pushed return address stays in the slot.
     Off by default; the fixups demo turns it on to show the bug."""
+    if length is None:
+        try:
+            _a, length, mnem, op_str = next(_cs_lite.disasm_lite(code[:MAX_INSN_SIZE], addr, 1))
+        except (StopIteration, CsError):
+            raise InsnError(_errno.EILSEQ, f"no valid instruction at {addr:#x}") from None
+        text = f"{mnem} {op_str}".strip()
+    raw = bytes(code[:length])
+    facts = _insn_facts(raw, ff_test_2613)
+    if facts[0] is not None:
+        errno, why = facts[0]
+        raise InsnError(errno, why.format(addr=addr))
+    _error, resume, if_modifier, riprel, disp_offset = facts
+    return ArchInsn(0, length, raw, raw, resume, if_modifier, text, riprel, disp_offset)
+
+
+@functools.lru_cache(maxsize=8192)
+def _insn_facts(raw, ff_test_2613=False):
+    """What decode() decides from an instruction's bytes alone (`raw` is exactly one
+    instruction; nothing here depends on where it sits): (error, resume, if_modifier,
+    riprel, disp_offset), error being None or (errno, message with an {addr} field).
+    Cached: kernel text repeats its instructions (every prologue), and the detailed
+    decoding is most of a registration's cost."""
     try:
-        insn = next(_cs.disasm(code[:MAX_INSN_SIZE], addr, 1))
+        insn = next(_cs.disasm(raw, 0, 1))
     except (StopIteration, CsError):
-        raise InsnError(_errno.EILSEQ, f"no valid instruction at {addr:#x}") from None
+        return ((_errno.EILSEQ, "no valid instruction at {addr:#x}"), None, False, False, 0)
     mnem = insn.mnemonic
     if mnem in NOT_STEPPABLE or mnem.startswith("int"):
         why = NOT_STEPPABLE.get(mnem, "software interrupts push the slot's address")
-        raise InsnError(_errno.EINVAL, f"cannot probe '{mnem}' at {addr:#x}: {why}")
+        return ((_errno.EINVAL, f"cannot probe '{mnem}' at {{addr:#x}}: {why}"),
+                None, False, False, 0)
     if mnem in ("mov", "pop") and insn.operands and \
             insn.operands[0].type == cx.X86_OP_REG and insn.operands[0].reg == cx.X86_REG_SS:
         # A load of SS holds debug traps off for one more instruction, so the step would
         # run past the copy (Linux refuses these too: insn_masking_exception()).
-        raise InsnError(_errno.EINVAL, f"cannot probe '{mnem} {insn.op_str}' at {addr:#x}: "
-                        "a load of SS masks the single-step trap")
-    raw = bytes(insn.bytes)
+        return ((_errno.EINVAL, f"cannot probe '{mnem} {insn.op_str}' at {{addr:#x}}: "
+                 "a load of SS masks the single-step trap"), None, False, False, 0)
     i = _opcode_index(raw)
     op = raw[i]
     resume = Resume.RELOCATE
@@ -178,9 +203,36 @@ def decode(code, addr, ff_test_2613=False):
                  for o in insn.operands)
     disp_offset = insn.disp_offset if riprel else 0
     if riprel and insn.disp_size != 4:
-        raise InsnError(_errno.EINVAL, f"rip-relative operand without a disp32 at {addr:#x}")
-    return ArchInsn(0, insn.size, raw, raw, resume, is_IF_modifier(raw),
-                    f"{mnem} {insn.op_str}".strip(), riprel, disp_offset)
+        return ((_errno.EINVAL, "rip-relative operand without a disp32 at {addr:#x}"),
+                None, False, False, 0)
+    return (None, resume, is_IF_modifier(raw), riprel, disp_offset)
+
+
+class FunctionInsns:
+    """The instructions of one function's original text, decoded once: where each
+    starts, its length and disassembly -- what can_probe() checks a boundary against and
+    prepare() takes the probed instruction's length from, however many probes the
+    function gets."""
+
+    __slots__ = ("start", "end", "insns", "code")
+
+    def __init__(self, code, start):
+        self.start = start
+        self.code = bytes(code)     # the original bytes decoded
+        self.insns = {}
+        pos = start
+        for address, length, mnem, op_str in _cs_lite.disasm_lite(code, start):
+            self.insns[address] = (length, f"{mnem} {op_str}".strip())
+            pos = address + length
+        self.end = pos          # where decoding stopped (the end, or undecodable bytes)
+
+    def on_boundary(self, addr):
+        """on_boundary(code, start, addr) of the function's code."""
+        return addr in self.insns or addr == self.end
+
+    def at(self, addr):
+        """(length, text) of the instruction starting at `addr`, or None."""
+        return self.insns.get(addr)
 
 
 def copy_for_slot(ainsn, addr, slot):

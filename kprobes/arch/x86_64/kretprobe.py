@@ -11,6 +11,7 @@ Must not import: unicorn, kprobes.kretprobe (the generic side is handed in).
 """
 
 from emu.cpu import X86_EFLAGS_TF
+from emu.engine import REG_IDS
 from kprobes.arch.x86_64.insn import direct_call_targets
 
 
@@ -22,6 +23,16 @@ class ArchKretprobes:
         self.m = rps.m
         # Design "stack": arch_prepare_kretprobe's function-static variable.
         self.orig_ret_addr = 0
+
+    def arch_init_kretprobes(self, trampoline_p):
+        """Design "task": let trap.c's C path take the common entry and trampoline cases
+        (the handlers below and the generic code stay the reference, and take the rest):
+        it gets the instance table, the trampoline's probe and address, and where
+        `current` is read (%gs base + the image's per-CPU offset)."""
+        rps = self.rps
+        rps.core.arch.kcb.set_kretprobes(
+            rps.table, trampoline_p, rps, rps.tramp, REG_IDS["gs_base"], REG_IDS["sp"],
+            self.m.layout.pda_pcurrent)
 
     def return_slot(self, regs):
         """At a function's first instruction the return address is at [sp]: the address

@@ -46,12 +46,33 @@
  * locals.  Each entry checks its precondition and raises KprobeBug
  * (kprobes.errors) when it does not hold.
  *
+ * Return probes (design "task", once the kretprobe manager called
+ * set_kretprobes()): the same two traps carry the common cases of the
+ * generic code of kprobes/kretprobe.py, which stays the reference --
+ *
+ *   the entry probe's int3 (a probe whose `kretprobe` is set, with no
+ *       entry_handler and a free instance): pre_handler_kretprobe_c() takes
+ *       the instance, records the task, the return slot and the address in it
+ *       and writes the trampoline's there, as pre_handler_kretprobe() does;
+ *   the trampoline's int3: trampoline_probe_handler_c() reports and recycles
+ *       the current task's instances newest first up to the real return
+ *       address and resumes there, as kretprobe_trampoline_handler() and the
+ *       arch's trampoline_probe_handler() do;
+ *
+ * and hands anything else (an entry_handler, an empty pool, an orphan, no
+ * instance for the task, memory it cannot read) to the Python handlers,
+ * before it has changed anything.  Instances are KretprobeInstance objects
+ * (below): their addresses are C integers, made Python ints only when Python
+ * reads them, so the C path makes none per call, and one takes 104 bytes.
+ *
  * `fastpath = 0` sends every trap to the slow path (the tests run both ways).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "../../../emu/kpemu.h"
 
@@ -70,6 +91,28 @@ enum {
 	RESUME_CALL_ABS = 4,	/* fix the pushed return address, keep ip */
 	RESUME_JMP_ABS = 5,	/* keep ip */
 };
+
+/* What a hit reads of a probe that does not change while it is registered: its
+ * ainsn's slot, IF-modifier and resume action, resume_in_post_handler and the
+ * kretprobe it belongs to -- kept per (probe, ainsn) so a hit does not look
+ * them up by name again (a probe registered anew gets a new ainsn). */
+#define SEEN_SIZE 16
+struct seen_probe {
+	PyObject *probe;		/* strong references, or NULL */
+	PyObject *ainsn;
+	PyObject *kretprobe;		/* None for a plain kprobe */
+	uint64_t slot;
+	long resume;
+	int if_modifier;
+	int in_post;
+};
+
+static void seen_clear(struct seen_probe *seen)
+{
+	Py_CLEAR(seen->probe);
+	Py_CLEAR(seen->ainsn);
+	Py_CLEAR(seen->kretprobe);
+}
 
 typedef struct {
 	PyObject_HEAD
@@ -101,10 +144,22 @@ typedef struct {
 	PyObject *handler_raised;
 	PyObject *counter_owner;	/* keeps the counter struct alive */
 	struct kpemu_icount *counter;
+	/* return probes (set_kretprobes()); krp_table NULL until then */
+	PyObject *krp_table;		/* kretprobe_inst_table: a list of 64 lists */
+	PyObject *krp_tramp_probe;	/* the trampoline's kprobe */
+	PyObject *krp_manager;		/* the KretprobeManager (its `handling`, no_instance()) */
+	uint64_t krp_tramp;		/* the trampoline's address */
+	uint64_t krp_current;		/* %gs offset of the per-CPU `current` */
+	int krp_gs_id;			/* Unicorn ids of gs_base and rsp */
+	int krp_sp_id;
+	struct seen_probe seen[SEEN_SIZE];	/* by probe address */
 } KprobeCtlblk;
 
 static PyObject *s_disabled, *s_ainsn, *s_slot, *s_if_modifier, *s_resume, *s_pre_handler,
-	*s_post_handler, *s_resume_in_post_handler, *zero;
+	*s_post_handler, *s_resume_in_post_handler, *zero, *one;
+static PyObject *s_kretprobe, *s_entry_handler, *s_free_instances, *s_used_instances,
+	*s_entries, *s_returns, *s_handler, *s_handling, *s_data_size, *s_no_instance, *s_kp,
+	*s_symbol_name, *s_orphans_returned, *s_misses, *s_orphaned;
 static PyObject *KprobeBug;		/* kprobes.errors.KprobeBug */
 
 static struct kpemu_api *api;		/* emu's pt_regs view, for C callers */
@@ -212,6 +267,510 @@ static int check_entry(KprobeCtlblk *s, const char *entry, unsigned int vector,
 	return 0;
 }
 
+/* -- kretprobe instances ------------------------------------------------------ */
+
+/* struct kretprobe_instance (kprobes/kretprobe.py says what each field means). */
+enum { RI_RET_ADDR, RI_TASK, RI_STACK_ADDR, RI_NADDRS };
+
+typedef struct {
+	PyObject_HEAD
+	PyObject *rp;			/* the Kretprobe, None once orphaned */
+	PyObject *orphan_of;		/* the Kretprobe an orphan was taken for, or None */
+	PyObject *data;			/* bytearray(data_size), made at first use when 0 */
+	unsigned long long addr[RI_NADDRS];	/* ret_addr, task, stack_addr */
+	/* Each address as a Python int, made when Python first reads it and kept
+	 * until it changes (the Python path reads them again and again; the C
+	 * path never makes one), or NULL. */
+	PyObject *addr_obj[RI_NADDRS];
+} KretprobeInstance;
+
+static void ri_set(KretprobeInstance *ri, int which, unsigned long long value)
+{
+	ri->addr[which] = value;
+	Py_CLEAR(ri->addr_obj[which]);
+}
+
+static PyTypeObject KretprobeInstanceType;
+
+static PyObject *ri_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = {"rp", NULL};
+	PyObject *rp, *size;
+	KretprobeInstance *ri;
+	Py_ssize_t n;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:KretprobeInstance", kwlist, &rp))
+		return NULL;
+	size = PyObject_GetAttr(rp, s_data_size);
+	if (size == NULL)
+		return NULL;
+	n = PyLong_AsSsize_t(size);
+	Py_DECREF(size);
+	if (n == -1 && PyErr_Occurred())
+		return NULL;
+	ri = (KretprobeInstance *)type->tp_alloc(type, 0);
+	if (ri == NULL)
+		return NULL;
+	ri->rp = Py_NewRef(rp);
+	ri->orphan_of = Py_NewRef(Py_None);
+	if (n > 0) {
+		ri->data = PyByteArray_FromStringAndSize(NULL, n);
+		if (ri->data == NULL) {
+			Py_DECREF(ri);
+			return NULL;
+		}
+		memset(PyByteArray_AS_STRING(ri->data), 0, n);
+	}
+	return (PyObject *)ri;
+}
+
+static PyObject *ri_get_data(KretprobeInstance *ri, void *closure)
+{
+	if (ri->data == NULL && (ri->data = PyByteArray_FromStringAndSize(NULL, 0)) == NULL)
+		return NULL;
+	return Py_NewRef(ri->data);
+}
+
+static int ri_set_data(KretprobeInstance *ri, PyObject *value, void *closure)
+{
+	if (value == NULL) {
+		PyErr_SetString(PyExc_TypeError, "a kretprobe instance's data cannot be deleted");
+		return -1;
+	}
+	Py_XSETREF(ri->data, Py_NewRef(value));
+	return 0;
+}
+
+static PyObject *ri_get_addr(KretprobeInstance *ri, void *closure)
+{
+	int which = (int)(intptr_t)closure;
+
+	if (ri->addr_obj[which] == NULL &&
+	    (ri->addr_obj[which] = PyLong_FromUnsignedLongLong(ri->addr[which])) == NULL)
+		return NULL;
+	return Py_NewRef(ri->addr_obj[which]);
+}
+
+static int ri_set_addr(KretprobeInstance *ri, PyObject *value, void *closure)
+{
+	unsigned long long v;
+
+	if (value == NULL) {
+		PyErr_SetString(PyExc_TypeError, "a kretprobe instance's address cannot be deleted");
+		return -1;
+	}
+	v = PyLong_AsUnsignedLongLong(value);	/* OverflowError below 0 or above 2**64 */
+	if (v == (unsigned long long)-1 && PyErr_Occurred())
+		return -1;
+	ri_set(ri, (int)(intptr_t)closure, v);
+	return 0;
+}
+
+static int ri_traverse(KretprobeInstance *ri, visitproc visit, void *arg)
+{
+	Py_VISIT(ri->rp);
+	Py_VISIT(ri->orphan_of);
+	Py_VISIT(ri->data);
+	return 0;
+}
+
+static int ri_clear(KretprobeInstance *ri)
+{
+	Py_CLEAR(ri->rp);
+	Py_CLEAR(ri->orphan_of);
+	Py_CLEAR(ri->data);
+	for (int i = 0; i < RI_NADDRS; i++)
+		Py_CLEAR(ri->addr_obj[i]);
+	return 0;
+}
+
+static void ri_dealloc(KretprobeInstance *ri)
+{
+	PyObject_GC_UnTrack(ri);
+	ri_clear(ri);
+	Py_TYPE(ri)->tp_free((PyObject *)ri);
+}
+
+static PyObject *ri_repr(KretprobeInstance *ri)
+{
+	PyObject *owner, *kp, *r;
+	char addrs[64];
+
+	if (ri->rp == NULL || ri->rp == Py_None) {
+		owner = PyUnicode_FromString("orphan");
+	} else if ((kp = PyObject_GetAttr(ri->rp, s_kp)) != NULL) {
+		owner = PyObject_GetAttr(kp, s_symbol_name);
+		Py_DECREF(kp);
+	} else {
+		owner = NULL;
+	}
+	if (owner == NULL)
+		return NULL;
+	snprintf(addrs, sizeof(addrs), "task=0x%llx ret_addr=0x%llx", ri->addr[RI_TASK],
+		 ri->addr[RI_RET_ADDR]);
+	r = PyUnicode_FromFormat("<kretprobe_instance %S %s>", owner, addrs);
+	Py_DECREF(owner);
+	return r;
+}
+
+static PyMemberDef ri_members[] = {
+	{"rp", T_OBJECT, offsetof(KretprobeInstance, rp), 0, "the Kretprobe, None once orphaned"},
+	{"orphan_of", T_OBJECT, offsetof(KretprobeInstance, orphan_of), 0,
+	 "the Kretprobe an orphan was taken for"},
+	{NULL},
+};
+
+static PyGetSetDef ri_getset[] = {
+	{"data", (getter)ri_get_data, (setter)ri_set_data,
+	 "per-instance data shared by entry_handler and handler (data_size bytes)"},
+	{"ret_addr", (getter)ri_get_addr, (setter)ri_set_addr, "the real return address",
+	 (void *)RI_RET_ADDR},
+	{"task", (getter)ri_get_addr, (setter)ri_set_addr, "the task_struct", (void *)RI_TASK},
+	{"stack_addr", (getter)ri_get_addr, (setter)ri_set_addr, "the return slot's address",
+	 (void *)RI_STACK_ADDR},
+	{NULL},
+};
+
+static PyTypeObject KretprobeInstanceType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "kprobes.arch.x86_64._trap.KretprobeInstance",
+	.tp_doc = "KretprobeInstance(rp): struct kretprobe_instance (see kprobes/kretprobe.py).",
+	.tp_basicsize = sizeof(KretprobeInstance),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+	.tp_new = ri_new,
+	.tp_traverse = (traverseproc)ri_traverse,
+	.tp_clear = (inquiry)ri_clear,
+	.tp_dealloc = (destructor)ri_dealloc,
+	.tp_repr = (reprfunc)ri_repr,
+	.tp_members = ri_members,
+	.tp_getset = ri_getset,
+};
+
+/* -- return probes --------------------------------------------------------------- */
+
+/* hash_ptr() on 64-bit, KPROBE_HASH_BITS = 6 (kprobes/kretprobe.py) */
+static Py_ssize_t krp_hash(uint64_t task)
+{
+	return (Py_ssize_t)((task * 0x9E37FFFFFFFC0001ULL) >> 58);
+}
+
+/* The guest's `current` (Machine.current_addr): 0 before the per-CPU area is
+ * set up; -1 (no exception) when it cannot be read. */
+static int krp_current(KprobeCtlblk *s, uint64_t *task)
+{
+	uint64_t gs;
+
+	if (api->reg_read(s->regfile, s->krp_gs_id, &gs) < 0)
+		return -1;
+	*task = 0;
+	return gs ? api->vmem_read_u64(s->regfile, gs + s->krp_current, task) : 0;
+}
+
+/* table[hash(task)] (borrowed), or NULL with an exception set. */
+static PyObject *krp_bucket(KprobeCtlblk *s, uint64_t task)
+{
+	PyObject *bucket = PyList_GetItem(s->krp_table, krp_hash(task));
+
+	if (bucket != NULL && !PyList_Check(bucket)) {
+		PyErr_SetString(KprobeBug, "kprobes: a kretprobe table bucket is not a list");
+		return NULL;
+	}
+	return bucket;
+}
+
+/* obj.name += 1 */
+static int attr_inc(PyObject *obj, PyObject *name)
+{
+	PyObject *v = PyObject_GetAttr(obj, name), *n;
+	int r;
+
+	if (v == NULL)
+		return -1;
+	n = PyNumber_Add(v, one);
+	Py_DECREF(v);
+	if (n == NULL)
+		return -1;
+	r = PyObject_SetAttr(obj, name, n);
+	Py_DECREF(n);
+	return r;
+}
+
+/* A list attribute of obj (a new reference), or NULL (an exception set when
+ * the attribute is missing; none when it is not a list). */
+static PyObject *attr_list(PyObject *obj, PyObject *name)
+{
+	PyObject *v = PyObject_GetAttr(obj, name);
+
+	if (v != NULL && !PyList_Check(v))
+		Py_CLEAR(v);
+	return v;
+}
+
+/* _remove_near_head(): remove `item` from `list`, searching from its end. */
+static int remove_near_head(PyObject *list, PyObject *item)
+{
+	Py_ssize_t i;
+
+	for (i = PyList_GET_SIZE(list) - 1; i >= 0; i--)
+		if (PyList_GET_ITEM(list, i) == item)
+			return PyList_SetSlice(list, i, i + 1, NULL);
+	PyErr_SetString(KprobeBug, "kprobes: a kretprobe instance is missing from its list");
+	return -1;
+}
+
+/*
+ * Like pre_handler_kretprobe() in kprobes/kretprobe.py (design "task"), at the
+ * entry probe's int3 of `rp`.  1: done (the instance is in flight, the hit goes
+ * on to its single-step); 0: the Python pre_handler is to run instead (nothing
+ * has changed); -1 with an exception set.
+ */
+static int pre_handler_kretprobe_c(KprobeCtlblk *s, PyObject *rp)
+{
+	PyObject *entry = NULL, *free_list = NULL, *used = NULL, *bucket, *tmp;
+	KretprobeInstance *ri = NULL;
+	uint64_t sp, task, ret_addr;
+	int code = 0;
+
+	if ((entry = PyObject_GetAttr(rp, s_entry_handler)) == NULL)
+		return -1;
+	if (entry != Py_None)
+		goto out;		/* the entry handler runs in Python */
+	free_list = attr_list(rp, s_free_instances);
+	used = attr_list(rp, s_used_instances);
+	if (free_list == NULL || used == NULL) {
+		code = PyErr_Occurred() ? -1 : 0;
+		goto out;
+	}
+	if (PyList_GET_SIZE(free_list) == 0 ||
+	    !Py_IS_TYPE(PyList_GET_ITEM(free_list, PyList_GET_SIZE(free_list) - 1),
+			&KretprobeInstanceType))
+		goto out;		/* a miss: Python counts it */
+	/* Everything that can fail to read, before anything is changed. */
+	if (api->reg_read(s->regfile, s->krp_sp_id, &sp) < 0 || krp_current(s, &task) < 0 ||
+	    api->vmem_read_u64(s->regfile, sp, &ret_addr) < 0)
+		goto out;
+	if ((bucket = krp_bucket(s, task)) == NULL) {
+		code = -1;
+		goto out;
+	}
+	/* arch_prepare_kretprobe(): the trampoline in the return slot */
+	if (api->vmem_write_u64(s->regfile, sp, s->krp_tramp) < 0)
+		goto out;
+	code = -1;
+	if (attr_inc(rp, s_entries) < 0)
+		goto out;
+	ri = (KretprobeInstance *)Py_NewRef(PyList_GET_ITEM(free_list,
+							     PyList_GET_SIZE(free_list) - 1));
+	if (PyList_SetSlice(free_list, PyList_GET_SIZE(free_list) - 1,
+			    PyList_GET_SIZE(free_list), NULL) < 0)
+		goto out;
+	tmp = ri->rp;
+	ri->rp = Py_NewRef(rp);
+	Py_XDECREF(tmp);
+	ri_set(ri, RI_STACK_ADDR, sp);
+	ri_set(ri, RI_TASK, task);
+	ri_set(ri, RI_RET_ADDR, ret_addr);
+	if (PyList_Append(bucket, (PyObject *)ri) < 0 || PyList_Append(used, (PyObject *)ri) < 0)
+		goto out;
+	code = 1;
+out:
+	Py_XDECREF(ri);
+	Py_XDECREF(entry);
+	Py_XDECREF(free_list);
+	Py_XDECREF(used);
+	return code;
+}
+
+/* recycle_rp_inst() for an instance of `bucket`: out of it, and back to its
+ * rp's free list (dropped when the rp has gone meanwhile). */
+static int recycle_c(PyObject *bucket, KretprobeInstance *ri)
+{
+	PyObject *rp = ri->rp, *free_list, *used;
+	int r = -1;
+
+	if (remove_near_head(bucket, (PyObject *)ri) < 0)
+		return -1;
+	if (rp == NULL || rp == Py_None)
+		return 0;
+	Py_INCREF(rp);
+	free_list = attr_list(rp, s_free_instances);
+	used = attr_list(rp, s_used_instances);
+	if (free_list != NULL && used != NULL && remove_near_head(used, (PyObject *)ri) == 0)
+		r = PyList_Append(free_list, (PyObject *)ri);
+	else if (!PyErr_Occurred())
+		PyErr_SetString(KprobeBug, "kprobes: a kretprobe's instance lists are not lists");
+	Py_XDECREF(free_list);
+	Py_XDECREF(used);
+	Py_DECREF(rp);
+	return r;
+}
+
+/* _orphan_returned(): an orphan came back -- counted as an 'orphaned' miss of
+ * the kretprobe it was taken for. */
+static int orphan_returned_c(KprobeCtlblk *s, KretprobeInstance *ri)
+{
+	PyObject *misses, *n, *m;
+	int r;
+
+	if (attr_inc(s->krp_manager, s_orphans_returned) < 0 ||
+	    (misses = PyObject_GetAttr(ri->orphan_of, s_misses)) == NULL)
+		return -1;
+	n = PyObject_GetItem(misses, s_orphaned);	/* a Counter: 0 when absent */
+	m = n == NULL ? NULL : PyNumber_Add(n, one);
+	r = m == NULL ? -1 : PyObject_SetItem(misses, s_orphaned, m);
+	Py_XDECREF(n);
+	Py_XDECREF(m);
+	Py_DECREF(misses);
+	return r;
+}
+
+/*
+ * Like the arch's trampoline_probe_handler() around the generic
+ * kretprobe_trampoline_handler() (design "task"), at the trampoline's int3 with
+ * the state set up as for any hit: every instance of the current task, newest
+ * first, reported and recycled until the one whose ret_addr is not the
+ * trampoline, whose ret_addr is where the CPU resumes (no single-step).
+ * KPEMU_TRAP_RESUME with *ip and *flags set and the state released; DECLINE:
+ * the Python pre_handler is to run instead (nothing changed); -1 with an
+ * exception set.
+ */
+static int trampoline_probe_handler_c(KprobeCtlblk *s, PyObject *p, uint64_t *ip,
+				      uint64_t *flags)
+{
+	PyObject *bucket, *regs = NULL;
+	uint64_t task, orig = 0;
+	Py_ssize_t i;
+	int found = 0, code = -1;
+
+	if (krp_current(s, &task) < 0)
+		return KPEMU_TRAP_DECLINE;
+	if ((bucket = krp_bucket(s, task)) == NULL)
+		return -1;
+	Py_INCREF(bucket);
+	/* Only the case with nothing for Python to do: no orphan on the way, and an
+	 * instance with the real return address at its end. */
+	for (i = PyList_GET_SIZE(bucket) - 1; i >= 0 && !found; i--) {
+		KretprobeInstance *ri = (KretprobeInstance *)PyList_GET_ITEM(bucket, i);
+
+		if (!Py_IS_TYPE(ri, &KretprobeInstanceType))
+			goto decline;
+		if (ri->addr[RI_TASK] != task)
+			continue;
+		if (ri->rp == NULL || ri->rp == Py_None)
+			goto decline;
+		found = ri->addr[RI_RET_ADDR] != s->krp_tramp;
+	}
+	if (!found)
+		goto decline;
+	regs = api->regs_at_trap(s->regfile, *ip, *flags);
+	if (regs == NULL)
+		goto out;
+	/* Like the generic loop: from the head, by index (a recycled instance is
+	 * removed; the older ones keep theirs). */
+	i = PyList_GET_SIZE(bucket) - 1;
+	while (i >= 0) {
+		KretprobeInstance *ri;
+		PyObject *rp, *handler;
+
+		if (i >= PyList_GET_SIZE(bucket)) {	/* a handler shrank the bucket */
+			i = PyList_GET_SIZE(bucket) - 1;
+			continue;
+		}
+		ri = (KretprobeInstance *)Py_NewRef(PyList_GET_ITEM(bucket, i));
+		i--;
+		if (!Py_IS_TYPE(ri, &KretprobeInstanceType) || ri->addr[RI_TASK] != task) {
+			Py_DECREF(ri);
+			continue;
+		}
+		rp = ri->rp;
+		if (rp == NULL || rp == Py_None) {
+			/* orphaned by a handler of this very return (its kretprobe
+			 * unregistered): _orphan_returned(), then it is dropped */
+			orig = ri->addr[RI_RET_ADDR];
+			if (orphan_returned_c(s, ri) < 0 || recycle_c(bucket, ri) < 0) {
+				Py_DECREF(ri);
+				goto out;
+			}
+			Py_DECREF(ri);
+			if (orig != s->krp_tramp)
+				break;
+			continue;
+		}
+		Py_INCREF(rp);
+		/* _report_return(): the handler, with `handling` set for the unwinder */
+		handler = PyObject_GetAttr(rp, s_handler);
+		if (handler != NULL && handler != Py_None) {
+			PyObject *argv[2] = {(PyObject *)ri, regs}, *res;
+
+			if (PyObject_SetAttr(s->krp_manager, s_handling, (PyObject *)ri) < 0) {
+				Py_DECREF(handler);
+				handler = NULL;
+			} else {
+				res = PyObject_Vectorcall(handler, argv, 2, NULL);
+				if (res == NULL) {
+					PyObject *t, *v, *tb;
+
+					PyErr_Fetch(&t, &v, &tb);
+					PyObject_SetAttr(s->krp_manager, s_handling, Py_None);
+					PyErr_Restore(t, v, tb);
+					Py_DECREF(handler);
+					Py_DECREF(rp);
+					Py_DECREF(ri);
+					code = raised_to_python(s, s_pre_handler, p, regs, ip, flags);
+					goto out;
+				}
+				Py_DECREF(res);
+				if (PyObject_SetAttr(s->krp_manager, s_handling, Py_None) < 0) {
+					Py_DECREF(handler);
+					handler = NULL;
+				}
+			}
+		}
+		if (handler == NULL || attr_inc(rp, s_returns) < 0) {
+			Py_XDECREF(handler);
+			Py_DECREF(rp);
+			Py_DECREF(ri);
+			goto out;
+		}
+		Py_DECREF(handler);
+		Py_DECREF(rp);
+		orig = ri->addr[RI_RET_ADDR];
+		if (recycle_c(bucket, ri) < 0) {
+			Py_DECREF(ri);
+			goto out;
+		}
+		Py_DECREF(ri);
+		if (orig != s->krp_tramp)
+			break;
+	}
+	if (orig == 0 || orig == s->krp_tramp) {
+		/* a handler took the rest away: the generic BUG report */
+		PyObject *t = PyLong_FromUnsignedLongLong(task), *res = NULL;
+
+		if (t != NULL)
+			res = PyObject_CallMethodOneArg(s->krp_manager, s_no_instance, t);
+		Py_XDECREF(t);
+		if (res == NULL)
+			goto out;
+		Py_DECREF(res);
+		if (api->regs_trap_return(regs, ip, flags) < 0)
+			goto out;
+	} else {
+		if (api->regs_trap_return(regs, ip, flags) < 0)
+			goto out;
+		*ip = orig;
+	}
+	unlock(s);
+	code = KPEMU_TRAP_RESUME;
+	goto out;
+decline:
+	code = KPEMU_TRAP_DECLINE;
+out:
+	Py_XDECREF(regs);
+	Py_DECREF(bucket);
+	return code;
+}
+
 /* -- int3 ------------------------------------------------------------------ */
 
 /* Like kprobe_handler() in trap.py, for the plain hit. */
@@ -220,6 +779,7 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 	KprobeCtlblk *s = (KprobeCtlblk *)owner;
 	uint64_t addr = *ip - 1, slot;
 	PyObject *key, *p, *ainsn = NULL, *pre = NULL, *regs = NULL, *res = NULL;
+	struct seen_probe *seen;
 	long resume = -1;
 	int disabled, if_modifier, in_post, changed, code = -1;
 
@@ -244,14 +804,34 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 		return disabled < 0 ? -1 : to_python(s->slow_int3, vector, ip, flags);
 	}
 	ainsn = PyObject_GetAttr(p, s_ainsn);
-	if (ainsn == NULL || attr_u64(ainsn, s_slot, &slot) < 0 ||
-	    (if_modifier = attr_true(ainsn, s_if_modifier)) < 0 ||
-	    (res = PyObject_GetAttr(ainsn, s_resume)) == NULL ||
-	    ((resume = PyLong_AsLong(res)) == -1 && PyErr_Occurred()) ||
-	    (in_post = attr_true(p, s_resume_in_post_handler)) < 0 ||
-	    (pre = PyObject_GetAttr(p, s_pre_handler)) == NULL)
+	if (ainsn == NULL)
 		goto out;
-	Py_CLEAR(res);
+	seen = &s->seen[addr % SEEN_SIZE];
+	if (seen->probe != p || seen->ainsn != ainsn) {
+		PyObject *kretprobe;
+
+		if (attr_u64(ainsn, s_slot, &slot) < 0 ||
+		    (if_modifier = attr_true(ainsn, s_if_modifier)) < 0 ||
+		    (res = PyObject_GetAttr(ainsn, s_resume)) == NULL ||
+		    ((resume = PyLong_AsLong(res)) == -1 && PyErr_Occurred()) ||
+		    (in_post = attr_true(p, s_resume_in_post_handler)) < 0 ||
+		    (kretprobe = PyObject_GetAttr(p, s_kretprobe)) == NULL)
+			goto out;
+		Py_CLEAR(res);
+		Py_XSETREF(seen->probe, Py_NewRef(p));
+		Py_XSETREF(seen->ainsn, Py_NewRef(ainsn));
+		Py_XSETREF(seen->kretprobe, kretprobe);
+		seen->slot = slot;
+		seen->resume = resume;
+		seen->if_modifier = if_modifier;
+		seen->in_post = in_post;
+	}
+	slot = seen->slot;
+	resume = seen->resume;
+	if_modifier = seen->if_modifier;
+	in_post = seen->in_post;
+	if ((pre = PyObject_GetAttr(p, s_pre_handler)) == NULL)
+		goto out;
 
 	/* The hit is ours from here on: the state the Python path sets up. */
 	s->counter->executed--;		/* the int3 ran for us, not for the guest */
@@ -276,6 +856,21 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 	if (if_modifier)
 		s->saved_flags &= ~X86_EFLAGS_IF;
 
+	if (s->krp_table != NULL && p == s->krp_tramp_probe) {
+		code = trampoline_probe_handler_c(s, p, ip, flags);
+		if (code != KPEMU_TRAP_DECLINE)
+			goto out;
+		code = -1;
+	} else if (s->krp_table != NULL && seen->kretprobe != Py_None) {
+		PyObject *rp = Py_NewRef(seen->kretprobe);
+		int done = pre_handler_kretprobe_c(s, rp);
+
+		Py_DECREF(rp);
+		if (done < 0)
+			goto out;
+		if (done)
+			Py_SETREF(pre, Py_NewRef(Py_None));	/* its work is done */
+	}
 	if (pre != Py_None) {
 		PyObject *argv[2];
 
@@ -440,6 +1035,14 @@ static int kcb_traverse(KprobeCtlblk *s, visitproc visit, void *arg)
 	Py_VISIT(s->slow_debug);
 	Py_VISIT(s->handler_raised);
 	Py_VISIT(s->counter_owner);
+	Py_VISIT(s->krp_table);
+	Py_VISIT(s->krp_tramp_probe);
+	Py_VISIT(s->krp_manager);
+	for (int i = 0; i < SEEN_SIZE; i++) {
+		Py_VISIT(s->seen[i].probe);
+		Py_VISIT(s->seen[i].ainsn);
+		Py_VISIT(s->seen[i].kretprobe);
+	}
 	return 0;
 }
 
@@ -455,6 +1058,11 @@ static int kcb_clear(KprobeCtlblk *s)
 	Py_CLEAR(s->slow_int3);
 	Py_CLEAR(s->slow_debug);
 	Py_CLEAR(s->handler_raised);
+	Py_CLEAR(s->krp_table);
+	Py_CLEAR(s->krp_tramp_probe);
+	Py_CLEAR(s->krp_manager);
+	for (int i = 0; i < SEEN_SIZE; i++)
+		seen_clear(&s->seen[i]);
 	/* counter_owner is kept: the counter must outlive any late trap */
 	return 0;
 }
@@ -470,6 +1078,42 @@ static void kcb_dealloc(KprobeCtlblk *s)
 static PyObject *kcb_unlock(KprobeCtlblk *s, PyObject *unused)
 {
 	unlock(s);
+	Py_RETURN_NONE;
+}
+
+static PyObject *kcb_forget(KprobeCtlblk *s, PyObject *arg)
+{
+	unsigned long long addr = PyLong_AsUnsignedLongLongMask(arg);
+
+	if (PyErr_Occurred())
+		return NULL;
+	seen_clear(&s->seen[addr % SEEN_SIZE]);
+	Py_RETURN_NONE;
+}
+
+static PyObject *kcb_set_kretprobes(KprobeCtlblk *s, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = {"table", "trampoline_probe", "manager", "tramp_addr",
+				 "gs_base_id", "sp_id", "current_offset", NULL};
+	PyObject *table, *tp, *manager;
+	unsigned long long tramp, offset;
+	int gs_id, sp_id;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOKiiK:set_kretprobes", kwlist,
+					 &PyList_Type, &table, &tp, &manager, &tramp, &gs_id,
+					 &sp_id, &offset))
+		return NULL;
+	if (PyList_GET_SIZE(table) != 64) {
+		PyErr_SetString(PyExc_ValueError, "the kretprobe table has 64 buckets");
+		return NULL;
+	}
+	Py_XSETREF(s->krp_table, Py_NewRef(table));
+	Py_XSETREF(s->krp_tramp_probe, Py_NewRef(tp));
+	Py_XSETREF(s->krp_manager, Py_NewRef(manager));
+	s->krp_tramp = tramp;
+	s->krp_gs_id = gs_id;
+	s->krp_sp_id = sp_id;
+	s->krp_current = offset;
 	Py_RETURN_NONE;
 }
 
@@ -502,6 +1146,14 @@ static PyMemberDef kcb_members[] = {
 static PyMethodDef kcb_methods[] = {
 	{"unlock", (PyCFunction)kcb_unlock, METH_NOARGS,
 	 "Release the state: not running, no current probe, no C hit in progress."},
+	{"forget", (PyCFunction)kcb_forget, METH_O,
+	 "forget(probe_addr): drop what the C path keeps of the probe at probe_addr\n"
+	 "(arch remove: the probe may be freed)."},
+	{"set_kretprobes", (PyCFunction)(void (*)(void))kcb_set_kretprobes,
+	 METH_VARARGS | METH_KEYWORDS,
+	 "set_kretprobes(table, trampoline_probe, manager, tramp_addr, gs_base_id, sp_id,\n"
+	 "               current_offset)\n"
+	 "Let the C path take the common return-probe cases of design \"task\"."},
 	{NULL, NULL, 0, NULL},
 };
 
@@ -555,7 +1207,16 @@ PyMODINIT_FUNC PyInit__trap(void)
 	    intern(&s_resume, "resume") || intern(&s_pre_handler, "pre_handler") ||
 	    intern(&s_post_handler, "post_handler") ||
 	    intern(&s_resume_in_post_handler, "resume_in_post_handler") ||
-	    (zero = PyLong_FromLong(0)) == NULL)
+	    intern(&s_kretprobe, "kretprobe") || intern(&s_entry_handler, "entry_handler") ||
+	    intern(&s_free_instances, "free_instances") ||
+	    intern(&s_used_instances, "used_instances") || intern(&s_entries, "entries") ||
+	    intern(&s_returns, "returns") || intern(&s_handler, "handler") ||
+	    intern(&s_handling, "handling") || intern(&s_data_size, "data_size") ||
+	    intern(&s_no_instance, "no_instance") || intern(&s_kp, "kp") ||
+	    intern(&s_symbol_name, "symbol_name") ||
+	    intern(&s_orphans_returned, "orphans_returned") || intern(&s_misses, "misses") ||
+	    intern(&s_orphaned, "orphaned") ||
+	    (zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL)
 		return NULL;
 	api = PyCapsule_Import(KPEMU_API_CAPSULE, 0);
 	if (api == NULL)
@@ -565,7 +1226,8 @@ PyMODINIT_FUNC PyInit__trap(void)
 		return NULL;
 	KprobeBug = PyObject_GetAttrString(errors, "KprobeBug");
 	Py_DECREF(errors);
-	if (KprobeBug == NULL || PyType_Ready(&KprobeCtlblkType) < 0)
+	if (KprobeBug == NULL || PyType_Ready(&KprobeCtlblkType) < 0 ||
+	    PyType_Ready(&KretprobeInstanceType) < 0)
 		return NULL;
 	m = PyModule_Create(&module);
 	if (m == NULL)
@@ -574,6 +1236,7 @@ PyMODINIT_FUNC PyInit__trap(void)
 	if (add_capsule(m, "INT3", &int3_handler) < 0 ||
 	    add_capsule(m, "DEBUG", &debug_handler) < 0 ||
 	    PyModule_AddObjectRef(m, "KprobeCtlblk", (PyObject *)&KprobeCtlblkType) < 0 ||
+	    PyModule_AddObjectRef(m, "KretprobeInstance", (PyObject *)&KretprobeInstanceType) < 0 ||
 	    PyModule_AddIntConstant(m, "KPROBE_HIT_ACTIVE", KPROBE_HIT_ACTIVE) < 0 ||
 	    PyModule_AddIntConstant(m, "KPROBE_HIT_SS", KPROBE_HIT_SS) < 0 ||
 	    PyModule_AddIntConstant(m, "KPROBE_REENTER", KPROBE_REENTER) < 0 ||

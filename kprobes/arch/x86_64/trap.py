@@ -37,8 +37,9 @@ from emu import MemoryFault
 from emu.cpu import X86_EFLAGS_IF, X86_EFLAGS_TF, PtRegs
 from emu.interrupts import CTrapHandler
 from kprobes.arch.x86_64 import _trap
-from kprobes.arch.x86_64.insn import (BREAKPOINT_INSTRUCTION, MAX_INSN_SIZE, InsnError,
-                                      copy_for_slot, decode, on_boundary, resume_execution)
+from kprobes.arch.x86_64.insn import (BREAKPOINT_INSTRUCTION, MAX_INSN_SIZE, FunctionInsns,
+                                      InsnError, copy_for_slot, decode, on_boundary,
+                                      resume_execution)
 from kprobes.errors import KprobeBug, KprobeError
 
 # kprobe_status values (defined in trap.c)
@@ -63,6 +64,10 @@ _regs_at_trap = PtRegs.at_trap    # the view every pre/post/fault handler gets
 # (Python for the rest); False, this file's Python methods for every trap -- the reference,
 # which the tests run too (k.arch.fastpath switches one Kprobes object).
 TRAP_FASTPATH = True
+# Functions up to this size are decoded whole, once, for the boundary checks of all their
+# probes (FunctionInsns); a larger one is decoded up to each probe, as it comes.
+FUNCTION_DECODE_MAX = 16 << 10
+FUNCTION_CACHE_MAX = 4096
 
 
 def arch_init_kprobes(core):
@@ -110,6 +115,11 @@ class ArchKprobes:
         # What resume_execution reaches memory with, bound once (it runs per hit).
         self._read_u64 = self.m.mem.u64
         self._write_u64 = self.m.mem.set_u64
+        # function address -> its FunctionInsns: its original bytes are checked against
+        # the text's at each use, so text that changed (a module loaded where another
+        # was) is decoded again.
+        self._functions = {}
+        self._checked = None           # (address, FunctionInsns) can_probe() looked at last
 
     @property
     def fastpath(self):
@@ -133,26 +143,56 @@ class ArchKprobes:
         unmapped text or on an int3 that is not a kprobe's (unless `probed`: the address
         already carries one of ours), which the copy of the instruction finds."""
         m = self.m
-        where = m.symbols.format(addr)
         sym = m.symbols.symbol_at(addr)
+        self._checked = None
         try:
             if sym is not None and sym.addr != addr:
-                code = self.core.original_bytes(sym.addr, addr - sym.addr + MAX_INSN_SIZE)
-                if not on_boundary(code, sym.addr, addr):
-                    raise KprobeError(_errno.EILSEQ, f"{where}: not an instruction "
-                                      "boundary")
-            if not probed and m.read(addr, 1)[0] == BREAKPOINT_INSTRUCTION:
-                raise KprobeError(_errno.EINVAL, f"{where}: an int3 is already there and "
-                                  "it is not a kprobe's")
+                insns = self._function_insns(sym, addr)
+                self._checked = (addr, insns)     # prepare() of this address reuses it
+                if not (insns.on_boundary(addr) if insns is not None else on_boundary(
+                        self.core.original_bytes(sym.addr, addr - sym.addr + MAX_INSN_SIZE),
+                        sym.addr, addr)):
+                    raise KprobeError(_errno.EILSEQ, f"{m.symbols.format(addr)}: not an "
+                                      "instruction boundary")
+            if not probed and m.mem.read(addr, 1)[0] == BREAKPOINT_INSTRUCTION:
+                raise KprobeError(_errno.EINVAL, f"{m.symbols.format(addr)}: an int3 is "
+                                  "already there and it is not a kprobe's")
         except MemoryFault:
-            raise KprobeError(_errno.EINVAL, f"{where}: not mapped") from None
+            raise KprobeError(_errno.EINVAL, f"{m.symbols.format(addr)}: not mapped") from None
+
+    def _function_insns(self, sym, addr, decode_now=True):
+        """The FunctionInsns of `sym`'s original text (decoded now unless `decode_now` is
+        False: then None when it was not decoded before), or None for a function too big
+        to decode whole."""
+        size = max(sym.size, addr - sym.addr + 1)
+        if size > FUNCTION_DECODE_MAX:
+            return None
+        code = self.core.original_bytes(sym.addr, size + MAX_INSN_SIZE)
+        known = self._functions.get(sym.addr)
+        if known is not None and known.code == code:
+            return known
+        if not decode_now:
+            return None
+        if len(self._functions) >= FUNCTION_CACHE_MAX:
+            self._functions.clear()
+        insns = self._functions[sym.addr] = FunctionInsns(code, sym.addr)
+        return insns
 
     def prepare(self, p, addr):
         """arch_prepare_kprobe + arch_copy_kprobe: decode, take a slot, write the copy."""
-        code = self.core.original_bytes(addr, MAX_INSN_SIZE)
+        checked, self._checked = self._checked, None
+        if checked is not None and checked[0] == addr and checked[1] is not None:
+            insns = checked[1]         # can_probe() just read and decoded the function
+            code = insns.code[addr - insns.start:addr - insns.start + MAX_INSN_SIZE]
+        else:
+            code = self.core.original_bytes(addr, MAX_INSN_SIZE)
+            sym = self.m.symbols.symbol_at(addr)
+            insns = self._function_insns(sym, addr, decode_now=False) \
+                if sym is not None and sym.addr in self._functions else None
+        known = insns.at(addr) if insns is not None else None
         slot = None
         try:
-            ainsn = decode(code, addr, ff_test_2613=self.ff_test_2613)
+            ainsn = decode(code, addr, *(known or ()), ff_test_2613=self.ff_test_2613)
             slot = self.core.slots.get_insn_slot()
             ainsn.copy = copy_for_slot(ainsn, addr, slot)
         except InsnError as exc:
@@ -173,6 +213,7 @@ class ArchKprobes:
     def remove(self, p):
         if self.kcb.resume_hit is not None and self.kcb.resume_hit[0] == p.addr:
             self.kcb.resume_hit = None
+        self.kcb.forget(p.addr)
         self.core.slots.free_insn_slot(p.ainsn.slot)
 
     # -- state helpers ----------------------------------------------------------------
