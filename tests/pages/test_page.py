@@ -123,12 +123,19 @@ def test_align_pairs_the_longest_common_phases(left, right, pairs):
 
 
 @pytest.mark.parametrize("name", DEMO_NAMES)
-def test_one_design_lessons_step_a_row_a_step(trace, name):
+def test_lockstep_rows_hold_every_step_once_in_order(trace, name):
+    """One design: a row a step.  Two: each step in one cell of its design's column (or
+    across both, with no design), each column in its steps' order."""
     t = trace(name)
-    if len(designs_of(t.steps)) > 1:
-        pytest.skip(f"{name} records two designs: its rows are aligned by phase")
-    assert [list(r["cells"].values()) for r in lockstep_rows(t.steps)] == \
-        [[s["i"]] for s in t.steps]
+    rows = lockstep_rows(t.steps)
+    if len(designs_of(t.steps)) <= 1:
+        assert [list(r["cells"].values()) for r in rows] == [[s["i"]] for s in t.steps]
+        return
+    cells = [i for r in rows for i in r["cells"].values()]
+    assert sorted(cells) == [s["i"] for s in t.steps]
+    for design in designs_of(t.steps) + [""]:
+        column = [r["cells"][design] for r in rows if design in r["cells"]]
+        assert column == [s["i"] for s in t.steps if (s["design"] or "") == design]
 
 
 @pytest.mark.parametrize("text, message", [
