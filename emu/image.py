@@ -190,11 +190,14 @@ def _parse(path, f, raw_sections, ram_size, fail):
                        sections, pvh_entry)
 
 
-def build_boot_info(cmdline):
+def build_boot_info(cmdline, memmap=(0, 0), modules=(0, 0)):
     """(paddr, bytes) pieces of a PVH hvm_start_info with `cmdline`, as QEMU's PVH loader
-    builds it: magic, version 1, no modules, the command line's physical address."""
+    builds it: magic, version 1, the module list (`modules` = (paddr, count) of struct
+    hvm_modlist_entry), the command line's physical address and the e820 map (`memmap` =
+    (paddr, count) of struct hvm_memmap_table_entry)."""
     raw = cmdline.encode() + b"\0"
     if len(raw) > CMDLINE_MAX:
         raise ImageError(f"kernel command line too long ({len(raw) - 1} > {CMDLINE_MAX - 1})")
-    info = struct.pack("<IIIIQQQQII", HVM_START_MAGIC, 1, 0, 0, 0, CMDLINE_PADDR, 0, 0, 0, 0)
+    info = struct.pack("<IIIIQQQQII", HVM_START_MAGIC, 1, 0, modules[1], modules[0],
+                       CMDLINE_PADDR, 0, memmap[0], memmap[1], 0)
     return [(BOOTINFO_PADDR, info), (CMDLINE_PADDR, raw)]
