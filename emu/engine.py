@@ -101,6 +101,8 @@ HF_CPL_MASK = 3
 HF_LMA_MASK = 1 << 14
 HF_CS64_MASK = 1 << 15
 UNICORN_VERSION = (2, 1, 4)
+MSR_IA32_MISC_ENABLE = 0x1A0
+MSR_IA32_MISC_ENABLE_DEFAULT = 1            # fast-string enable
 _private_layout_checked = False
 
 
@@ -232,6 +234,9 @@ class Engine:
         self._batches = {}
         self._install_hooks()
         self._private_ctx = self.uc.context_save()
+        # IA32_MISC_ENABLE at reset as QEMU's CPU model has it (fast strings on); Unicorn
+        # leaves it 0, and Linux then "disables fast string operations".
+        self.uc.msr_write(MSR_IA32_MISC_ENABLE, MSR_IA32_MISC_ENABLE_DEFAULT)
 
     # -- hooks ------------------------------------------------------------------------
 

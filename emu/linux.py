@@ -196,6 +196,7 @@ class LinuxGuest:
         self.layout = LinuxLayout(image)
         if initrd is None:
             initrd = default_initrd(image)
+        self.initrd_path = os.fspath(initrd) if initrd else None
         self.initrd = read_initrd(initrd) if initrd else None
         self.panic_oops = None         # the report made when panic() was entered
         eng = machine.engine
