@@ -39,7 +39,9 @@ from emu.tasks import Task
 OFFSETS_FILE = "offsets.json"
 CMDLINE_FILE = "cmdline"
 INITRD_FILE = "initramfs.cpio"
-FALLBACK_CMDLINE = "console=ttyS0 noapic nolapic panic=-1"
+# clearcpuid=158 (X86_FEATURE_RDRAND): Unicorn's rdrand, like QEMU's TCG one, returns host
+# randomness, which Linux mixes into its hashing and ASLR: without it two runs differ.
+FALLBACK_CMDLINE = "console=ttyS0 noapic nolapic panic=-1 clearcpuid=158"
 INITRD_MAX_SIZE = 64 << 20
 
 MSR_EFER = 0xC0000080
@@ -308,9 +310,10 @@ class LinuxGuest:
         if oops is None:
             oops = m.make_oops(None, "emergency restart (no panic)")
         else:
-            lines = [ln for ln in m.console.splitlines() if "Kernel panic - not syncing" in ln]
-            if lines:
-                oops.message = lines[-1].strip()
+            marker = "Kernel panic - not syncing"
+            lines = [ln for ln in m.console.splitlines() if marker in ln]
+            if lines:                    # the kernel's line, without a printk timestamp
+                oops.message = lines[-1][lines[-1].index(marker):].strip()
             oops.console_tail = "\n".join(m.console.splitlines()[-8:])
         m.oops = oops
         m._stop = "oops"

@@ -83,8 +83,8 @@ class Rtc:
             elif not value & REG_B_SET and self.frozen is not None:
                 # the guest set the clock: keep what it wrote, running from now
                 self.cmos[REG_B] = value
-                self.offset += self._written_seconds() - self.frozen
                 self.frozen = None
+                self.offset += self._written_seconds() - self.seconds()
             self.cmos[REG_B] = value
         elif reg == REG_A:
             self.cmos[REG_A] = value & 0x7F          # UIP is read-only

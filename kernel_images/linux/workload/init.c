@@ -20,7 +20,7 @@ static const char *const programs[][3] = {
 	{"/bin/fsops", NULL},
 	{"/bin/forkexec", NULL},
 	{"/bin/pipes", NULL},
-	{"/bin/fib", "20", NULL},
+	{"/bin/fib", "27", NULL},
 	{"/bin/sleeper", "20", NULL},
 };
 
