@@ -186,7 +186,7 @@ class Engine:
     Hooks: `on_interrupt` (below), `out_ports[port]` (fn(port, size, value)),
     `in_ports[port]` (fn(port, size) -> value), `on_syscall` (fn(); Unicorn adds the
     instruction's 2 bytes to RIP after it), `on_invalid` (fn() -> bool), `on_mem_fault`
-    (fn(access, addr, size)), and `add_code_hook(addr, fn)` for one address.  rdtsc and
+    (fn(access, addr, size)), and `add_entry_hook(addr, fn)` for a function's entry.  rdtsc and
     rdtscp read the instruction count (icount.executed) in C.  All of them run inside
     emu_start: an exception they raise stops the guest before its next instruction and is
     re-raised from start().
@@ -330,18 +330,16 @@ class Engine:
         self._add_hook(uc_const.UC_HOOK_MEM_UNMAPPED | uc_const.UC_HOOK_MEM_PROT,
                        _HOOK_MEM_INVALID(self._guard(mem_fault, False)))
 
-    def add_code_hook(self, addr, fn):
-        """Call fn() before the instruction at `addr` runs (a hook on that one address:
-        nothing is paid elsewhere).  For a machine's fixed stop points, added while it is
-        built; fn may call stop_before() to stop with the instruction not run."""
+    def add_entry_hook(self, addr, fn):
+        """Call fn() when a translated block starts at `addr` -- a function's entry, which
+        a call or jump always starts a block at -- before its first instruction runs.  A
+        block hook bounded to that one address: the translator emits its call only for
+        blocks starting there, so nothing is paid elsewhere (a code hook would be tried
+        before every instruction).  fn may request_stop(): the CPU then stops with the
+        entry's instruction not run.  For a machine's fixed stop points, added while it is
+        built."""
         cb = _HOOK_CODE(self._guard(lambda _uc, _addr, _size, _ud: fn()))
-        self._add_hook(uc_const.UC_HOOK_CODE, cb, None, addr, addr)
-
-    def stop_before(self):
-        """From a code hook: stop with the hooked instruction not run (the counter had
-        already counted it) -- emu_start returns with RIP at it."""
-        self.icount.executed -= 1
-        self.stop_now()
+        self._add_hook(uc_const.UC_HOOK_BLOCK, cb, None, addr, addr)
 
     # -- CPU state the API does not expose (offsets checked by check_private_layout) --
 

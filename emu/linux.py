@@ -203,9 +203,9 @@ class LinuxGuest:
         self.panic_oops = None         # the report made when panic() was entered
         eng = machine.engine
         sym = image.symbol_value
-        eng.add_code_hook(sym("run_init_process"), self._run_init_process)
-        eng.add_code_hook(sym("panic"), self._panic)
-        eng.add_code_hook(sym("emergency_restart"), self._emergency_restart)
+        eng.add_entry_hook(sym("run_init_process"), self._run_init_process)
+        eng.add_entry_hook(sym("panic"), self._panic)
+        eng.add_entry_hook(sym("emergency_restart"), self._emergency_restart)
         eng.on_syscall = self._syscall
 
     # -- power-on ---------------------------------------------------------------------
@@ -295,7 +295,7 @@ class LinuxGuest:
         if not m.booted:
             m.booted = True
             m._stop = "boot"
-            m.engine.stop_before()
+            m.engine.request_stop()
 
     def _panic(self):
         m = self.m
@@ -317,7 +317,7 @@ class LinuxGuest:
             oops.console_tail = "\n".join(m.console.splitlines()[-8:])
         m.oops = oops
         m._stop = "oops"
-        m.engine.stop_before()
+        m.engine.request_stop()
 
     def _syscall(self):
         """SYSCALL, as the CPU does it (SDM; QEMU's helper_syscall in long mode)."""
