@@ -106,3 +106,18 @@ def test_what_a_linux_machine_refuses(fresh, tmp_path):
         Machine(initrd=LINUX_DIR / "initramfs.cpio")
     with pytest.raises(ImageError, match="cannot read the initrd"):
         Machine(LINUX_IMAGE, initrd=tmp_path / "missing.cpio")
+
+
+def test_a_booted_linux_machine_restores_and_runs_byte_identically():
+    m = Machine(LINUX_IMAGE)
+    m.boot()
+    snap = m.snapshot()
+    first = m.run(max_insns=3_000_000)
+    console, clock = bytes(m.uart.output), (m.clock.now, m.clock.idle, m.irqs)
+    assert b"\r\ninit: mount tmpfs on /tmp: ok\r\n" in console     # user space ran
+    m.restore(snap)
+    assert m.booted and m.clock.now == snap.icount[0]
+    again = m.run(max_insns=3_000_000)
+    assert (again.reason, again.insns) == (first.reason, first.insns) == ("limit", 3_000_000)
+    assert bytes(m.uart.output) == console
+    assert (m.clock.now, m.clock.idle, m.irqs) == clock
