@@ -6,11 +6,13 @@ import json
 import struct
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from emu import Machine
 from emu.errors import ImageError, MachineError
-from emu.image import HVM_START_MAGIC
+from emu.image import HVM_START_MAGIC, load_image
 from emu.linux import e820_map, initrd_paddr
+from emu.machine import DEFAULT_IMAGE
 from emu.memory import START_KERNEL_MAP
 from kprobes import Kprobes
 from kprobes.errors import KprobesError
@@ -121,3 +123,27 @@ def test_a_booted_linux_machine_restores_and_runs_byte_identically():
     assert (again.reason, again.insns) == (first.reason, first.insns) == ("limit", 3_000_000)
     assert bytes(m.uart.output) == console
     assert (m.clock.now, m.clock.idle, m.irqs) == clock
+
+
+@pytest.mark.parametrize("path", [LINUX_IMAGE, DEFAULT_IMAGE])
+def test_image_symbols_are_pyelftools_own(path):
+    """load_image reads .symtab as raw entries (fast); differential: pyelftools' iteration
+    gives the same names, values, sizes, types, binds and sections."""
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        expected = []
+        for sym in elf.get_section_by_name(".symtab").iter_symbols():
+            info, shndx = sym["st_info"], sym["st_shndx"]
+            if not sym.name or info["type"] in ("STT_FILE", "STT_SECTION"):
+                continue
+            if shndx == "SHN_ABS":
+                section = "ABS"
+            elif isinstance(shndx, int):
+                section = elf.get_section(shndx).name
+            else:
+                continue
+            expected.append((sym.name, sym["st_value"], sym["st_size"], info["type"],
+                             info["bind"], section))
+    got = [(s.name, s.value, s.size, s.kind, s.bind, s.section)
+           for s in load_image(path).symbols]
+    assert got == expected and len(got) > 200
