@@ -147,3 +147,19 @@ def test_image_symbols_are_pyelftools_own(path):
     got = [(s.name, s.value, s.size, s.kind, s.bind, s.section)
            for s in load_image(path).symbols]
     assert got == expected and len(got) > 200
+
+
+BUILT = LINUX_DIR / "build" / "linux-source-6.1" / "vmlinux"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BUILT.exists(), reason="no kernel build tree (kernel_images/linux/"
+                    "build, made by `make images`): the committed offsets are checked "
+                    "against the image above instead")
+def test_the_offsets_file_is_what_the_build_extracts():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("extract_offsets",
+                                                  LINUX_DIR / "extract_offsets.py")
+    extract = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extract)
+    assert extract.extract(str(BUILT)) == json.loads((LINUX_DIR / "offsets.json").read_text())
