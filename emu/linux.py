@@ -12,7 +12,11 @@ from the kernel's DWARF), the default command line (`cmdline`) and initramfs
     starts the CPU at its 64-bit label, the far jump's target;
   * "booted": the first entry to run_init_process(), where the kernel is up and init is
     about to be executed (a hook on that one address);
-  * the kernel's own panic: the machine stops with an oops when panic() ends in
+  * the kernel's own oops (die(): a fault in the kernel, BUG()): the machine stops at
+    oops_end(), once Linux has printed its report, with kpemu's report of the faulting
+    context -- the registers of the pt_regs oops_end() is given, the trace unwound from
+    them -- and Linux's first line of the report as the message;
+  * the kernel's panic: the machine stops with an oops when panic() ends in
     emergency_restart(), the report taken where panic() was entered;
   * syscall (Unicorn does nothing for it): CS/SS from STAR at CPL 0, RCX/R11, RFLAGS masked
     by FMASK, RIP = LSTAR, as the CPU does; sysretq and iretq back to ring 3 are Unicorn's;
@@ -26,14 +30,17 @@ Must not import: unicorn (emu.engine does), kprobes.
 
 import json
 import os
+import re
 import struct
+from types import SimpleNamespace
 
 import capstone
 
-from emu.errors import ImageError, MachineError
+from emu.errors import ImageError, MachineError, MemoryFault
 from emu.image import HVM_START_MAGIC, build_boot_info
 from emu.interrupts import gdt_flags
 from emu.memory import START_KERNEL_MAP
+from emu.oops import REG_ORDER
 from emu.tasks import Task
 
 OFFSETS_FILE = "offsets.json"
@@ -143,6 +150,8 @@ class LinuxLayout:
             self.stack = task["stack"]
             self.tasks = task["tasks"]
             self.thread_rsp = task["thread.sp"]
+            self.pt_regs = {n: off for n, off in data["structs"]["pt_regs"].items()
+                            if n in REG_ORDER}
             self.state_names = [s.split("(", 1)[1].rstrip(")") for s in data["task_state_array"]]
             current = data["per_cpu"]["current_task"]
         except FileNotFoundError:
@@ -206,6 +215,7 @@ class LinuxGuest:
         eng.add_entry_hook(sym("run_init_process"), self._run_init_process)
         eng.add_entry_hook(sym("panic"), self._panic)
         eng.add_entry_hook(sym("emergency_restart"), self._emergency_restart)
+        eng.add_entry_hook(sym("oops_end"), self._oops_end)
         eng.on_syscall = self._syscall
 
     # -- power-on ---------------------------------------------------------------------
@@ -315,6 +325,36 @@ class LinuxGuest:
             if lines:                    # the kernel's line, without a printk timestamp
                 oops.message = lines[-1][lines[-1].index(marker):].strip()
             oops.console_tail = "\n".join(m.console.splitlines()[-8:])
+        m.oops = oops
+        m._stop = "oops"
+        m.engine.request_stop()
+
+    # The first line of Linux's own report (__die() and the page-fault path print it).
+    OOPS_FIRST = re.compile(r"(BUG: |kernel BUG at |general protection fault|Oops: |"
+                            r"invalid opcode: |stack segment: )")
+
+    def _oops_end(self):
+        """oops_end(flags, regs, signr): Linux has printed its report of the fault whose
+        registers `regs` (%rsi) holds; stop with kpemu's own report of that context."""
+        m = self.m
+        if m.call_depth:
+            return
+        regs_addr = m.engine.reg("si")
+        regs = {n: m.mem.u64(regs_addr + off) for n, off in self.layout.pt_regs.items()}
+        oops = m.make_oops(None, "kernel oops")
+        oops.regs = {n: regs[n] for n in REG_ORDER}
+        oops.extra["ip_sym"] = m.symbols.format(regs["ip"])
+        try:
+            oops.backtrace = m.format_trace(m.stack_trace(SimpleNamespace(**regs)))
+        except MemoryFault:
+            oops.backtrace = [oops.extra["ip_sym"]]
+        lines = m.console.splitlines()
+        last = max((i for i, ln in enumerate(lines) if "Oops: " in ln), default=None)
+        if last is not None:
+            start = next((i for i in range(max(0, last - 8), last + 1)
+                          if self.OOPS_FIRST.search(lines[i])), last)
+            line = lines[start]
+            oops.message = line[self.OOPS_FIRST.search(line).start():].strip()
         m.oops = oops
         m._stop = "oops"
         m.engine.request_stop()

@@ -136,3 +136,25 @@ def test_the_kernels_panic_is_an_oops_report():
     assert "Kernel Offset: disabled" in oops.console_tail
     with pytest.raises(MachineError, match="oopsed"):
         m.run()
+
+
+def test_a_kernel_oops_stops_the_run_with_the_faulting_context():
+    """A call through a NULL pointer in the kernel (the host sends init's kernel thread to
+    address 0 at boot): Linux prints its oops, and kpemu's report holds the same registers
+    -- those of the pt_regs oops_end() is given -- and Linux's first line."""
+    m = Machine(LINUX_IMAGE)
+    m.boot()
+    m.engine.set_reg("ip", 0)
+    result = m.run()
+    assert result.reason == "oops"
+    oops = result.oops
+    assert oops.message == "BUG: kernel NULL pointer dereference, address: 0000000000000000"
+    assert oops.task == "swapper-1" and oops.regs["ip"] == 0
+    lines = m.console.replace("\r\n", "\n").splitlines()
+    assert "#PF: error_code(0x0010) - not-present page" in lines
+    printed = next(ln for ln in lines if ln.startswith("RSP: 0000:"))
+    assert printed == f"RSP: 0000:{oops.regs['sp']:016x} EFLAGS: {oops.regs['flags']:08x}"
+    printed = next(ln for ln in lines if ln.startswith("RAX: "))
+    assert printed == (f"RAX: {oops.regs['ax']:016x} RBX: {oops.regs['bx']:016x} "
+                       f"RCX: {oops.regs['cx']:016x}")
+    assert oops.backtrace[-1].startswith("ret_from_fork+")
