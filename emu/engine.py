@@ -101,6 +101,9 @@ HF_CPL_MASK = 3
 HF_LMA_MASK = 1 << 14
 HF_CS64_MASK = 1 << 15
 UNICORN_VERSION = (2, 1, 4)
+CPUID_1_ECX_OSXSAVE = 1 << 27
+CPUID_1_ECX_RDRAND = 1 << 30
+X86_CR4_OSXSAVE = 1 << 18
 MSR_IA32_MISC_ENABLE = 0x1A0
 MSR_IA32_MISC_ENABLE_DEFAULT = 1            # fast-string enable
 _private_layout_checked = False
@@ -110,6 +113,19 @@ def _ctx_field(ctx, offset, ctype):
     """A ctypes view of the CPUX86State field at `offset` in saved context `ctx`."""
     base = ctypes.cast(ctx.context, ctypes.c_void_p).value + _CTX_DATA
     return ctype.from_address(base + offset)
+
+
+def _cpuid_leaf1():
+    """(eax, ebx, ecx, edx) of CPUID leaf 1 on this libunicorn's CPU model: the static part
+    of what the CPUID hook answers (OSXSAVE, which mirrors CR4, is put in per call)."""
+    uc = Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, b"\x0f\xa2")                  # cpuid
+    uc.reg_write(x86.UC_X86_REG_RAX, 1)
+    uc.reg_write(x86.UC_X86_REG_RCX, 0)
+    uc.emu_start(0x1000, 0x1002)
+    return tuple(uc.reg_read(r) & 0xFFFFFFFF for r in (
+        x86.UC_X86_REG_RAX, x86.UC_X86_REG_RBX, x86.UC_X86_REG_RCX, x86.UC_X86_REG_RDX))
 
 
 def check_private_layout():
@@ -186,7 +202,8 @@ class Engine:
     Hooks: `on_interrupt` (below), `out_ports[port]` (fn(port, size, value)),
     `in_ports[port]` (fn(port, size) -> value), `on_syscall` (fn(); Unicorn adds the
     instruction's 2 bytes to RIP after it), `on_invalid` (fn() -> bool), `on_mem_fault`
-    (fn(access, addr, size)), and `add_entry_hook(addr, fn)` for a function's entry.  rdtsc and
+    (fn(access, addr, size)), and `add_entry_hook(addr, fn)` for a function's entry.
+    CPUID leaf 1 is answered without RDRAND (host randomness would make runs differ).  rdtsc and
     rdtscp read the instruction count (icount.executed) in C.  All of them run inside
     emu_start: an exception they raise stops the guest before its next instruction and is
     re-raised from start().
@@ -322,6 +339,24 @@ class Engine:
         def syscall(_uc, _ud):
             if self.on_syscall is not None:
                 self.on_syscall()
+
+        # CPUID leaf 1 without RDRAND: Unicorn's rdrand (like QEMU's TCG one) returns host
+        # randomness, which a kernel mixes into its hashing and address-space layout, and
+        # runs would differ.  Every other leaf is Unicorn's own.
+        self._cpuid1 = _cpuid_leaf1()
+
+        def cpuid(_uc, _ud):
+            if self.reg("ax") & 0xFFFFFFFF != 1:
+                return 0                                  # Unicorn answers
+            eax, ebx, ecx, edx = self._cpuid1
+            ecx &= ~(CPUID_1_ECX_RDRAND | CPUID_1_ECX_OSXSAVE)
+            if self.reg("cr4") & X86_CR4_OSXSAVE:
+                ecx |= CPUID_1_ECX_OSXSAVE
+            self.set_regs(("ax", "bx", "cx", "dx"), (eax, ebx, ecx, edx))
+            return 1
+
+        self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_INSN0(self._guard(cpuid, 1)), None, 1, 0,
+                       ctypes.c_int(x86.UC_X86_INS_CPUID))
 
         # Without a hook Unicorn's syscall does nothing at all (notes, Q5).
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_SYSCALL(self._guard(syscall)), None, 1, 0,

@@ -46,9 +46,7 @@ from emu.tasks import Task
 OFFSETS_FILE = "offsets.json"
 CMDLINE_FILE = "cmdline"
 INITRD_FILE = "initramfs.cpio"
-# clearcpuid=158 (X86_FEATURE_RDRAND): Unicorn's rdrand, like QEMU's TCG one, returns host
-# randomness, which Linux mixes into its hashing and ASLR: without it two runs differ.
-FALLBACK_CMDLINE = "console=ttyS0 noapic nolapic panic=-1 clearcpuid=158"
+FALLBACK_CMDLINE = "console=ttyS0 noapic nolapic panic=-1"
 INITRD_MAX_SIZE = 64 << 20
 
 MSR_EFER = 0xC0000080

@@ -484,6 +484,8 @@ LINUX_DIFFERENCES = [(re.compile(p), cause) for p, cause in (
     (r"^x86/fpu: xstate_offset\[2\]:", _NO_AVX),
     (r"^x86/fpu: Enabled xstate features 0x[37], context size is \d+ bytes", _NO_AVX),
     (r"^signal: max sigframe size: \d+$", _NO_AVX + ": the signal frame holds the state"),
+    (r"^SRBDS: ", "kpemu's CPUID hides RDRAND (Unicorn's, like QEMU's, is host "
+     "randomness: runs would differ), and Linux reports SRBDS only for CPUs that have it"),
     (r"^sched_clock: Marking stable \(", "nanosecond readings of the clock: QEMU's "
      "clock also ran SeaBIOS (~6 ms) and the instructions of the lines above"),
 )]

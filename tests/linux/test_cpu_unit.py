@@ -151,3 +151,20 @@ def test_rdtsc_and_rdtscp_read_the_instruction_clock(cpu):
     # rdtsc is the 3rd instruction counted from 7<<32 + 100, rdtscp the 6th
     assert (eng.reg("r8"), eng.reg("r9")) == (103, 7)
     assert (eng.reg("ax"), eng.reg("dx"), eng.reg("cx")) == (106, 7, 0x1005)
+
+
+def test_cpuid_offers_no_rdrand_and_osxsave_follows_cr4(cpu):
+    eng, mem = cpu
+    code = asm("mov eax, 1; cpuid; mov r8, rcx; mov r9, rbx; xor eax, eax; cpuid", KCODE)
+    mem.write_phys(KCODE, code + b"\x90")
+    eng.set_reg("cr4", eng.reg("cr4") & ~(1 << 18))
+    eng.start(KCODE, KCODE + len(code))
+    leaf1 = eng.reg("r8")
+    assert not leaf1 & (1 << 30)                  # RDRAND: host randomness, hidden
+    assert not leaf1 & (1 << 27)                  # OSXSAVE: CR4.OSXSAVE is clear
+    assert leaf1 & (1 << 26)                      # XSAVE itself is offered
+    vendor = struct.pack("<III", eng.reg("bx"), eng.reg("dx"), eng.reg("cx"))
+    assert vendor == b"GenuineIntel"              # leaf 0: Unicorn's own answer
+    eng.set_reg("cr4", eng.reg("cr4") | (1 << 18))
+    eng.start(KCODE, KCODE + len(code))
+    assert eng.reg("r8") == leaf1 | (1 << 27)

@@ -25,6 +25,7 @@ EXPECTED = [
     ("qemu", "Processor #0 (Bootup-CPU)"), ("qemu", "IOAPIC[0]: apic_id 0"),
     ("qemu", "Processors: 1"), ("kpemu", "NR_IRQS: 4352, nr_irqs: 24"),
     ("qemu", "NR_IRQS: 4352, nr_irqs: 48"),
+    ("qemu", "SRBDS: Unknown: Dependent on hypervisor status"),
     ("kpemu", "x86/fpu: Enabled xstate features 0x3, context size is 576 bytes"),
     ("qemu", "x86/fpu: Supporting XSAVE feature 0x004: 'AVX registers'"),
     ("qemu", "x86/fpu: xstate_offset[2]:  576, xstate_sizes[2]:  256"),
