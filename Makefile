@@ -10,7 +10,7 @@ APPEND ?=
 
 .PHONY: run test fuzz images bench demos qemu qemu-for-tests clean
 
-$(STAMP): pyproject.toml setup.py emu/_fastpath.c emu/kpemu.h kprobes/arch/x86_64/trap.c
+$(STAMP): pyproject.toml setup.py emu/_fastpath.c emu/_tsc.c emu/kpemu.h kprobes/arch/x86_64/trap.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
@@ -57,6 +57,7 @@ fuzz: $(STAMP)
 images:
 	$(MAKE) -C kernel_images/toykernel
 	$(MAKE) -C kernel_images/lessons
+	$(MAKE) -C kernel_images/linux
 
 # The demos' committed transcripts (demos/NAME_example.txt), golden lesson traces
 # (tests/demos/golden) and index (docs/demos.md), re-generated from the demos; the tests

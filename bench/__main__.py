@@ -2,10 +2,11 @@
 
 import sys
 
-from bench import kprobes_speed, kretprobes_speed, machine_speed, snapshot_speed
+from bench import kprobes_speed, kretprobes_speed, linux_boot, machine_speed, snapshot_speed
 
 BENCHES = {"machine": machine_speed.run, "kprobes": kprobes_speed.run,
-           "kretprobes": kretprobes_speed.run, "snapshot": snapshot_speed.run}
+           "kretprobes": kretprobes_speed.run, "snapshot": snapshot_speed.run,
+           "linux": linux_boot.run}
 
 
 def main(argv):
@@ -21,7 +22,8 @@ def main(argv):
     width = max(len(r[0]) for r in rows)
     print(f"{'benchmark':<{width}}  {'value':>14}  unit / note")
     for label, value, unit in rows:
-        shown = f"{value:,.3f}" if isinstance(value, float) else format(value, ",")
+        shown = value if isinstance(value, str) else \
+            f"{value:,.3f}" if isinstance(value, float) else f"{value:,}"
         print(f"{label:<{width}}  {shown:>14}  {unit}")
     return 0
 

@@ -20,7 +20,7 @@ from unicorn import unicorn_const as uc_const
 from unicorn import x86_const as x86
 from unicorn.unicorn_py3.unicorn import uclib
 
-from emu import _fastpath
+from emu import _fastpath, _tsc
 from emu.errors import MachineError
 
 NEVER = (1 << 64) - 1
@@ -77,6 +77,120 @@ _CTL_REMOVE_CACHE = ctypes.c_int((uc_const.UC_CTL_IO_WRITE << 30) | (2 << 26) |
                                  uc_const.UC_CTL_TB_REMOVE_CACHE)
 
 
+class _Tsc(ctypes.Structure):
+    """ctypes mirror of struct kpemu_tsc (emu/_tsc.c): what the rdtsc/rdtscp callbacks read."""
+    _fields_ = [("icount", ctypes.c_void_p), ("reg_read", ctypes.c_void_p),
+                ("reg_write", ctypes.c_void_p), ("rax_id", ctypes.c_int),
+                ("rdx_id", ctypes.c_int), ("rcx_id", ctypes.c_int), ("msr_id", ctypes.c_int)]
+
+
+assert ctypes.sizeof(_Tsc) == _tsc.tsc_struct_size()
+_HOOK_CODE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, _u64, ctypes.c_uint32, ctypes.c_void_p)
+_HOOK_SYSCALL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+
+# CPU state the 2.1.4 API does not expose, reached through a saved context, whose data is a
+# copy of QEMU's CPUX86State: offsets of the pinned wheel (pyproject.toml: unicorn==2.1.4),
+# checked by check_private_layout() before any Engine runs (it refuses to run otherwise).
+#   hflags        HF_CPL_MASK (bits 0-1) is the CPL; reg_write(CS/SS) never changes it;
+#   segs[6]       the segment caches (selector, base, limit, flags), 24 bytes each;
+#   error_code    the error code of the exception being raised (#PF, #GP, ...);
+#   old_exception the exception "in progress": QEMU's do_interrupt() clears it when it
+#                 delivers one, but Unicorn hands exceptions to the host instead and never
+#                 runs it, so a second fault would be taken for a double fault.
+_CTX_DATA = 40              # offsetof(struct uc_context, data)
+_ENV_HFLAGS = 176
+_ENV_SEGS = 184
+_SEG_SIZE = 24
+_ENV_ERROR_CODE = 5384
+_ENV_OLD_EXCEPTION = 5496
+_SEG_INDEX = {"es": 0, "cs": 1, "ss": 2, "ds": 3, "fs": 4, "gs": 5}
+HF_CPL_MASK = 3
+HF_LMA_MASK = 1 << 14
+HF_CS64_MASK = 1 << 15
+UNICORN_VERSION = (2, 1, 4)
+CPUID_1_ECX_OSXSAVE = 1 << 27
+CPUID_1_ECX_RDRAND = 1 << 30
+X86_CR4_OSXSAVE = 1 << 18
+MSR_IA32_MISC_ENABLE = 0x1A0
+MSR_IA32_MISC_ENABLE_DEFAULT = 1            # fast-string enable
+_private_layout_checked = False
+
+
+def _ctx_field(ctx, offset, ctype):
+    """A ctypes view of the CPUX86State field at `offset` in saved context `ctx`."""
+    base = ctypes.cast(ctx.context, ctypes.c_void_p).value + _CTX_DATA
+    return ctype.from_address(base + offset)
+
+
+def _cpuid_leaf1():
+    """(eax, ebx, ecx, edx) of CPUID leaf 1 on this libunicorn's CPU model: the static part
+    of what the CPUID hook answers (OSXSAVE, which mirrors CR4, is put in per call)."""
+    uc = Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, b"\x0f\xa2")                  # cpuid
+    uc.reg_write(x86.UC_X86_REG_RAX, 1)
+    uc.reg_write(x86.UC_X86_REG_RCX, 0)
+    uc.emu_start(0x1000, 0x1002)
+    return tuple(uc.reg_read(r) & 0xFFFFFFFF for r in (
+        x86.UC_X86_REG_RAX, x86.UC_X86_REG_RBX, x86.UC_X86_REG_RCX, x86.UC_X86_REG_RDX))
+
+
+def check_private_layout():
+    """Check, on a scratch CPU, that the private offsets above are this libunicorn's: the
+    version is the pinned one, hflags holds the CPL and long-mode bits, a segment selector
+    written through the context reads back through the API, a #GP's error code and
+    "exception in progress" are where they are expected, and clearing the latter makes a
+    second fault a #GP again, not a double fault.  MachineError says what did not hold."""
+    global _private_layout_checked
+    if _private_layout_checked:
+        return
+    from unicorn import uc_version
+    major, minor, patch = (uc_version()[2] >> s & 0xFF for s in (24, 16, 8))
+    if (major, minor, patch) != UNICORN_VERSION:
+        raise MachineError(f"libunicorn {major}.{minor}.{patch} is not the pinned "
+                           f"{'.'.join(map(str, UNICORN_VERSION))}: kpemu reads CPU state "
+                           "at offsets of that build and refuses to run on another")
+
+    def fail(what):
+        raise MachineError(f"libunicorn {major}.{minor}.{patch}: its CPU state layout is not "
+                           f"the one kpemu was written for ({what}); refusing to run")
+
+    uc = Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
+    base = 0x1000
+    # mov ax, 0x1234; mov ds, ax; mov ds, ax; mov rax, cr0; nop
+    code = b"\x66\xb8\x34\x12\x8e\xd8\x8e\xd8\x0f\x20\xc0\x90"
+    uc.mem_map(base, 0x1000)
+    uc.mem_write(base, code)
+    ctx = uc.context_save()
+    hflags = _ctx_field(ctx, _ENV_HFLAGS, ctypes.c_uint32).value
+    if hflags & (HF_LMA_MASK | HF_CS64_MASK) != HF_LMA_MASK | HF_CS64_MASK or hflags & 3:
+        fail(f"hflags {hflags:#x} at +{_ENV_HFLAGS} is not a 64-bit CPL0 state")
+    _ctx_field(ctx, _ENV_SEGS + _SEG_SIZE * _SEG_INDEX["ss"], ctypes.c_uint32).value = 0x2B
+    uc.context_restore(ctx)
+    if uc.reg_read(x86.UC_X86_REG_SS) != 0x2B:
+        fail(f"segment caches not at +{_ENV_SEGS}")
+    seen = []
+
+    def intr(uc_, intno, _ud):
+        uc.context_update(ctx)
+        seen.append((intno, _ctx_field(ctx, _ENV_ERROR_CODE, ctypes.c_int32).value,
+                     _ctx_field(ctx, _ENV_OLD_EXCEPTION, ctypes.c_int32).value))
+        _ctx_field(ctx, _ENV_OLD_EXCEPTION, ctypes.c_int32).value = -1
+        if len(seen) == 2:     # the next fault is taken at CPL3: mov from cr0 is privileged
+            flags = _ctx_field(ctx, _ENV_HFLAGS, ctypes.c_uint32)
+            flags.value |= 3
+        uc.context_restore(ctx)
+        uc.reg_write(x86.UC_X86_REG_RIP, uc.reg_read(x86.UC_X86_REG_RIP) +
+                     (3 if len(seen) == 3 else 2))
+
+    uc.hook_add(uc_const.UC_HOOK_INTR, intr)
+    uc.emu_start(base, base + len(code) - 1)
+    if seen != [(13, 0x1234, 13), (13, 0x1234, 13), (13, 0, 13)]:
+        fail(f"faults seen {seen}, expected #GP(0x1234) twice and #GP(0) at CPL3 "
+             f"(error code at +{_ENV_ERROR_CODE}, old_exception at +{_ENV_OLD_EXCEPTION})")
+    _private_layout_checked = True
+
+
 def _address(fn):
     """The address of a function of the loaded libunicorn (for the C hooks to call)."""
     return ctypes.cast(fn, ctypes.c_void_p).value
@@ -93,8 +207,11 @@ class Engine:
     """One x86_64 CPU and its RAM.
 
     Hooks: `on_interrupt` (below), `out_ports[port]` (fn(port, size, value)),
-    `in_ports[port]` (fn(port, size) -> value), `on_rdtsc` (fn() -> int), `on_invalid`
-    (fn() -> bool), `on_mem_fault` (fn(access, addr, size)).  All of them run inside
+    `in_ports[port]` (fn(port, size) -> value), `on_syscall` (fn(); Unicorn adds the
+    instruction's 2 bytes to RIP after it), `on_invalid` (fn() -> bool), `on_mem_fault`
+    (fn(access, addr, size)), and `add_entry_hook(addr, fn)` for a function's entry.
+    CPUID leaf 1 is answered without RDRAND (host randomness would make runs differ).  rdtsc and
+    rdtscp read the instruction count (icount.executed) in C.  All of them run inside
     emu_start: an exception they raise stops the guest before its next instruction and is
     re-raised from start().
 
@@ -114,6 +231,7 @@ class Engine:
     """
 
     def __init__(self, ram_size):
+        check_private_layout()
         self.uc = Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
         self._uch = self.uc._uch
         self.ram_size = ram_size
@@ -131,13 +249,17 @@ class Engine:
         self.out_ports = {}
         self.in_ports = {}
         self.on_unhandled_out = None
-        self.on_rdtsc = None
+        self.on_syscall = None
         self.on_invalid = None
         self.on_mem_fault = None
         self._exc = None
         self._depth = 0
         self._batches = {}
         self._install_hooks()
+        self._private_ctx = self.uc.context_save()
+        # IA32_MISC_ENABLE at reset as QEMU's CPU model has it (fast strings on); Unicorn
+        # leaves it 0, and Linux then "disables fast string operations".
+        self.uc.msr_write(MSR_IA32_MISC_ENABLE, MSR_IA32_MISC_ENABLE_DEFAULT)
 
     # -- hooks ------------------------------------------------------------------------
 
@@ -186,12 +308,6 @@ class Engine:
                 return (1 << (8 * size)) - 1  # an empty ISA bus reads all ones
             return handler(port, size)
 
-        def rdtsc(_uc, _ud):
-            value = self.on_rdtsc()
-            self.set_reg("ax", value & 0xFFFFFFFF)
-            self.set_reg("dx", value >> 32)
-            return 1  # skip the real rdtsc (which would read the host's TSC)
-
         def invalid(_uc, _ud):
             return bool(self.on_invalid and self.on_invalid())
 
@@ -219,12 +335,108 @@ class Engine:
                        ctypes.c_int(x86.UC_X86_INS_OUT))
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_IN(self._guard(in_, 0)), None, 1, 0,
                        ctypes.c_int(x86.UC_X86_INS_IN))
-        # The binding refuses an RDTSC hook although the core supports it (notes, Q5).
-        self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_INSN0(self._guard(rdtsc, 1)), None, 1, 0,
-                       ctypes.c_int(x86.UC_X86_INS_RDTSC))
+        # rdtsc and rdtscp read the guest clock, in C (emu/_tsc.c).  The binding refuses
+        # an RDTSC hook although the core supports it (notes, Q5): registered directly.
+        self._tsc = _Tsc(ctypes.addressof(self.icount), _address(uclib.uc_reg_read),
+                         _address(uclib.uc_reg_write), x86.UC_X86_REG_RAX, x86.UC_X86_REG_RDX,
+                         x86.UC_X86_REG_RCX, x86.UC_X86_REG_MSR)
+        for insn, fptr in ((x86.UC_X86_INS_RDTSC, _tsc.rdtsc_hook_address()),
+                           (x86.UC_X86_INS_RDTSCP, _tsc.rdtscp_hook_address())):
+            self._add_hook(uc_const.UC_HOOK_INSN, ctypes.c_void_p(fptr),
+                           ctypes.byref(self._tsc), 1, 0, ctypes.c_int(insn))
+
+        def syscall(_uc, _ud):
+            if self.on_syscall is not None:
+                self.on_syscall()
+
+        # CPUID leaf 1 without RDRAND: Unicorn's rdrand (like QEMU's TCG one) returns host
+        # randomness, which a kernel mixes into its hashing and address-space layout, and
+        # runs would differ.  Every other leaf is Unicorn's own.
+        self._cpuid1 = _cpuid_leaf1()
+
+        def cpuid(_uc, _ud):
+            if self.reg("ax") & 0xFFFFFFFF != 1:
+                return 0                                  # Unicorn answers
+            eax, ebx, ecx, edx = self._cpuid1
+            ecx &= ~(CPUID_1_ECX_RDRAND | CPUID_1_ECX_OSXSAVE)
+            if self.reg("cr4") & X86_CR4_OSXSAVE:
+                ecx |= CPUID_1_ECX_OSXSAVE
+            self.set_regs(("ax", "bx", "cx", "dx"), (eax, ebx, ecx, edx))
+            return 1
+
+        self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_INSN0(self._guard(cpuid, 1)), None, 1, 0,
+                       ctypes.c_int(x86.UC_X86_INS_CPUID))
+
+        # Without a hook Unicorn's syscall does nothing at all (notes, Q5).
+        self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_SYSCALL(self._guard(syscall)), None, 1, 0,
+                       ctypes.c_int(x86.UC_X86_INS_SYSCALL))
         self._add_hook(uc_const.UC_HOOK_INSN_INVALID, _HOOK_INVALID(self._guard(invalid, False)))
         self._add_hook(uc_const.UC_HOOK_MEM_UNMAPPED | uc_const.UC_HOOK_MEM_PROT,
                        _HOOK_MEM_INVALID(self._guard(mem_fault, False)))
+
+    def add_entry_hook(self, addr, fn):
+        """Call fn() when a translated block starts at `addr` -- a function's entry, which
+        a call or jump always starts a block at -- before its first instruction runs.  A
+        block hook bounded to that one address: the translator emits its call only for
+        blocks starting there, so nothing is paid elsewhere (a code hook would be tried
+        before every instruction).  fn may request_stop(): the CPU then stops with the
+        entry's instruction not run.  For a machine's fixed stop points, added while it is
+        built."""
+        cb = _HOOK_CODE(self._guard(lambda _uc, _addr, _size, _ud: fn()))
+        self._add_hook(uc_const.UC_HOOK_BLOCK, cb, None, addr, addr)
+
+    # -- CPU state the API does not expose (offsets checked by check_private_layout) --
+
+    def take_exception(self):
+        """From the interrupt hook, for a CPU exception the host delivers itself: the
+        error code the CPU raised it with, and its "exception in progress" state cleared
+        as the CPU's own delivery would clear it (else the next fault is a #DF)."""
+        ctx = self._private_ctx
+        self.uc.context_update(ctx)
+        error_code = _ctx_field(ctx, _ENV_ERROR_CODE, ctypes.c_int32).value
+        _ctx_field(ctx, _ENV_OLD_EXCEPTION, ctypes.c_int32).value = -1
+        self.uc.context_restore(ctx)
+        return error_code & 0xFFFFFFFF
+
+    @property
+    def cpl(self):
+        """The current privilege level (CS.RPL, which the CPU keeps equal to it)."""
+        return self.reg("cs") & 3
+
+    def enter_ring0(self, cs, cs_flags, ss, ss_flags):
+        """Load CS and SS for ring 0 as a privilege change does (syscall, or an interrupt
+        taken in ring 3): selectors, flat 64-bit caches with the descriptors' flags, and
+        CPL 0.  Unicorn's reg_write(CS/SS) would change only the selectors."""
+        ctx = self._private_ctx
+        self.uc.context_update(ctx)
+        hflags = _ctx_field(ctx, _ENV_HFLAGS, ctypes.c_uint32)
+        hflags.value &= ~HF_CPL_MASK
+        for name, sel, flags in (("cs", cs, cs_flags), ("ss", ss, ss_flags)):
+            seg = _ENV_SEGS + _SEG_SIZE * _SEG_INDEX[name]
+            _ctx_field(ctx, seg, ctypes.c_uint32).value = sel
+            _ctx_field(ctx, seg + 8, _u64).value = 0
+            _ctx_field(ctx, seg + 16, ctypes.c_uint32).value = 0xFFFFFFFF if sel & ~3 else 0
+            _ctx_field(ctx, seg + 20, ctypes.c_uint32).value = flags if sel & ~3 else 0
+        self.uc.context_restore(ctx)
+
+    def msr(self, index):
+        return self.uc.msr_read(index)
+
+    def set_msr(self, index, value):
+        self.uc.msr_write(index, value)
+
+    def set_table_reg(self, name, base, limit):
+        """Load GDTR or IDTR, as lgdt/lidt would."""
+        rid = {"gdtr": x86.UC_X86_REG_GDTR, "idtr": x86.UC_X86_REG_IDTR}[name]
+        self.uc.reg_write(rid, (0, base, limit, 0))
+
+    def tr_base(self):
+        """Base of the task state segment the guest loaded (ltr)."""
+        _sel, base, _limit, _flags = self.uc.reg_read(x86.UC_X86_REG_TR)
+        return base
+
+    def cr2(self):
+        return self.uc.reg_read(x86.UC_X86_REG_CR2)
 
     # -- running ----------------------------------------------------------------------
 

@@ -1,9 +1,12 @@
 """Interrupt and exception delivery through the guest's own IDT.
 
 Unicorn never consults the guest IDT (notes, Q5): the host does what the CPU would do in
-64-bit mode -- read the gate, align the stack to 16 bytes, push SS, RSP, RFLAGS, CS, RIP
-(and the error code for vectors that have one), clear TF/NT/RF (and IF for an interrupt
-gate), jump to the handler.  The guest's handler returns with iretq, which Unicorn executes.
+64-bit mode -- read the gate, pick the stack (the interrupted one in ring 0; TSS.RSP0 when
+the interrupt comes from ring 3, with SS null; the TSS's IST slot when the gate names one),
+align it to 16 bytes, push SS, RSP, RFLAGS, CS, RIP (and the error code for vectors that
+have one), clear TF/NT/RF (and IF for an interrupt gate), enter ring 0 with the gate's
+code segment when coming from ring 3, jump to the handler.  The guest's handler returns
+with iretq, which Unicorn executes (to ring 3 too).
 
 Must not import: unicorn, kprobes.
 """
@@ -22,7 +25,12 @@ VECTOR_NAMES = {
     16: "x87 error", 17: "alignment check", 18: "machine check", 19: "SIMD error",
     20: "virtualization exception", 21: "control protection",
 }
-HAS_ERROR_CODE = frozenset((8, 10, 11, 12, 13, 14, 17))
+HAS_ERROR_CODE = frozenset((8, 10, 11, 12, 13, 14, 17, 21))
+# Exceptions that are faults: the instruction did not complete, the frame's RIP is its own
+# (traps -- #DB, int3, into -- and interrupts come after their instruction).
+FAULTS = frozenset((0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21))
+TSS_RSP0 = 4                     # offsetof(struct x86_hw_tss, sp0)
+TSS_IST1 = 0x24                  # offsetof(struct x86_hw_tss, ist[0])
 
 
 def vector_name(vector):
@@ -64,19 +72,30 @@ def deliver(engine, mem, vector, error_code=None):
     if gate.type not in (0xE, 0xF):
         raise MachineError(f"{vector_name(vector)}: IDT gate {vector} has type "
                            f"{gate.type:#x}, not a 64-bit interrupt or trap gate")
-    if gate.ist:
-        raise MachineError(f"{vector_name(vector)}: IST stacks are not modelled "
-                           f"(gate {vector} asks for IST{gate.ist})")
-    rflags = engine.reg("flags")
-    rsp = engine.reg("sp")
-    frame = [engine.reg("ss"), rsp, rflags, engine.reg("cs"), engine.reg("ip")]
+    ss, rsp, rflags, cs, rip = engine.regs(("ss", "sp", "flags", "cs", "ip"))
+    from_user = cs & 3
+    stack = rsp
+    if gate.ist or from_user:
+        tss = engine.tr_base()
+        stack = mem.u64(tss + TSS_IST1 + 8 * (gate.ist - 1)) if gate.ist else \
+            mem.u64(tss + TSS_RSP0)
+    frame = [ss, rsp, rflags, cs, rip]
     if error_code is not None:
         frame.append(error_code)
-    new_sp = (rsp & ~0xF) - 8 * len(frame)
+    new_sp = (stack & ~0xF) - 8 * len(frame)
     mem.write(new_sp, struct.pack(f"<{len(frame)}Q", *reversed(frame)))
     rflags &= ~(X86_EFLAGS_TF | X86_EFLAGS_NT | X86_EFLAGS_RF)
     if gate.type == 0xE:
         rflags &= ~X86_EFLAGS_IF
-    engine.set_reg("sp", new_sp)
-    engine.set_reg("flags", rflags)
-    engine.set_reg("ip", gate.offset)
+    if from_user:
+        engine.enter_ring0(gate.selector, gdt_flags(engine, mem, gate.selector), 0, 0)
+    engine.set_regs(("sp", "flags", "ip"), (new_sp, rflags, gate.offset))
+
+
+def gdt_flags(engine, mem, selector):
+    """The high dword of the GDT descriptor `selector` names (its type, DPL, L/D bits):
+    what the CPU loads into the segment cache."""
+    base, limit = engine.table_reg("gdtr")
+    if (selector | 7) > limit:
+        raise MachineError(f"selector {selector:#x} beyond the GDT limit {limit:#x}")
+    return struct.unpack("<I", mem.read(base + (selector & ~7) + 4, 4))[0]

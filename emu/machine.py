@@ -30,12 +30,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from emu import interrupts, snapshot
+from emu import interrupts, linux, snapshot
 from emu.clock import Clock
 from emu.cpu import X86_EFLAGS_IF, X86_EFLAGS_TF
 from emu.devices.debug_exit import DebugExit
 from emu.devices.pic8259 import PicPair
 from emu.devices.pit8254 import Pit8254
+from emu.devices.rtc_mc146818 import Rtc
 from emu.devices.uart16550 import Uart16550
 from emu.engine import NEVER, Engine
 from emu.errors import GuestFault, ImageError, MachineError, MemoryFault
@@ -115,41 +116,66 @@ class Event:
 
 
 class Machine:
-    """A PC with one x86_64 CPU, 128 MiB of RAM and the kernel `image` loaded."""
+    """A PC with one x86_64 CPU, 128 MiB of RAM and the kernel `image` loaded.
 
-    def __init__(self, image=None, cmdline="", echo=None):
+    The image picks the guest profile: the toy kernel (kernel_images/toykernel, the
+    default, with its guest/host contract: docs/guest-host-contract.md) or a real Linux
+    (emu/linux.py; `initrd` is its initramfs, by default the one beside the image).
+    `cmdline` None means the image's default (the toy kernel: empty; Linux: the `cmdline`
+    file beside it)."""
+
+    def __init__(self, image=None, cmdline=None, echo=None, initrd=None):
         self.image = load_image(image if image is not None else DEFAULT_IMAGE,
                                 ram_size=RAM_SIZE)
+        is_linux = linux.is_linux(self.image)
+        if cmdline is None:
+            cmdline = linux.default_cmdline(self.image) if is_linux else ""
+        if initrd is not None and not is_linux:
+            raise ImageError(f"{self.image.path}: the toy kernel takes no initrd")
         self.cmdline = cmdline
         self.engine = Engine(RAM_SIZE)
         self.mem = Memory(self.engine)
         self.clock = Clock(self.engine)
         self.symbols = Symbols()
         self.symbols.load_kernel(self.image)
-        self.layout = TaskLayout(self.image)
-        area_start = self.image.symbol_value("__module_area_start")
-        area_end = self.image.symbol_value("__module_area_end")
-        if not area_start < area_end:
-            raise ImageError(f"{self.image.path}: empty module area (__module_area_start "
-                             f"{area_start:#x}, __module_area_end {area_end:#x})")
-        self.module_area = ModuleArea(area_start, area_end)
         self._kernel_text = list(self.image.text_ranges)
         self._modules = None
 
         # Devices
-        self.uart = Uart16550(sink=echo)
+        self.uart = Uart16550(sink=echo, irq=self._uart_irq)
         self.pic = PicPair()
         self.pit = Pit8254(lambda: self.engine.icount.executed, self._pit_edge)
         self.debug_exit = DebugExit(self._power_off)
-        for dev in (self.uart, self.pic, self.pit, self.debug_exit):
+        self.rtc = Rtc(lambda: self.engine.icount.executed)
+        for dev in (self.uart, self.pic, self.pit, self.debug_exit, self.rtc):
             for port in dev.ports():
                 self.engine.out_ports[port] = dev.write
                 self.engine.in_ports[port] = dev.read
-        self.hc_port = self.image.const("HC_PORT")
-        self.hypercall_numbers = {self.image.const(n): n for n in HYPERCALLS}
-        self.hypercall_handlers = {n: [] for n in HYPERCALLS}
-        self.engine.out_ports[self.hc_port] = self._hypercall
-        self.engine.on_rdtsc = lambda: self.engine.icount.executed
+        for port in self.pit.ports():
+            self.engine.out_ports[port] = self._pit_write
+        if is_linux:
+            # Nothing of the toy kernel's contract: no module area (so no m.call, modules
+            # or kprobes yet), no hypercall port; offsets from the build's DWARF.
+            self.guest = linux.LinuxGuest(self, initrd)
+            self.layout = self.guest.layout
+            self.module_area = None
+            self.hc_port = None
+            self.hypercall_numbers = {}
+            self.hypercall_handlers = {}
+        else:
+            self.guest = None
+            self.layout = TaskLayout(self.image)
+            area_start = self.image.symbol_value("__module_area_start")
+            area_end = self.image.symbol_value("__module_area_end")
+            if not area_start < area_end:
+                raise ImageError(f"{self.image.path}: empty module area "
+                                 f"(__module_area_start {area_start:#x}, __module_area_end "
+                                 f"{area_end:#x})")
+            self.module_area = ModuleArea(area_start, area_end)
+            self.hc_port = self.image.const("HC_PORT")
+            self.hypercall_numbers = {self.image.const(n): n for n in HYPERCALLS}
+            self.hypercall_handlers = {n: [] for n in HYPERCALLS}
+            self.engine.out_ports[self.hc_port] = self._hypercall
         self.engine.on_invalid = self._invalid_opcode
         self.engine.on_mem_fault = self._mem_fault
         self.engine.on_interrupt = self._interrupt
@@ -174,12 +200,21 @@ class Machine:
         self._stop = None              # why a hook stopped the guest: "halt"/"boot"/"oops"
         self._fault = None             # (access, addr, size) of the last memory fault
         self._interrupted = False      # Ctrl-C during a run
+        self._call_ret = None
+        if self.guest is not None:
+            self.guest.load()
+            return
         self._load()
         # m.call's return address: a landing pad of int3s in the module area.  emu_start's
         # `until` stops there before it executes, and no guest code is near it (Unicorn
         # re-translates the block holding until-1 at every return: notes, Q4).
         self._call_ret = self.module_area.alloc(64, 64, tag="m.call return")
         self.mem.write(self._call_ret, b"\xcc" * 64)
+
+    @property
+    def kind(self):
+        """The guest profile: "toykernel" or "linux"."""
+        return "toykernel" if self.guest is None else self.guest.kind
 
     # -- power-on ---------------------------------------------------------------------
 
@@ -215,6 +250,25 @@ class Machine:
         self.pic.set_irq(0, 1)
         self.pic.set_irq(0, 0)
 
+    def _pit_write(self, port, size, value):
+        """A PIT write, then the running slice cut short if the channel now has an
+        edge before the slice would end: a kernel that reprograms the PIT and never
+        halts (Linux) must get that tick when it is due, not when the slice runs out.
+        Not inside m.call, where no interrupt is delivered until it returns."""
+        self.pit.write(port, size, value)
+        icount = self.engine.icount
+        if not self.call_depth:
+            due = self.pit.next_deadline()
+            if due < icount.deadline:
+                icount.deadline = max(due, icount.executed)
+
+    def _uart_irq(self, level):
+        """The 16550's interrupt line (IRQ4).  Rising inside a slice, it stops the
+        guest before its next instruction so the run loop can deliver it there."""
+        self.pic.set_irq(4, int(level))
+        if level and not self.call_depth:
+            self.engine.request_stop()
+
     def _power_off(self, value):
         self.halted = True
         self.exit_code = value
@@ -240,6 +294,8 @@ class Machine:
         first: kprobes takes 1 and 3 there): a fault becomes an oops, the rest enter the
         guest's IDT.  Reads the CPU, not ip/flags: a handler that declined may have
         written them (see register_trap_handler)."""
+        if self.guest is not None:
+            return self._deliver_exception(vector)
         if vector in FAULT_VECTORS:
             self.engine.icount.executed -= 1   # the faulting instruction did not complete
             self._raise_oops(vector, f"{interrupts.vector_name(vector)} at "
@@ -250,7 +306,24 @@ class Machine:
         self._emit_delivered(vector)
         return True     # deliver wrote sp, flags and ip itself
 
+    def _deliver_exception(self, vector):
+        """Linux: every exception and software interrupt to the guest's own IDT, a
+        CPU exception with the error code the CPU raised it with (CR2 is the CPU's)."""
+        eng = self.engine
+        error_code = None
+        if vector < 32:
+            code = eng.take_exception()
+            if vector in interrupts.HAS_ERROR_CODE:
+                error_code = code
+            if vector in interrupts.FAULTS:
+                eng.icount.executed -= 1   # the faulting instruction did not complete
+        self.emit("trap", vector=vector, ip=eng.reg("ip"), error_code=error_code)
+        interrupts.deliver(eng, self.mem, vector, error_code)
+        return True
+
     def _invalid_opcode(self):
+        if self.guest is not None:     # BUG() and WARN() are ud2: Linux's #UD handler
+            return self._deliver_exception(6)
         self._raise_oops(6, f"invalid opcode at {self.symbols.format(self.engine.reg('ip'))}")
         return False
 
@@ -503,6 +576,9 @@ class Machine:
         `stack_size`: run on a fresh stack of that many bytes from the module area
         instead (for recursion deeper than a task's THREAD_SIZE stack); `current` stays
         the current task."""
+        if self.module_area is None:
+            raise MachineError(f"m.call needs the toy kernel's module area; the {self.kind} "
+                               "guest has none yet")
         if not self.booted:
             raise MachineError("boot the machine (m.boot()) before m.call()")
         if self.dead is not None:
@@ -636,15 +712,23 @@ class Machine:
     def current(self):
         """The guest's `current`: %gs:PDA_pcurrent, read as the CPU would."""
         addr = self.current_addr
-        return read_task(self.mem, self.layout, addr) if addr else None
+        if not addr:
+            return None
+        if self.guest is not None:
+            return self.guest.read_task(addr)
+        return read_task(self.mem, self.layout, addr)
 
     @property
     def current_addr(self):
         """Address of the current task_struct (0 before the per-CPU area is set up)."""
+        if self.guest is not None:
+            return self.guest.current_addr
         gs = self.engine.reg("gs_base")
         return self.mem.u64(gs + self.layout.pda_pcurrent) if gs else 0
 
     def tasks(self):
+        if self.guest is not None:
+            return self.guest.tasks()
         return walk_tasks(self.mem, self.layout)
 
     def is_kernel_text(self, addr):
@@ -666,6 +750,9 @@ class Machine:
         """The ModuleLoader (insmod/rmmod; its `notifiers` hear modules come and go),
         created at first use; it runs modules' init and cleanup through m.call once the
         machine has booted."""
+        if self.module_area is None:
+            raise MachineError(f"modules need the toy kernel's module area; the {self.kind} "
+                               "guest has none yet")
         if self._modules is None:
             from emu.modules import ModuleLoader
             self._modules = ModuleLoader(self.mem, self.symbols, self.module_area)

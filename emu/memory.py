@@ -4,8 +4,10 @@ own page tables.
 With paging on, Unicorn's mem_read/mem_write take physical addresses; the kernel runs at
 virtual ones.  One translation layer serves every host access: plain arithmetic on the RAM
 buffer for the kernel mapping (VA = PA + __START_KERNEL_map, checked against the guest's page
-tables at boot), and Unicorn's MMU walk (uc_vmem_translate) for anything else.  Writes to code
-go through text_poke(), which also drops translated blocks.
+tables at boot), and the host's own walk of the guest's 4-level page tables (walk()) for
+anything else.  Not Unicorn's uc_vmem_translate: it translates with the CPU's current
+privilege, so while user code runs it refuses the kernel's own pages.  Writes to code go
+through text_poke(), which also drops translated blocks.
 
 Must not import: unicorn (engine does), kprobes.
 """
@@ -17,6 +19,10 @@ from emu.errors import MemoryFault
 PAGE_SIZE = 0x1000
 START_KERNEL_MAP = 0xFFFFFFFF80000000
 
+PTE_PRESENT = 0x1
+PTE_PSE = 0x80                        # a 1 GiB (PDPTE) or 2 MiB (PDE) page
+PTE_ADDR = 0x000FFFFFFFFFF000
+X86_CR0_PG = 0x80000000
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 
@@ -38,10 +44,34 @@ class Memory:
         off = va - self.kernel_map
         if self.kernel_map_checked and 0 <= off < self.ram_size:
             return off
-        pa = self.engine.vmem_translate(va)
+        pa = self.walk(va)
         if pa is None or pa >= self.ram_size:
             raise MemoryFault(va, access)
         return pa
+
+    def walk(self, va):
+        """Physical address of `va` through the guest's page tables (CR3), with the
+        kernel's rights whatever the CPU's mode; None when it is not mapped.  With paging
+        off, virtual is physical."""
+        cr0, cr3 = self.engine.regs(("cr0", "cr3"))
+        if not cr0 & X86_CR0_PG:
+            return va if 0 <= va < self.ram_size else None
+        canonical = va >> 47
+        if canonical not in (0, 0x1FFFF):
+            return None
+        table = cr3 & PTE_ADDR
+        for shift in (39, 30, 21, 12):
+            at = table + ((va >> shift) & 0x1FF) * 8
+            if at + 8 > self.ram_size:
+                return None
+            entry = _U64.unpack_from(self.ram, at)[0]
+            if not entry & PTE_PRESENT:
+                return None
+            if shift in (30, 21) and entry & PTE_PSE:
+                mask = (1 << shift) - 1
+                return (entry & PTE_ADDR & ~mask) | (va & mask)
+            table = entry & PTE_ADDR
+        return table | (va & 0xFFF)
 
     def _ranges(self, va, size, access):
         """(pa, length) pieces of [va, va+size), split at page boundaries."""

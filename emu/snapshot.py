@@ -11,10 +11,11 @@ What a snapshot holds:
   * the clock: the C instruction counter (executed, deadline, stops, hidden) and the idle
     ledger;
   * the devices' host state: the UART's registers and the console so far, both 8259As,
-    the 8254's channels with their phase and tick count;
+    the 8254's channels with their phase and tick count, the RTC's registers and CMOS;
   * the host's view of the kernel: the module area's allocations, the module loader and
     its modules, kallsyms with the modules' symbols;
-  * run state: booted, halted, exit code, oops, dead, IRQ count, CPU halted in hlt;
+  * run state: booted, halted, exit code, oops, dead, IRQ count, CPU halted in hlt (and
+    a Linux guest's panic in progress);
   * what other layers plugged into the machine: trap handlers by vector, hypercall
     handlers, unwind resolvers, text_originals, observers and `extensions`.  A layer
     installed after the snapshot is therefore gone after restore(), with everything it
@@ -96,10 +97,13 @@ class Snapshot:
         self.icount = tuple(getattr(eng.icount, f) for f in _ICOUNT_FIELDS)
         self.clock = _state(m.clock, skip=(eng.icount,))
         self.devices = {name: _state(getattr(m, name))
-                        for name in ("uart", "pic", "pit", "debug_exit")}
+                        for name in ("uart", "pic", "pit", "debug_exit", "rtc")}
         self.run = {f: getattr(m, f) for f in _RUN_FIELDS}
         self.kernel_map_checked = m.mem.kernel_map_checked
-        self.area = (list(m.module_area._free), dict(m.module_area._used))
+        area = m.module_area
+        self.area = None if area is None else (list(area._free), dict(area._used))
+        # a Linux guest's run state: the report of a panic in progress
+        self.guest = None if m.guest is None else m.guest.panic_oops
         # kallsyms rebinds its sorted lists when a module comes or goes and never edits
         # them in place: they are shared, its dicts copied.
         self.symbols_ref = m.symbols._syms
@@ -153,10 +157,10 @@ def _flush_changed_code(m, runs):
     virtual range and drops blocks by the physical pages behind it: use the kernel's
     linear map when it covers the page, else flush everything."""
     eng = m.engine
+    walk = m.mem.walk
     for off, length in runs:
         va = START_KERNEL_MAP + off
-        if eng.vmem_translate(va) != off or \
-                eng.vmem_translate(va + length - cow.PAGE_SIZE) != off + length - cow.PAGE_SIZE:
+        if walk(va) != off or walk(va + length - cow.PAGE_SIZE) != off + length - cow.PAGE_SIZE:
             eng.flush_all_code()
             return
         eng.flush_code(va, length)
@@ -193,8 +197,11 @@ def restore(m, snap):
         setattr(m, f, v)
     m.mem.kernel_map_checked = snap.kernel_map_checked
     # 4. The host's view of the kernel.
-    m.module_area._free = list(snap.area[0])
-    m.module_area._used = dict(snap.area[1])
+    if snap.area is not None:
+        m.module_area._free = list(snap.area[0])
+        m.module_area._used = dict(snap.area[1])
+    if m.guest is not None:
+        m.guest.panic_oops = snap.guest
     if m.symbols._syms is not snap.symbols_ref:      # rebuilt since: a module came or went
         for k, v in snap.symbols.items():
             setattr(m.symbols, k, v if isinstance(v, list) else copy.copy(v))

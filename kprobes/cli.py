@@ -1,7 +1,7 @@
 """The `kpemu` command line (also `python -m kprobes`).
 
     kpemu boot [IMAGE] [-e DEF]... [--events-file F] [--format text|json]
-               [--cmdline TEXT] [--max-insns N] [--compare-qemu]
+               [--cmdline TEXT] [--initrd FILE] [--max-insns N] [--compare-qemu]
     kpemu events --check DEF [--check DEF]... [--image IMAGE]
     kpemu symbols [PATTERN] [--image IMAGE] [--module FILE.o]...
     kpemu disasm SYMBOL [--image IMAGE]
@@ -12,7 +12,8 @@ naming the problem and exits 2 (a bad probe definition prints the kernel's error
 entry: the message, the command, a caret under the offending character); a guest oops
 prints the report and exits 3; a run cut off by --max-insns exits 4; otherwise the exit status is the guest's (the value it wrote to
 isa-debug-exit).  With --compare-qemu the status is 0 when QEMU icount printed the same
-bytes and exit code, 1 when it did not, 2 when qemu-system-x86_64 is not installed.  A
+bytes and exit code (for Linux: or every line that differs has a known cause, listed), 1
+when it did not, 2 when qemu-system-x86_64 is not installed.  A
 reader closing the output pipe (`kpemu boot | head`) ends kpemu quietly with 141, the status
 of a tool killed by SIGPIPE.  A traceback appears only with --debug.
 """
@@ -65,7 +66,12 @@ def build_parser():
                           "its console")
     boot.add_argument("image", nargs="?", default=None,
                       help=f"kernel image (default: {DEFAULT_IMAGE.name} of toykernel)")
-    boot.add_argument("--cmdline", default="", help="kernel command line, e.g. 'hz=20000'")
+    boot.add_argument("--cmdline", default=None, help="kernel command line, e.g. "
+                      "'hz=20000' (default: the image's: none for toykernel, the `cmdline` "
+                      "file beside a Linux image)")
+    boot.add_argument("--initrd", default=None, metavar="FILE",
+                      help="a Linux guest's initramfs (default: initramfs.cpio beside the "
+                      "image)")
     boot.add_argument("--max-insns", type=_positive, default=None, metavar="N",
                       help="stop after N guest instructions (exit status 4)")
     boot.add_argument("--quiet", action="store_true",
@@ -272,7 +278,7 @@ def cmd_boot(args, out, err):
     if text and not args.quiet:
         echo = _LineEcho(out) if args.stream else \
             (lambda b: (out.buffer.write(b), out.flush()))
-    m = Machine(args.image, cmdline=args.cmdline, echo=echo)
+    m = Machine(args.image, cmdline=args.cmdline, echo=echo, initrd=args.initrd)
     for path in args.module:          # insmod first: events may probe module text
         m.load_module(path)
     events = _attach(m, definitions, args.buffer_size_kb) if definitions else None
@@ -373,9 +379,27 @@ def cmd_compare_qemu(args, out, err):
         raise UsageError(f"--compare-qemu compares the unprobed image with QEMU and cannot "
                          f"take {', '.join(unsupported)}")
     echo = None if args.quiet else (lambda b: (out.buffer.write(b), out.flush()))
-    c = compare(args.image, args.cmdline, echo=echo, max_insns=args.max_insns)
+    c = compare(args.image, args.cmdline, echo=echo, max_insns=args.max_insns,
+                initrd=args.initrd)
     if c.oops:
         err.write(c.oops + "\n")
+    if c.agrees and not c.identical:
+        out.write(f"kpemu: QEMU icount agrees, exit code {c.kpemu_exit}, but for "
+                  f"{len(c.differences)} lines, each with a known cause (docs/qemu.md):\n")
+        causes = {}
+        for side, line, cause in c.differences:
+            causes.setdefault(cause, []).append((side, line))
+        for cause, lines in causes.items():
+            out.write(f"  {cause}:\n")
+            for side, line in lines:
+                out.write(f"    {side + ':':<6} {_show(line.encode('latin-1'))}\n")
+        return 0
+    if c.unexplained:
+        out.write(f"kpemu: QEMU differs in {len(c.unexplained)} lines with no known cause "
+                  f"(of {len(c.differences)} differing):\n")
+        for side, line, _cause in c.unexplained:
+            out.write(f"  {side + ':':<6} {_show(line.encode('latin-1'))}\n")
+        return 1
     if c.identical:
         ticks = c.kpemu_jiffies if c.kpemu_jiffies is not None else c.kpemu_pit_ticks
         out.write(f"kpemu: QEMU icount agrees: {c.nbytes} bytes, {c.nlines} lines identical, "

@@ -44,6 +44,9 @@ class Kprobes:
     def __init__(self, m, kretprobe_design="task", flush_on_exec=False):
         if not isinstance(m, Machine):
             raise KprobesError(f"Kprobes(m) needs an emu.Machine, not {type(m).__name__}")
+        if m.module_area is None:
+            raise KprobesError(f"kprobes on the {m.kind} guest is not supported yet: its "
+                               "instruction slots need the toy kernel's module area")
         if m.extensions.get("kprobes") is not None:
             raise KprobesError("kprobes is already installed on this machine (one Kprobes "
                                "per Machine, as one kprobes subsystem per kernel)")

@@ -104,7 +104,7 @@ def _settings(request):
         image = DEFAULT_IMAGE
     cmdline = found.get("cmdline")
     if cmdline is None:
-        cmdline = config.getoption("kpemu_cmdline") or ""
+        cmdline = config.getoption("kpemu_cmdline")     # None: the image's default
     modules = found.get("modules") or ()
     if isinstance(modules, (str, os.PathLike)):
         modules = (modules,)
