@@ -9,7 +9,7 @@ import functools
 
 from emu import Machine
 from kprobes import Kprobes
-from kprobes.demos.lesson import Claim, LessonError
+from kprobes.demos.lesson import Claim, LessonError, Recorder
 
 RUN_LIMIT = 5_000_000      # no lesson needs more of the workload than this
 STEP_LIMIT = 10_000        # nor more single instructions to leave a function
@@ -21,6 +21,18 @@ def booted(design="task", flush_on_exec=False):
     k = Kprobes(m, kretprobe_design=design, flush_on_exec=flush_on_exec)
     m.boot()
     return m, k
+
+
+def start(watch, design=None, fold=False):
+    """How most lessons begin: the unprobed run's final state, a booted machine with
+    kprobes, and a recorder watching function `watch` (folding plain runs when `fold`):
+    (unprobed, m, k, rec)."""
+    unprobed = unprobed_final()
+    m, k = booted(design=design or "task")
+    rec = Recorder(m, k, design=design)
+    rec.watch(watch)
+    rec.fold = fold
+    return unprobed, m, k, rec
 
 
 def run_until_stopped(m, limit=RUN_LIMIT):

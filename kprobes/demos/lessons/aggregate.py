@@ -4,17 +4,14 @@ the last one goes.  P1 and P2 on sys_getpid+0, hit once by the workload's getpid
 
 from kprobes import Kprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import Claim, Demo, Recorder, trap_counts
+from kprobes.demos.lesson import Claim, Demo, trap_counts
 
 TARGET = "sys_getpid"
 
 
 def record():
-    unprobed = scenes.unprobed_final()
-    m, k = scenes.booted()
+    unprobed, m, k, rec = scenes.start(TARGET)
     fn = m.symbols.get(TARGET)
-    rec = Recorder(m, k)
-    rec.watch(TARGET)
     order = []                 # (which handler, probe name) as they ran
     facts = {"addr": fn.addr}
 

@@ -8,7 +8,7 @@ import struct
 
 from kprobes import Kretprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import Claim, Demo, Recorder, trap_counts
+from kprobes.demos.lesson import Claim, Demo, trap_counts
 
 TARGET = "busy_sum"
 TRACED = "busy1"          # the task whose calls the entry_handler keeps
@@ -16,11 +16,7 @@ DATA = struct.Struct("<QQ")   # ri->data: the clock at entry, the argument
 
 
 def record():
-    unprobed = scenes.unprobed_final()
-    m, k = scenes.booted()
-    rec = Recorder(m, k, design="task")
-    rec.watch(TARGET)
-    rec.fold = True
+    unprobed, m, k, rec = scenes.start(TARGET, design="task", fold=True)
     seen = {"entries": [], "returns": [], "vetoed": None}
 
     def data_lines(ri):

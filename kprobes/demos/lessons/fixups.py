@@ -220,7 +220,7 @@ def _before_riprel(lesson, f):
                 f"  orig + len + old = {f['addr']:#x} + {length} + {old:#x} = {target:#x}",
                 f"  slot + len + new = {f['slot']:#x} + {length} + {new:#x} = "
                 f"{f['slot'] + length + new:#x}",
-                f"  new = orig + old - slot: the length cancels, the target is the same"]))
+                "  new = orig + old - slot: the length cancels, the target is the same"]))
 
 
 def _before_call(lesson, f):

@@ -2,17 +2,14 @@
 
 from kprobes import Kprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import Claim, Demo, Recorder
+from kprobes.demos.lesson import Claim, Demo
 
 TARGET = "sys_getpid"
 
 
 def record():
-    unprobed = scenes.unprobed_final()
-    m, k = scenes.booted()
+    unprobed, m, k, rec = scenes.start(TARGET)
     fn = m.symbols.get(TARGET)
-    rec = Recorder(m, k)
-    rec.watch(TARGET)
     seen = {}
 
     def pre(p, regs):

@@ -6,17 +6,13 @@ finds it, runs no handler, frees it and resumes at the real caller."""
 
 from kprobes import Kretprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import Claim, Demo, Recorder
+from kprobes.demos.lesson import Claim, Demo
 
 TARGET = "busy_sum"
 
 
 def record():
-    unprobed = scenes.unprobed_final()
-    m, k = scenes.booted()
-    rec = Recorder(m, k, design="task")
-    rec.watch(TARGET)
-    rec.fold = True
+    unprobed, m, k, rec = scenes.start(TARGET, design="task", fold=True)
     handled = []
     rp = Kretprobe(symbol_name=TARGET, handler=lambda ri, regs: handled.append(ri))
     facts = {}
