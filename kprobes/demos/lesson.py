@@ -134,6 +134,8 @@ class Recorder:
         self._guest_traps = {"int3": 0, "debug": 0}
         self._pending_arm = None
         self._ending_trap = None
+        self._unarmed = set()          # armed addresses a step shows as not yet armed
+        self._before_trap = False      # a fast-forward shows the CPU before its trap
         self._base = self._trap_counts()
         self._prev_regs = None
         self._prev_stack = {}
@@ -182,6 +184,8 @@ class Recorder:
     def on_event(self, event):
         narrator = self.narrators.get(event.kind)
         if narrator is None:
+            if event.kind in STEP_EVENTS:
+                self._skipped(event)      # untold, but where the slot's run starts and ends
             return
         if event.kind in ("trap", "delivered", "irq") and \
                 event.data.get("vector") not in self.guest_vectors:
@@ -195,7 +199,11 @@ class Recorder:
             return
         if event.kind == "kprobes.register" and self._pending_arm is not None and \
                 self._pending_arm.data["addr"] == event.data["addr"]:
-            self._tell(narrator, event)
+            self._unarmed = {event.data["addr"]}     # shown as before the arm step
+            try:
+                self._tell(narrator, event)
+            finally:
+                self._unarmed = set()
             self._flush_arm()
             return
         self._flush_arm()
@@ -214,17 +222,39 @@ class Recorder:
         title, narration, phase, facts = told
         vector = event.data.get("vector") if event.kind in TRAP_EVENTS else None
         at = event.data.get("ip") if event.kind in TRAP_EVENTS else None
-        self.step(title, narration, phase=phase, facts=facts, event=event.kind,
-                  vector=vector, overrides=_overrides(event), at=at)
+        self._before_trap = event.kind == "kprobes.trap" and vector == 3 and \
+            not event.data.get("reentered")
+        try:
+            self.step(title, narration, phase=phase, facts=facts, event=event.kind,
+                      vector=vector, overrides=_overrides(event), at=at)
+        finally:
+            self._before_trap = False
 
     def _skipped(self, event):
         """An event a folding lesson leaves out still ends a stretch: what ran before it
         is counted (in the slot after a single-step was prepared, else as folded guest
         execution), so the counters of the next step stay exact."""
-        if not self.fold:
+        if self.fold:
+            self._fold_run()
+            self.stepping = event.kind == "kprobes.singlestep"
             return
-        self._fold_run()
-        self.stepping = event.kind == "kprobes.singlestep"
+        # A lesson that does not fold: the slot's instruction is still the slot's.
+        executed = self.m.clock.executed
+        ran = executed - self._last_clock
+        if event.kind == "kprobes.singlestep":
+            if ran > 0:
+                if self.stepping:
+                    self.slot_insns += ran
+                else:
+                    self._fastforward(ran)
+            self._last_clock = executed
+            self.stepping = True
+        elif self.stepping and (event.kind == "kprobes.fixup" or (
+                event.kind == "kprobes.trap" and event.data.get("vector") == 1)):
+            if ran > 0:
+                self.slot_insns += ran
+            self._last_clock = executed
+            self.stepping = False
 
     def _fold_run(self):
         """A folding lesson's run since the last step: counted -- in the slot after a
@@ -303,7 +333,18 @@ class Recorder:
             f"{fmt(self._last_ip)} to {fmt(ip)}"
             + (", with nothing for kprobes to do." if self.k is not None else "."),
             "body", {"instructions": ran, "from": self._last_ip, "to": ip}, "fastforward",
-            None, None, {name: self.m.engine.reg(name) for name in REG_NAMES}, None))
+            None, None, self._regs_before(at), None))
+        if self._before_trap and self.steps[-1]["kprobes"] is not None:
+            # kprobe_handler() has taken the CPU already; the run that led here had not.
+            self.steps[-1]["kprobes"].update(status="-", current=None)
+
+    def _regs_before(self, at):
+        """The registers as the run that ends now left them: with ip at the instruction
+        that trapped (the CPU has already moved past an int3)."""
+        regs = {name: self.m.engine.reg(name) for name in REG_NAMES}
+        if at is not None and self._before_trap:
+            regs["ip"] = at
+        return regs
 
     def _state(self, title, narration, phase, facts, event, vector, trap_no, regs, extra):
         prev = self._prev_regs
@@ -381,7 +422,7 @@ class Recorder:
         start = max(0, min((centre or 0) - 2, len(insns) - CODE_ROWS))
         rows = []
         for addr, size, code, text in insns[start:start + CODE_ROWS]:
-            armed = now[addr - sym.addr] != code[0]
+            armed = now[addr - sym.addr] != code[0] and addr not in self._unarmed
             rows.append({"addr": addr, "label": self.short(addr), "bytes": code.hex(" "),
                          "armed": f"{now[addr - sym.addr]:02x}" if armed else "",
                          "text": text,
@@ -529,6 +570,7 @@ def _plain(value):
 
 
 TRAP_EVENTS = ("kprobes.trap", "trap")
+STEP_EVENTS = ("kprobes.singlestep", "kprobes.fixup", "kprobes.trap")
 GUEST_TRAPS = {3: "int3", 1: "debug"}     # vector -> counter, for a lesson without kprobes
 
 

@@ -100,3 +100,26 @@ def test_recording_leaves_the_guest_clock_alone(lesson_of):
     through the whole hit (the same_final fact compares clock, console and registers)."""
     ok, detail = lesson_of("kprobe").facts["same_final"]
     assert ok, detail
+
+
+@pytest.mark.parametrize("name", list(DEMOS))
+def test_each_debug_trap_follows_one_slot_instruction(lesson_of, name):
+    """Between single-steps (kprobes not stepping), the instructions counted in the slot
+    are the #DBs taken: the counters agree whatever the lesson told or left out."""
+    for step in lesson_of(name).steps:
+        kp = step["kprobes"]
+        if kp is None or kp["status"] in ("KPROBE_HIT_SS", "KPROBE_REENTER"):
+            continue
+        c = step["counters"]
+        assert c["slot_insns"] == c["debug"], (step["i"], step["title"], c)
+
+
+def test_a_fast_forward_to_a_probe_shows_the_cpu_before_its_trap(lesson_of):
+    lesson = lesson_of("kprobe")
+    ff = lesson.steps[lesson.first(phase="int3")["i"] - 2]
+    assert ff["event"] == "fastforward"
+    assert ff["regs"]["ip"] == lesson.facts["addr"]
+    assert ff["kprobes"]["status"] == "-" and ff["counters"]["int3"] == 0
+    register = lesson.first(event="kprobes.register")
+    assert register["code"][0]["armed"] == ""              # the arm step comes next
+    assert lesson.steps[register["i"]]["code"][0]["armed"] == "cc"

@@ -41,7 +41,8 @@ def _differences_step(rec, traps):
                  f"{traps['task']} traps")
     rec.step("the differences", f"Both runs returned the same value to the same caller, "
              f"with the same final state; design (a) took {traps['stack']} traps for the "
-             f"return and design (b) {traps['task']}. What else differs:", phase="table",
+             f"probed call, entry and return, and design (b) {traps['task']}. What else "
+             "differs:", phase="table",
              facts={"traps": traps}, extra={"title": "DIFFERENCES (a) vs (b)",
                                             "lines": lines})
 

@@ -564,7 +564,11 @@ DEMO = Demo(
               "ip to orig + (target - slot), in no function, and the wild run never returned "
               "and wrote into the callee", _indirect),
     ],
-    prose=("Each scene probes one instruction of kernel_images/lessons/lesson_targets.S and "
+    prose=("Why run a copy somewhere else at all? The int3 stays in the text while the "
+           "displaced instruction runs, so another CPU that reaches the probe meanwhile "
+           "still traps; putting the original byte back to step it in place would open a "
+           "window in which that CPU runs past the probe unseen. "
+           "Each scene probes one instruction of kernel_images/lessons/lesson_targets.S and "
            "calls its function with m.call (which runs on a frozen guest clock: the clock "
            "in the headers snaps back after each call). Watch what running the copy at "
            "another address breaks, and what resume_execution() repairs."),

@@ -259,9 +259,9 @@ def record_return(design, in_handler=None, epilogue=None, unprobed=None):
         counted = rec.steps[-1]["counters"]
         rec.step("resume in the caller", f"The CPU is back in the caller at "
                  f"{rec.short(ip)} with rax = {m.engine.reg('ax'):#x}, as if sys_mkdir had "
-                 f"returned there directly. This probed return took "
-                 f"{counted['int3'] + counted['debug']} traps: {counted['int3']} int3 and "
-                 f"{counted['debug']} #DB.", phase="resume",
+                 f"returned there directly. This probed call took "
+                 f"{counted['int3'] + counted['debug']} traps in all, entry and return: "
+                 f"{counted['int3']} int3 and {counted['debug']} #DB.", phase="resume",
                  facts={"ip": ip, "ax": m.engine.reg("ax"),
                         "traps": counted["int3"] + counted["debug"]})
         if epilogue is not None:
