@@ -383,7 +383,9 @@ def _fixed_2613(lesson, f):
 
 def _result(lesson, f):
     return (f"{lesson.scene.fn} returned {f['result']:#x}; unprobed it returns "
-            f"{f['unprobed']:#x}: the repaired step is invisible to the function.", None)
+            f"{f['unprobed']:#x}: the repaired step is invisible to the function. (m.call "
+            "puts the caller's registers back, so REGS shows them as before the call.)",
+            None)
 
 
 def _result_2613(lesson, f):
