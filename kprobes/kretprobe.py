@@ -189,7 +189,7 @@ class KretprobeManager:
                               "before it returns (2.6.13: \"don't put a return probe on "
                               "these functions\")")
         if rp.maxactive <= 0:
-            rp.maxactive = max(10, 2 * NR_CPUS)      # CONFIG_PREEMPT: the guest is
+            rp.maxactive = max(10, 2 * NR_CPUS)      # CONFIG_PREEMPT: the guest preempts
         rp.free_instances = [KretprobeInstance(rp) for _ in range(rp.maxactive)]
         rp.used_instances = []
         rp.nmissed = 0
