@@ -135,6 +135,8 @@ class Recorder:
         self._pending_arm = None
         self._ending_trap = None
         self._unarmed = set()          # armed addresses a step shows as not yet armed
+        self._decoded = (None, None)   # (the watched text, its instructions), decoded once
+        self._tramp = m.symbols.lookup_name("kretprobe_trampoline")
         self._before_trap = False      # a fast-forward shows the CPU before its trap
         self._base = self._trap_counts()
         self._prev_regs = None
@@ -162,10 +164,6 @@ class Recorder:
         if self.attached:
             self.m.observers.remove(self.on_event)
             self.attached = False
-
-    def use_kprobes(self, k):
-        self.k = k
-        self._base = self._trap_counts()
 
     def quiet(self, *kinds):
         """Leave these events out of the lesson: no step of their own (a folding lesson
@@ -274,6 +272,10 @@ class Recorder:
         narrators say it)."""
         pending = self.m.clock.executed - self._last_clock
         return self.folded + (pending if pending > 0 and not self.stepping else 0)
+
+    def trap_count(self, kind):
+        """Traps of `kind` ("int3" or "debug") taken since the lesson began."""
+        return self._trap_counts()[kind] - self._base[kind]
 
     def _trap_counts(self):
         if self.k is None:
@@ -392,17 +394,12 @@ class Recorder:
         return f"{text} [{sym.module}]" if sym.module else text
 
     def _slot_of(self, addr):
-        for p in self._probes():
+        """The probe whose instruction slot holds `addr`, or None."""
+        for p in self.k.table.values() if self.k is not None else ():
             ainsn = p.ainsn
             if ainsn is not None and ainsn.slot <= addr < ainsn.slot + len(ainsn.copy):
                 return p
         return None
-
-    def _probes(self):
-        if self.k is None:
-            return []
-        probes = list(self.k.table.values())
-        return probes
 
     def code_rows(self, ip):
         """The watched function's instructions as the program has them (breakpoints read
@@ -414,7 +411,9 @@ class Recorder:
         size = max(sym.size, 1)
         original = bytes(m.text_byte(a) for a in range(sym.addr, sym.addr + size))
         now = m.read(sym.addr, size)
-        insns = disassemble(original, sym.addr)
+        if self._decoded[0] != (sym.addr, original):
+            self._decoded = ((sym.addr, original), disassemble(original, sym.addr))
+        insns = self._decoded[1]
         centre = next((n for n, (a, s, _b, _t) in enumerate(insns) if a <= ip < a + s), None)
         if centre is None and self.probe is not None and self.probe.addr is not None:
             centre = next((n for n, (a, s, _b, _t) in enumerate(insns)
@@ -454,7 +453,7 @@ class Recorder:
     def stack_rows(self, sp):
         rows = []
         m = self.m
-        tramp = m.symbols.lookup_name("kretprobe_trampoline")
+        tramp = self._tramp
         seen = {}
         for n in range(-STACK_ABOVE, STACK_BELOW):
             addr = sp + 8 * n
@@ -489,7 +488,7 @@ class Recorder:
         nmissed = {}
         pools = {}
         for p in k.probes():
-            label = self._probe_label(p)
+            label = self.probe_label(p)
             rp = p.kretprobe
             if rp is not None:
                 pools[label] = {"free": len(rp.free_instances), "used": len(rp.used_instances),
@@ -503,13 +502,13 @@ class Recorder:
         rps = k.kretprobes
         for ri in rps.instances():
             if ri.task == task:
-                bucket.append({"rp": self._probe_label(ri.rp.kp) if ri.rp else "orphan",
+                bucket.append({"rp": self.probe_label(ri.rp.kp) if ri.rp else "orphan",
                                "ret_addr": ri.ret_addr, "ret": self.short(ri.ret_addr),
                                "slot": ri.stack_addr})
         cur = state["current_kprobe"]
         return {"status": state["status"],
-                "current": self._probe_label(cur) if cur is not None else None,
-                "saved": self._probe_label(state["saved"]) if state["saved"] else None,
+                "current": self.probe_label(cur) if cur is not None else None,
+                "saved": self.probe_label(state["saved"]) if state["saved"] else None,
                 "nmissed": nmissed, "pools": pools, "bucket": bucket,
                 "task": self.task_name()}
 
@@ -520,7 +519,7 @@ class Recorder:
             return None
         return str(cur) if cur else None
 
-    def _probe_label(self, p):
+    def probe_label(self, p):
         name = self.names.get(p)
         if name is not None:
             return f"{name} {self._place_label(p)}"
@@ -533,9 +532,6 @@ class Recorder:
             return "trampoline"
         return "p:" + self.short(p.addr)
 
-    def probe_label(self, p):
-        return self._probe_label(p)
-
     # -- the result -----------------------------------------------------------------------
 
     def finish(self):
@@ -545,9 +541,7 @@ class Recorder:
 
 def _overrides(event):
     """Register values a trap handler will write when it returns."""
-    if event.kind == "kprobes.singlestep":
-        return {"ip": event.data["ip"], "flags": event.data["flags"]}
-    if event.kind == "kprobes.fixup":
+    if event.kind in ("kprobes.singlestep", "kprobes.fixup"):
         return {"ip": event.data["ip"], "flags": event.data["flags"]}
     if event.kind == "kprobes.handler-returned":
         # what the handler wrote, which reaches the CPU when the trap returns

@@ -34,13 +34,12 @@ from pathlib import Path
 
 from emu.cpu import REG_NAMES
 from kprobes.demos.lesson import DESIGN_LETTERS, DESIGN_NAMES, LessonError, vector_label
-from kprobes.demos.render import WIDTH, kprobes_panel
+from kprobes.demos.render import KPROBES_WIDTH, kprobes_panel
 
 PAGE_BUDGET = 500 * 1024         # bytes a demo's page may take (teaching-demos.md §4.3)
 TRACE_MAX = 64 << 20             # a trace file larger than this is not a lesson
 JS_SAFE = (1 << 53) - 1
 DESIGN_ORDER = ("stack", "task")  # (a) the June 2005 original, then (b) the redesign
-KPROBES_WIDTH = WIDTH - 45        # the terminal's KPROBES panel (render.frame)
 
 
 def read_trace(text):

@@ -17,9 +17,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from kprobes.demos.lesson import DESIGN_LETTERS, vector_label
+from kprobes.demos.lesson import DESIGN_LETTERS, SHOWN_REGS, vector_label
 
 WIDTH = 100
+REGS_WIDTH = 44                      # REGS beside KPROBES (and TRAPS), a column between
+KPROBES_WIDTH = WIDTH - REGS_WIDTH - 1
 MARK_STYLE = {">": "bold yellow", "*": "cyan", "!": "bold red"}
 
 
@@ -99,7 +101,7 @@ def regs_panel(step, width):
     regs = step["regs"]
     changed = set(step["changed"])
     out = Text()
-    names = [n for n in regs if n in changed or n in ("ip", "sp", "flags")]
+    names = [n for n in regs if n in changed or n in SHOWN_REGS]
     for n, name in enumerate(names):
         if n:
             out.append("\n")
@@ -179,9 +181,9 @@ def frame(step):
         if panel is not None:
             parts.append(panel)
     grid = Table.grid(padding=(0, 1))
-    grid.add_column(width=44)
-    grid.add_column(width=WIDTH - 45)
-    grid.add_row(regs_panel(step, 44), kprobes_panel(step, WIDTH - 45))
+    grid.add_column(width=REGS_WIDTH)
+    grid.add_column(width=KPROBES_WIDTH)
+    grid.add_row(regs_panel(step, REGS_WIDTH), kprobes_panel(step, KPROBES_WIDTH))
     parts.append(grid)
     parts.append(stack_panel(step, inner))
     panel = extra_panel(step, inner)

@@ -163,10 +163,6 @@ def record():
     written, misread = _decodings(m, addr)
     first = written[0]
 
-    def stop_at_gate(event):
-        if event.kind == "delivered" and event.vector == INT3_VECTOR:
-            m.stop()
-
     with rec:
         rec.step("the byte at the address",
                  f"{TARGET} starts at {addr:#x} with a {first[1]}-byte instruction, "
@@ -180,9 +176,8 @@ def record():
                  f"with m.text_poke. The other {first[1] - 1} bytes of the instruction are "
                  "still there, behind the breakpoint.", phase="poke",
                  facts={"addr": addr, "old": original, "new": now})
-        m.observers.append(stop_at_gate)
-        scenes.run_until_stopped(m)
-        m.observers.remove(stop_at_gate)
+        scenes.run_until_event(m, lambda ev: ev.kind == "delivered" and
+                               ev.vector == INT3_VECTOR)
         resume_at = lesson.seen["frame"]["RIP"]
         console_before, clock_before = len(m.console), m.clock.executed
         scenes.step_until(m, lambda ip: ip == resume_at)

@@ -2,7 +2,7 @@
 
 from kprobes import Kprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import Claim, Demo
+from kprobes.demos.lesson import Claim, Demo, trap_counts
 
 TARGET = "sys_getpid"
 
@@ -20,19 +20,13 @@ def record():
         seen["post_ip"] = regs.ip
         seen["post_flags"] = flags
 
-    def stop_after_fixup(event):
-        if event.kind == "kprobes.fixup":
-            m.stop()
-
     p = Kprobe(symbol_name=TARGET, pre_handler=pre, post_handler=post)
     with rec:
         rec.step("before", f"The workload is about to run. {TARGET} starts at {fn.addr:#x}; "
                  "no probe yet, nothing armed.", phase="before",
                  facts={"addr": fn.addr})
         k.register_kprobe(p)
-        m.observers.append(stop_after_fixup)
-        scenes.run_until_stopped(m)
-        m.observers.remove(stop_after_fixup)
+        scenes.run_until_event(m, lambda ev: ev.kind == "kprobes.fixup")
         scenes.step_out(m, fn)
         ret = m.engine.reg("ax")
         rec.step("returned", f"{TARGET} returned {ret} (the pid of {rec.task_name()}) to "
@@ -45,12 +39,6 @@ def record():
              "post_flags": seen.get("post_flags"),
              "same_final": scenes.same_final(unprobed, probed)}
     return rec.finish(), facts
-
-
-def _traps(lesson):
-    counted = lesson.final()["counters"]
-    got = {"int3": counted["int3"], "debug": counted["debug"]}
-    return got == {"int3": 1, "debug": 1}, f"counted {got}"
 
 
 def _pre_ip(lesson):
@@ -100,7 +88,7 @@ DEMO = Demo(
     confusions=(1, 2),
     record=record,
     claims=[
-        Claim("traps == {int3: 1, debug: 1} for the one hit", _traps),
+        Claim("traps == {int3: 1, debug: 1} for the one hit", trap_counts(1, 1)),
         Claim("pre_handler's regs.ip == probe address + 1", _pre_ip),
         Claim("post_handler's regs.ip is in the slot, just past the copy", _post_in_slot),
         Claim("exactly one guest instruction ran in the slot", _one_slot_insn),
@@ -109,7 +97,7 @@ DEMO = Demo(
               _tf_set_then_cleared),
         Claim("resume_execution puts ip at probe address + instruction length",
               _resume_addr),
-        Claim("final state == the unprobed run's", lambda l: tuple(l.facts["same_final"])),
+        scenes.same_final_claim(),
     ],
     prose=("A kprobe on the first instruction of sys_getpid, hit once by the workload's "
            "getpid() system call. Watch the two traps: the int3 that replaced the first "

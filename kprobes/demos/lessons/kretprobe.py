@@ -2,7 +2,8 @@
 mkdir thread calls through int $0x80, followed from the entry trap to the resume in the
 caller, with a backtrace taken inside the handler shown raw and resolved."""
 
-from kprobes.demos.lesson import Claim, Demo
+from kprobes.demos import scenes
+from kprobes.demos.lesson import Claim, Demo, trap_counts
 from kprobes.demos.lessons import returns
 
 DESIGN = "task"
@@ -21,12 +22,6 @@ def _in_handler(rec, ri, regs):
 
 def record():
     return returns.record_return(DESIGN, in_handler=_in_handler)
-
-
-def _traps(lesson):
-    c = lesson.final()["counters"]
-    got = {"int3": c["int3"], "debug": c["debug"]}
-    return got == {"int3": 2, "debug": 1}, f"counted {got}"
 
 
 def _entry_two_traps(lesson):
@@ -118,7 +113,7 @@ DEMO = Demo(
     confusions=(2, 4),
     record=record,
     claims=[
-        Claim("traps == {int3: 2, debug: 1}: 3 for the probed call", _traps),
+        Claim("traps == {int3: 2, debug: 1}: 3 for the probed call", trap_counts(2, 1)),
         Claim("the entry kprobe takes 2 traps: int3 then #DB", _entry_two_traps),
         Claim("arch_prepare_kretprobe swaps the slot at the entry sp: caller -> "
               "kretprobe_trampoline", _swap),
@@ -132,7 +127,7 @@ DEMO = Demo(
         Claim("the instance is recycled (free list full again), nmissed == 0", _recycled),
         Claim("the raw backtrace shows the trampoline where the resolved one shows the "
               "caller", _backtrace),
-        Claim("final state == the unprobed run's", lambda l: tuple(l.facts["same_final"])),
+        scenes.same_final_claim(),
     ],
     prose=("A kretprobe on sys_mkdir (maxactive 4), design (b) as in Linux 2.6.13: the "
            "entry probe hijacks the return address, the function returns into "

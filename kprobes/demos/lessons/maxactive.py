@@ -36,11 +36,8 @@ def record():
     state = {"scene": None, "holder": None, "ticked": False,
              "descended": False}
 
-    def task():
-        return rec.task_name()
-
-    def trap_no(kind):
-        return k.traps[kind] - rec._base[kind]
+    task = rec.task_name
+    trap_no = rec.trap_count
 
     # -- narrators ------------------------------------------------------------------------
 

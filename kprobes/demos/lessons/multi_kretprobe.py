@@ -7,19 +7,15 @@ whose ret_addr is not the trampoline."""
 
 from kprobes import Kretprobe
 from kprobes.demos import scenes
-from kprobes.demos.lesson import Claim, Demo, Recorder
+from kprobes.demos.lesson import Claim, Demo
 
 TARGET = "fib"
 N = 2
 
 
 def record():
-    unprobed = scenes.unprobed_final()
-    m, k = scenes.booted()
+    unprobed, m, k, rec = scenes.start(TARGET, design="task", fold=True)
     tramp = m.symbols.lookup_name("kretprobe_trampoline")
-    rec = Recorder(m, k, design="task")
-    rec.watch(TARGET)
-    rec.fold = True
     arg = {}
     taken = []               # (probe name, n, ret_addr) in the order instances were taken
     reported = []            # (probe name, n, ret_addr, int3 no.) in handler order
@@ -34,7 +30,7 @@ def record():
     rec.names.update({r1.kp: "R1", r2.kp: "R2"})
 
     def trap_no():
-        return k.traps["int3"] - rec._base["int3"]
+        return rec.trap_count("int3")
 
     def tell_register(rec, ev):
         rp = ev.probe.kretprobe

@@ -11,20 +11,16 @@ trap.
 
 from kprobes import Kretprobe
 from kprobes.demos import models, scenes
-from kprobes.demos.lesson import Claim, Demo, Recorder
+from kprobes.demos.lesson import Claim, Demo
 
 TARGET = "fib"
 N = 5
 
 
 def record():
-    unprobed = scenes.unprobed_final()
-    m, k = scenes.booted()
+    unprobed, m, k, rec = scenes.start(TARGET, design="task", fold=True)
     fn = m.symbols.get(TARGET)
     depth = models.fib_depth(N)
-    rec = Recorder(m, k, design="task")
-    rec.watch(TARGET)
-    rec.fold = True
     arg = {}                # id(instance) -> the n of the call it was taken for
     handled = []            # (n, ax, ret_addr) of every handler call, in order
     entries = []            # (n, ret_addr, depth) of every instance taken
@@ -34,8 +30,7 @@ def record():
 
     rp = Kretprobe(symbol_name=TARGET, handler=handler, maxactive=depth)
 
-    def trap_no(kind):
-        return k.traps[kind] - rec._base[kind]
+    trap_no = rec.trap_count
 
     def tell_register(rec, ev):
         if ev.probe is not rp.kp:

@@ -22,13 +22,6 @@ PHASES = ("E.int3", "E.pre/swap", "E.db", "body", "R.ret", "R.int3", "R.handler"
           "R.post", "resume")
 
 
-def masked_task(m, addr):
-    """arch_get_kprobe_task() done by hand: the word at thread_info->task of the
-    THREAD_SIZE-aligned block holding `addr` (what design (a) takes for the task)."""
-    layout = m.layout
-    return m.mem.u64((addr & ~(layout.thread_size - 1)) + layout.ti_task)
-
-
 def task_label(m, task):
     """`comm-pid at 0x...` for a real task, the bare address for anything else."""
     for t in m.tasks():
@@ -82,7 +75,7 @@ def return_narrators(m, design):
                         "the head, calling the handler of each of that task's instances "
                         "until one holds a real return address.", "R.handler",
                         {"task": task, "bucket": hash_ptr(task), "sp": sp})
-            task = masked_task(m, slot)
+            task = rec.k.kretprobes.arch.task_of_stack(slot)   # arch_get_kprobe_task()
             return ("trampoline_probe_handler", f"Design (a)'s pre_handler takes the slot "
                     f"ret just popped, sp - 8 = {slot:#x}, masks it to its THREAD_SIZE "
                     f"block and reads the task there: {task_label(m, task)}. In bucket "
@@ -184,14 +177,6 @@ def return_narrators(m, design):
             "kprobes.fixup": fixup, "kprobes.register": register}
 
 
-def stop_on(m, pred):
-    """An observer that stops m.run() at the first event pred(event) holds for."""
-    def observer(event):
-        if pred(event):
-            m.stop()
-    return observer
-
-
 def record_return(design, in_handler=None, epilogue=None, unprobed=None):
     """Record the first probed return of sys_mkdir under `design` ("task" or "stack").
     `in_handler(rec, ri, regs)` runs inside the kretprobe's handler (to add a step there),
@@ -216,13 +201,15 @@ def record_return(design, in_handler=None, epilogue=None, unprobed=None):
             in_handler(rec, ri, regs)
 
     rp = Kretprobe(symbol_name=TARGET, handler=handler, maxactive=MAXACTIVE)
-    entry_done = stop_on(m, lambda ev: ev.kind == "kprobes.fixup" and ev.probe is rp.kp)
-    if design == "task":
-        return_done = stop_on(m, lambda ev: ev.kind == "kprobes.handler-returned" and
-                              ev.probe.addr == tramp)
-    else:
-        return_done = stop_on(m, lambda ev: ev.kind == "kprobes.fixup" and
-                              ev.probe.addr == tramp)
+    def entry_done(ev):
+        return ev.kind == "kprobes.fixup" and ev.probe is rp.kp
+
+    # design (b) resumes in the trampoline's pre_handler, design (a) after its step
+    returned = "kprobes.handler-returned" if design == "task" else "kprobes.fixup"
+
+    def return_done(ev):
+        return ev.kind == returned and ev.probe.addr == tramp
+
     with rec:
         rec.step("before", f"sys_mkdir starts at {fn.addr:#x}; the trampoline, "
                  f"{TRAMPOLINE} at {tramp:#x}, is a nop whose byte the trampoline probe "
@@ -231,9 +218,7 @@ def record_return(design, in_handler=None, epilogue=None, unprobed=None):
                         "tramp_byte": m.read(tramp, 1)[0],
                         "tramp_original": m.text_byte(tramp)})
         k.register_kretprobe(rp)
-        m.observers.append(entry_done)
-        scenes.run_until_stopped(m)
-        m.observers.remove(entry_done)
+        scenes.run_until_event(m, entry_done)
         last = {}
 
         def at_trampoline(ip):
@@ -251,9 +236,7 @@ def record_return(design, in_handler=None, epilogue=None, unprobed=None):
                  phase="R.ret", facts={"ret_at": last["ip"], "slot": sp - 8, "sp": sp,
                                        "ip": m.engine.reg("ip"),
                                        "byte": m.read(tramp, 1)[0]})
-        m.observers.append(return_done)
-        scenes.run_until_stopped(m)
-        m.observers.remove(return_done)
+        scenes.run_until_event(m, return_done)
         rec.watch("system_call")
         ip = m.engine.reg("ip")
         counted = rec.steps[-1]["counters"]

@@ -73,17 +73,14 @@ def record():
 
     rp = Kretprobe(symbol_name=TARGET, handler=on_return, maxactive=returns.MAXACTIVE)
     kp = Kprobe(symbol_name=TARGET, offset=BODY_OFFSET, pre_handler=in_body)
-    done = returns.stop_on(m, lambda ev: ev.kind == "kprobes.handler-returned" and
-                           ev.probe.addr == tramp)
     with rec:
         rec.step("before", f"A kretprobe on {TARGET} and a kprobe at {TARGET}+"
                  f"{BODY_OFFSET:#x}, past its prologue. The workload's mkdir thread calls "
                  f"{TARGET} from system_call.", phase="before", facts={"addr": fn.addr})
         k.register_kretprobe(rp)
         k.register_kprobe(kp)
-        m.observers.append(done)
-        scenes.run_until_stopped(m)
-        m.observers.remove(done)
+        scenes.run_until_event(m, lambda ev: ev.kind == "kprobes.handler-returned" and
+                               ev.probe.addr == tramp)
         rec.watch("system_call")
         ip = m.engine.reg("ip")
         rec.step("after the return", f"Back in the caller at {rec.short(ip)}: the "
@@ -152,7 +149,7 @@ DEMO = Demo(
               "return went", _resolved_names_caller),
         Claim("resolved traces hold no trampoline frame; below it they equal the raw ones",
               _resolved_clean),
-        Claim("final state == the unprobed run's", lambda l: tuple(l.facts["same_final"])),
+        scenes.same_final_claim(),
     ],
     prose=("A kretprobe replaces the return address on the stack, so everything that reads "
            "it -- the function itself, a backtrace, a profiler -- sees "
