@@ -518,7 +518,6 @@ static PyObject *reg_name_objs[NREGS];	/* the canonical names, interned */
 
 /* uc_vmem_read / uc_vmem_write: guest virtual memory through the CPU's page tables */
 typedef int (*uc_vmem_fn)(void *uc, uint64_t address, int prot, void *bytes, size_t size);
-typedef int (*uc_vmem_translate_fn)(void *uc, uint64_t address, int prot, uint64_t *paddr);
 #define UC_PROT_READ 1
 #define UC_PROT_WRITE 2
 
@@ -530,20 +529,19 @@ typedef struct {
 	uc_reg_fn reg_write;
 	uc_vmem_fn vmem_read;		/* optional (NULL: the C API's vmem calls fail) */
 	uc_vmem_fn vmem_write;
-	uc_vmem_translate_fn vmem_translate;	/* optional (NULL: translate() fails) */
 	int ids[NREGS];
 } RegFile;
 
 static int rf_init(RegFile *self, PyObject *args, PyObject *kwds)
 {
 	static char *kwlist[] = {"owner", "uc", "reg_read", "reg_write", "ids", "vmem_read",
-				 "vmem_write", "vmem_translate", NULL};
+				 "vmem_write", NULL};
 	PyObject *owner, *ids;
-	unsigned long long uc, rd, wr, vrd = 0, vwr = 0, vtr = 0;
+	unsigned long long uc, rd, wr, vrd = 0, vwr = 0;
 	int i;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKKO!|KKK", kwlist, &owner, &uc, &rd, &wr,
-					 &PyDict_Type, &ids, &vrd, &vwr, &vtr))
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKKO!|KK", kwlist, &owner, &uc, &rd, &wr,
+					 &PyDict_Type, &ids, &vrd, &vwr))
 		return -1;
 	if (!uc || !rd || !wr) {
 		PyErr_SetString(PyExc_ValueError, "null address");
@@ -569,7 +567,6 @@ static int rf_init(RegFile *self, PyObject *args, PyObject *kwds)
 	self->reg_write = (uc_reg_fn)(uintptr_t)wr;
 	self->vmem_read = (uc_vmem_fn)(uintptr_t)vrd;
 	self->vmem_write = (uc_vmem_fn)(uintptr_t)vwr;
-	self->vmem_translate = (uc_vmem_translate_fn)(uintptr_t)vtr;
 	return 0;
 }
 
@@ -594,36 +591,16 @@ static PyObject *rf_read(RegFile *self, PyObject *arg)
 	return PyLong_FromUnsignedLongLong(v);
 }
 
-/* RegFile.translate(va): the physical address of guest virtual `va` through
- * the CPU's page tables, or None (Engine.vmem_translate). */
-static PyObject *rf_translate(RegFile *self, PyObject *arg)
-{
-	uint64_t va = PyLong_AsUnsignedLongLongMask(arg), pa = 0;
-
-	if (PyErr_Occurred())
-		return NULL;
-	if (self->vmem_translate == NULL) {
-		PyErr_SetString(PyExc_ValueError, "this RegFile was made without uc_vmem_translate");
-		return NULL;
-	}
-	if (self->vmem_translate(self->uc, va, UC_PROT_READ, &pa) != 0)
-		Py_RETURN_NONE;
-	return PyLong_FromUnsignedLongLong(pa);
-}
-
 static PyMethodDef rf_methods[] = {
 	{"read", (PyCFunction)rf_read, METH_O,
 	 "read(regid): the register with that Unicorn id, read natively."},
-	{"translate", (PyCFunction)rf_translate, METH_O,
-	 "translate(va): the physical address of guest virtual va, or None."},
 	{NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject RegFileType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
 	.tp_name = "emu._fastpath.RegFile",
-	.tp_doc = "RegFile(owner, uc, reg_read, reg_write, ids, vmem_read=0, vmem_write=0,\n"
-		  "        vmem_translate=0)\n"
+	.tp_doc = "RegFile(owner, uc, reg_read, reg_write, ids, vmem_read=0, vmem_write=0)\n"
 		  "The engine's registers (and virtual memory, for C callers) for pt_regs\n"
 		  "views (see _fastpath.c).",
 	.tp_basicsize = sizeof(RegFile),

@@ -13,6 +13,7 @@ Must not import: anything of kpemu's (it is the bottom layer).
 """
 
 import ctypes
+import functools
 import mmap
 
 from unicorn import Uc, UcError
@@ -56,9 +57,7 @@ _u64 = ctypes.c_uint64
 uclib.uc_vmem_read.argtypes = [ctypes.c_void_p, _u64, ctypes.c_int, ctypes.c_void_p,
                                ctypes.c_size_t]
 uclib.uc_vmem_write.argtypes = uclib.uc_vmem_read.argtypes
-uclib.uc_vmem_translate.argtypes = [ctypes.c_void_p, _u64, ctypes.c_int,
-                                    ctypes.POINTER(_u64)]
-for _f in (uclib.uc_vmem_read, uclib.uc_vmem_write, uclib.uc_vmem_translate):
+for _f in (uclib.uc_vmem_read, uclib.uc_vmem_write):
     _f.restype = ctypes.c_int
 
 
@@ -122,9 +121,11 @@ def _ctx_field(ctx, offset, ctype):
     return ctype.from_address(base + offset)
 
 
+@functools.lru_cache(maxsize=1)
 def _cpuid_leaf1():
     """(eax, ebx, ecx, edx) of CPUID leaf 1 on this libunicorn's CPU model: the static part
-    of what the CPUID hook answers (OSXSAVE, which mirrors CR4, is put in per call)."""
+    of what the CPUID hook answers (OSXSAVE, which mirrors CR4, is put in per call).  The
+    same for the whole process: asked once."""
     uc = Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
     uc.mem_map(0x1000, 0x1000)
     uc.mem_write(0x1000, b"\x0f\xa2")                  # cpuid
@@ -328,8 +329,7 @@ class Engine:
         self.regfile = _fastpath.RegFile(
             self.uc, ctypes.cast(self._uch, ctypes.c_void_p).value,
             _address(uclib.uc_reg_read), _address(uclib.uc_reg_write), REG_IDS,
-            _address(uclib.uc_vmem_read), _address(uclib.uc_vmem_write),
-            _address(uclib.uc_vmem_translate))
+            _address(uclib.uc_vmem_read), _address(uclib.uc_vmem_write))
         self._read_reg = self.regfile.read
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_OUT(self._guard(out)), None, 1, 0,
                        ctypes.c_int(x86.UC_X86_INS_OUT))
@@ -531,12 +531,6 @@ class Engine:
         self.uc.context_restore(ctx)
 
     # -- memory -----------------------------------------------------------------------
-
-    def vmem_translate(self, va):
-        """Physical address of virtual `va` through the guest's page tables, or None (a
-        native call of uc_vmem_translate: every host access outside the kernel mapping
-        comes here)."""
-        return self.regfile.translate(va)
 
     def flush_code(self, va, size):
         """Drop translated blocks covering [va, va+size): a write to code is not seen

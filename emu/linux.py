@@ -41,7 +41,7 @@ from emu.image import HVM_START_MAGIC, build_boot_info
 from emu.interrupts import gdt_flags
 from emu.memory import START_KERNEL_MAP
 from emu.oops import REG_ORDER
-from emu.tasks import Task
+from emu.tasks import Task, read_comm_pid
 
 OFFSETS_FILE = "offsets.json"
 CMDLINE_FILE = "cmdline"
@@ -165,13 +165,12 @@ class LinuxLayout:
 
 
 def read_task(mem, layout, addr):
-    comm = mem.read(addr + layout.comm, layout.comm_len).split(b"\0", 1)[0]
+    comm, pid = read_comm_pid(mem, layout, addr)
     state = int.from_bytes(mem.read(addr + layout.state, 4), "little")
     exit_state = int.from_bytes(mem.read(addr + layout.exit_state, 4), "little")
     bits = (state | exit_state) & layout.report_mask
     return Task(addr=addr,
-                pid=int.from_bytes(mem.read(addr + layout.pid, 4), "little", signed=True),
-                comm=comm.decode("latin-1"),
+                pid=pid, comm=comm,
                 state=layout.state_names[bits.bit_length()],
                 state_value=state | exit_state,
                 stack=mem.u64(addr + layout.stack),

@@ -233,7 +233,7 @@ class Machine:
         eng.set_reg("cr4", eng.reg("cr4") | X86_CR4_PAE)
         eng.set_reg("cr0", eng.reg("cr0") | X86_CR0_PG)
         start = self.image.symbol_value("_text")
-        if self.engine.vmem_translate(start) != start - START_KERNEL_MAP:
+        if self.mem.walk(start) != start - START_KERNEL_MAP:
             raise ImageError(f"{self.image.path}: its page tables do not map _text at "
                              f"{start:#x} to {start - START_KERNEL_MAP:#x}")
         self.mem.kernel_map_checked = True

@@ -57,7 +57,7 @@ def read_comm_pid(mem, layout, addr):
 
 
 def read_task(mem, layout, addr):
-    comm = mem.read(addr + layout.comm, layout.comm_len).split(b"\0", 1)[0]
+    comm, pid = read_comm_pid(mem, layout, addr)
     state = mem.u64(addr + layout.state)
     if state & (1 << 63):
         state -= 1 << 64
@@ -65,8 +65,7 @@ def read_task(mem, layout, addr):
     if exit_code & (1 << 63):
         exit_code -= 1 << 64
     return Task(addr=addr,
-                pid=int.from_bytes(mem.read(addr + layout.pid, 4), "little", signed=True),
-                comm=comm.decode("latin-1"),
+                pid=pid, comm=comm,
                 state=layout.state_names.get(state, str(state)),
                 state_value=state,
                 stack=mem.u64(addr + layout.stack),

@@ -53,7 +53,6 @@ from kprobes.events.trace_probe import (
     lookup_symbol,
     parse_event_name,
     parse_probe_arg,
-    print_probe_args,
     sanitize_event_name,
     set_print_fmt,
     split_symbol_offset,
@@ -175,8 +174,11 @@ class ProbeDefinition:
         """Every argument's value at this hit (what Linux stores in the ring buffer)."""
         return store_trace_args(self.args, ctx)
 
-    def format_values(self, values, symbols=None):
-        return print_probe_args(self.args, values, symbols)
+    def record_size(self, values):
+        """The ring-buffer size of a record with these fetched `values`: the entry
+        header, the probe's ip (and a return probe's func), then each argument's payload."""
+        return 8 + (16 if self.is_return else 8) + sum(
+            a.payload_size(v) for a, v in zip(self.args, values))
 
     def print_fmt(self):
         """The event's print_fmt (__set_print_fmt())."""
@@ -450,7 +452,7 @@ class TraceKprobe:
         # The ring-buffer size of a record when no argument is a string (whose size is its
         # value's), else None.
         self._payload = None if any(a.type.is_string for a in defn.args) else \
-            8 + (16 if defn.is_return else 8) + sum(a.payload_size(0) for a in defn.args)
+            defn.record_size([0] * len(defn.args))
 
     @property
     def nmissed(self):
@@ -482,8 +484,7 @@ class TraceKprobe:
         # ip (a return probe's func and ret_ip), then the fields.
         payload = self._payload
         if payload is None:
-            payload = 8 + (16 if defn.is_return else 8) + sum(
-                a.payload_size(v) for a, v in zip(defn.args, values))
+            payload = defn.record_size(values)
         events.append(rec, payload)
 
     def _hit(self, p, regs):

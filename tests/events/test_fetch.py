@@ -4,6 +4,7 @@ bitfields, chars, strings, arrays, symbols, faults, $stack/$arg/$retval/$comm.""
 import pytest
 
 from kprobes.events import FAULT, format_args, parse_command
+from kprobes.events.trace_probe import print_probe_args
 
 from .conftest import DATA, SP, STACK_TOP, TEXT
 
@@ -165,7 +166,7 @@ def test_symbol_and_symstr(ctx):
 
 def test_symbol_without_kallsyms_prints_hex(ctx):
     d = parse_command("p vfs_read a=%ip:symbol")
-    assert d.format_values(d.fetch_args(ctx), None) == f" a=0x{TEXT + 0x1001:x}"
+    assert print_probe_args(d.args, d.fetch_args(ctx), None) == f" a=0x{TEXT + 0x1001:x}"
 
 
 def test_stack(ctx, mem):

@@ -160,10 +160,9 @@ class ArchKprobes:
         except MemoryFault:
             raise KprobeError(_errno.EINVAL, f"{m.symbols.format(addr)}: not mapped") from None
 
-    def _function_insns(self, sym, addr, decode_now=True):
-        """The FunctionInsns of `sym`'s original text (decoded now unless `decode_now` is
-        False: then None when it was not decoded before), or None for a function too big
-        to decode whole."""
+    def _function_insns(self, sym, addr):
+        """The FunctionInsns of `sym`'s original text (decoded once while it does not
+        change), or None for a function too big to decode whole."""
         size = max(sym.size, addr - sym.addr + 1)
         if size > FUNCTION_DECODE_MAX:
             return None
@@ -171,8 +170,6 @@ class ArchKprobes:
         known = self._functions.get(sym.addr)
         if known is not None and known.code == code:
             return known
-        if not decode_now:
-            return None
         if len(self._functions) >= FUNCTION_CACHE_MAX:
             self._functions.clear()
         insns = self._functions[sym.addr] = FunctionInsns(code, sym.addr)
@@ -185,10 +182,10 @@ class ArchKprobes:
             insns = checked[1]         # can_probe() just read and decoded the function
             code = insns.code[addr - insns.start:addr - insns.start + MAX_INSN_SIZE]
         else:
+            # A function's entry (can_probe() decoded nothing): decode() finds the
+            # instruction's length from these bytes itself.
             code = self.core.original_bytes(addr, MAX_INSN_SIZE)
-            sym = self.m.symbols.symbol_at(addr)
-            insns = self._function_insns(sym, addr, decode_now=False) \
-                if sym is not None and sym.addr in self._functions else None
+            insns = None
         known = insns.at(addr) if insns is not None else None
         slot = None
         try:
