@@ -3,8 +3,8 @@
 #   emu._fastpath              the C Unicorn callbacks (the instruction counter that is
 #                              the guest clock, the interrupt hook) and the pt_regs view;
 #   emu._tsc                   rdtsc and rdtscp answered from that clock;
-#   kprobes.arch.x86_64._trap  the per-CPU kprobes state and the bookkeeping of a plain
-#                              kprobe hit (int3 + #DB).
+#   kprobes.arch.x86_64._trap  the per-CPU kprobes state, the bookkeeping of a plain
+#                              kprobe hit (int3 + #DB) and the record of a kprobe event's.
 from setuptools import Extension, setup
 
 setup(ext_modules=[

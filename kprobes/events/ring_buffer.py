@@ -29,14 +29,20 @@ def event_size(payload):
 
 
 class RingBuffer:
-    """One CPU's buffer of `size_kb` KiB, records dropped oldest page first."""
+    """One CPU's buffer of `size_kb` KiB, records dropped oldest page first.  `read`,
+    when given, is what a stored record is turned into as the buffer is read (the
+    caller's: a record may be stored in a cheaper form than the one it is read in).
 
-    def __init__(self, size_kb=DEFAULT_BUFFER_SIZE_KB):
+    A C writer may add records too (kprobes/arch/x86_64/trap.c): it does what write()
+    does, on the same attributes."""
+
+    def __init__(self, size_kb=DEFAULT_BUFFER_SIZE_KB, read=None):
         if not isinstance(size_kb, int) or isinstance(size_kb, bool) or \
                 not 1 <= size_kb <= RB_BUFFER_SIZE_KB_MAX:
             raise ValueError(f"buffer size must be 1..{RB_BUFFER_SIZE_KB_MAX} KiB, not "
                              f"{size_kb!r}")
         self.size_kb = size_kb
+        self.read = read
         self.nr_pages = max(2, -(-size_kb * 1024 // BUF_PAGE_SIZE))
         self.pages = deque([[]])      # the oldest page first; each a list of records
         self.used = 0                 # data bytes in the newest page
@@ -65,8 +71,12 @@ class RingBuffer:
         return self.written - self.overrun
 
     def __iter__(self):
+        read = self.read
         for page in self.pages:
-            yield from page
+            if read is None:
+                yield from page
+            else:
+                yield from map(read, page)
 
     def __len__(self):
         return self.entries

@@ -8,7 +8,9 @@ This module owns:
     and the error a failed register_kprobe() leaves in error_log;
   * the events: kprobe_events commands turned into real kprobes and kretprobes on the
     machine, per-event enable/disable, the kprobe_events read-back, kprobe_profile, the
-    trace buffer and the error_log, and what happens at a hit;
+    trace buffer and the error_log, and what happens at a hit (TraceKprobe._hit, the
+    reference; where the arch can record a hit natively -- arch.native_event(), trap.c's
+    EventProbe -- its raw record is read back here as a TraceRecord);
   * events on modules (trace_kprobe_module_callback()): a `MOD:SYM` event whose module is
     not loaded is defined all the same and registered when the module comes; when it goes,
     its probes go [GONE] (kprobes' own notifier) and the event stays, to be registered
@@ -29,7 +31,8 @@ from emu.modules import MODULE_STATE_COMING
 from emu.tasks import read_comm_pid
 from kprobes import KRETPROBE_MAXACTIVE_MAX, Kprobe, KprobeError, Kretprobe
 from kprobes.events.errors import ErrorCode, LogError, ProbeCommandError, ProbeSyntaxError
-from kprobes.events.ring_buffer import DEFAULT_BUFFER_SIZE_KB, RingBuffer
+from kprobes.events.ring_buffer import (BUF_PAGE_SIZE, DEFAULT_BUFFER_SIZE_KB, RingBuffer,
+                                        event_size)
 from kprobes.events.trace_output import (
     TraceRecord,
     format_probe_ip,
@@ -433,7 +436,8 @@ class TraceKprobe:
         self.events = events
         self.event = event
         self.defn = defn
-        self.nhit = 0
+        self._nhit = 0
+        self.recorder = None          # the C path's EventProbe, when it can record a hit
         m = events.m
         if defn.is_return:
             count = defn.entry_arg_count
@@ -443,16 +447,56 @@ class TraceKprobe:
                                    entry_handler=self._entry if count else None,
                                    data_size=8 * count, maxactive=defn.maxactive or 0)
             self.kprobe = self.probe.kp
-        else:
-            self.probe = self.kprobe = Kprobe(
-                addr=defn.addr if defn.symbol is None else None, symbol_name=defn.symbol,
-                offset=defn.offset, pre_handler=self._hit)
         self.m = m
         self._ip_text = None          # (probe address, its place as the trace prints it)
         # The ring-buffer size of a record when no argument is a string (whose size is its
         # value's), else None.
         self._payload = None if any(a.type.is_string for a in defn.args) else \
             defn.record_size([0] * len(defn.args))
+        if not defn.is_return:
+            self.probe = self.kprobe = Kprobe(
+                addr=defn.addr if defn.symbol is None else None, symbol_name=defn.symbol,
+                offset=defn.offset, pre_handler=self._pre_handler())
+
+    def _pre_handler(self):
+        """_hit, or the arch's native recorder standing for it (which calls _hit for
+        whatever it does not do itself) when every argument has a native program, the
+        record has a fixed size and `current` is the toykernel's."""
+        defn, events = self.defn, self.events
+        arch = getattr(events.k, "arch", None)
+        if self._payload is None or events.m.guest is not None or \
+                not hasattr(arch, "native_event") or \
+                any(a.thread_size != events.thread_size for a in defn.args):
+            return self._hit
+        hit = self._hit
+        native = arch.native_event(hit, [a.native_code() for a in defn.args],
+                                   event=self.event, owner=self,
+                                   **events.record_layout(self._payload))
+        if native is not hit:
+            self.recorder = native
+        return native
+
+    @property
+    def nhit(self):
+        """kprobe_profile's hits (kept by the recorder when there is one)."""
+        return self._nhit if self.recorder is None else self.recorder.nhit
+
+    @nhit.setter
+    def nhit(self, value):
+        if self.recorder is None:
+            self._nhit = value
+        else:
+            self.recorder.nhit = value
+
+    def trace_record(self, raw):
+        """The TraceRecord of a hit the C path recorded (`raw`, trap.c's RawRecord): made
+        when the buffer is read, formatted only when it is printed."""
+        if self._ip_text is None or self._ip_text[0] != raw.probe_addr:
+            self._ip_text = (raw.probe_addr, format_probe_ip(self.m.symbols, raw.probe_addr))
+        return TraceRecord(raw.comm, raw.pid,
+                           self.events.flags_of(raw.need_resched, raw.preempt_count),
+                           raw.clock, self.event.event, self._ip_text[1], self.defn.args,
+                           raw.values, self.m.symbols)
 
     @property
     def nmissed(self):
@@ -509,6 +553,12 @@ class TraceKprobe:
         self._record(regs, where, ctx)
 
 
+def _read_record(rec):
+    """A ring-buffer record as a reader gets it: a TraceRecord (a RawRecord of the C path
+    becomes one now)."""
+    return rec if isinstance(rec, TraceRecord) else rec.owner.trace_record(rec)
+
+
 class TraceEvent:
     """GROUP/EVENT: its probes, its enable switch."""
 
@@ -540,7 +590,8 @@ class KprobeEvents:
         self.k = k
         self.m = k.m
         self.events = {}              # "group/event" -> TraceEvent, in creation order
-        self.buffer = RingBuffer(buffer_size_kb)     # the one CPU's
+        # the one CPU's; a record the C path wrote (a RawRecord) is read as a TraceRecord
+        self.buffer = RingBuffer(buffer_size_kb, read=_read_record)
         self.listeners = []           # fn(TraceRecord) as each is written (trace_pipe)
         self.error_log = []
         self.tramp = self.m.symbols.lookup_name("kretprobe_trampoline")
@@ -549,7 +600,7 @@ class KprobeEvents:
         self._ti_flags = consts.get("TI_flags")
         self._need_resched = consts.get("TIF_NEED_RESCHED")
         self._ti_preempt = consts.get("TI_preempt_count")
-        self._thread_size = layout.thread_size
+        self.thread_size = layout.thread_size
         # What Linux pr_warn()s to the kernel log about events: a probe deferred until its
         # module is loaded, a probe that could not be registered again on a module's text.
         self.log = []
@@ -569,7 +620,7 @@ class KprobeEvents:
 
     def command(self, line):
         try:
-            defn = parse_command(line, self.m.symbols, thread_size=self._thread_size)
+            defn = parse_command(line, self.m.symbols, thread_size=self.thread_size)
         except ProbeSyntaxError as err:
             self.error_log.append(err.format())
             raise
@@ -739,6 +790,20 @@ class KprobeEvents:
         except MemoryFault:
             return "<idle>", 0
 
+    def record_layout(self, payload):
+        """What a native recorder of a record of `payload` bytes needs to know of this
+        buffer and of the guest (the arch's native_event() keywords): the ring buffer's
+        sizes, where comm and pid are in a task, where flags_now() reads its inputs."""
+        layout = self.m.layout
+        return {"buffer": self.buffer, "listeners": self.listeners,
+                "record_size": event_size(payload), "page_size": BUF_PAGE_SIZE,
+                "comm_off": layout.comm, "comm_len": layout.comm_len,
+                "pid_off": layout.pid, "thread_size": self.thread_size,
+                "ti_flags": -1 if self._ti_flags is None or self._need_resched is None
+                else self._ti_flags,
+                "ti_preempt": -1 if self._ti_preempt is None else self._ti_preempt,
+                "need_resched_bit": self._need_resched or 0}
+
     def flags_now(self, regs):
         """The five flag columns at a hit: kprobe handlers run with interrupts off (int3
         and #DB are interrupt gates), need-resched from the task's thread_info flags, the
@@ -746,13 +811,18 @@ class KprobeEvents:
         need = False
         preempt = 0
         if self._ti_flags is not None:
-            ti = regs.sp & ~(self._thread_size - 1)
+            ti = regs.sp & ~(self.thread_size - 1)
             try:
                 need = bool(self.m.mem.u64(ti + self._ti_flags) >> self._need_resched & 1)
                 if self._ti_preempt is not None:
                     preempt = self.m.mem.u32(ti + self._ti_preempt)
             except MemoryFault:
                 pass
+        return self.flags_of(need, preempt)
+
+    @staticmethod
+    def flags_of(need, preempt):
+        """The five flag columns for need-resched `need` and preempt count `preempt`."""
         flags = _FLAGS.get((need, preempt))
         if flags is None:
             flags = _FLAGS[need, preempt] = irq_flags(irqs_off=True, need_resched=need,

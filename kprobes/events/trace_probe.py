@@ -379,6 +379,54 @@ class FetchArg:
             if op[0] == "symbol":
                 self.code[i + 1] = ("imm", _resolve_symbol_ref_errno(symbols, op[1]))
 
+    def native_code(self):
+        """This argument as a native fetch program (what a C trap path can evaluate without
+        this class), or None when it needs more than a fixed-size number: a string, an
+        array, $comm, $retval, a return probe's entry data, an unresolved @SYM.
+
+        (source, derefs, store, store_off, size, bitfield):
+          source    ("reg", NAME) -- a pt_regs slot, `ip` and `flags` as trapped;
+                    ("imm", VALUE); ("stack", N) -- regs_get_kernel_stack_nth();
+          derefs    ((user, offset), ...), each val = *(u64 *)(val + offset);
+          store     "raw" (the value) or "mem" / "umem" (`size` bytes at val + store_off);
+          bitfield  (lshift, rshift, bits) or None.
+        The same steps as fetch() below, which stays the reference."""
+        if self.count or self.type.is_string:
+            return None
+        code = self.code
+        op = code[0]
+        i = 1
+        if op[0] == "reg":
+            source = ("imm", _MASK64) if op[1] == "orig_ax" else op
+        elif op[0] == "stackp":
+            source = ("reg", "sp")
+        elif op[0] in ("imm", "stack"):
+            source = op
+        elif op[0] == "arg":
+            n = op[1]
+            source = ("reg", ARGUMENT_REGISTERS[n]) if n < len(ARGUMENT_REGISTERS) else \
+                ("stack", n - len(ARGUMENT_REGISTERS) + 1)
+        elif op[0] == "symbol" and code[1][1] is not None:
+            source, i = ("imm", code[1][1]), 2
+        else:
+            return None
+        derefs = []
+        while code[i][0] in _DEREFS:
+            derefs.append((code[i][0] == "uderef", code[i][1] & _MASK64))
+            i += 1
+        store = code[i]
+        kinds = {"st_raw": "raw", "st_mem": "mem", "st_umem": "umem"}
+        if store[0] not in kinds:
+            return None
+        size, store_off = (store[1], 0) if store[0] == "st_raw" else (store[2], store[1])
+        bitfield = None
+        if i + 1 < len(code):
+            if code[i + 1][0] != "mod_bf" or i + 2 != len(code):
+                return None
+            _op, lshift, rshift, basesize = code[i + 1]
+            bitfield = (lshift, rshift, 8 * basesize)
+        return (source, tuple(derefs), kinds[store[0]], store_off & _MASK64, size, bitfield)
+
     # -- evaluation (process_fetch_insn and process_fetch_insn_bottom) --------------------
 
     def fetch(self, ctx):

@@ -14,6 +14,7 @@ from emu.errors import MemoryFault
 from emu.image import ElfSymbol, KernelImage
 from emu.symbols import Symbols
 from kprobes import Kprobes
+from kprobes.arch.x86_64 import trap as arch_trap
 from kprobes.events import KprobeEvents
 
 TEXT = 0xFFFFFFFF81000000
@@ -97,3 +98,11 @@ def ev():
     k = Kprobes(m)
     m.boot()
     return m, k, KprobeEvents(k)
+
+
+@pytest.fixture(autouse=True, params=["c-path", "python-path"])
+def trap_path(request, monkeypatch):
+    """Every events test runs on both trap paths: trap.c's C path, which records a kprobe
+    event's hit natively (the default), and the Python reference for every trap."""
+    monkeypatch.setattr(arch_trap, "TRAP_FASTPATH", request.param == "c-path")
+    return request.param

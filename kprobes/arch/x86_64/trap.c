@@ -65,6 +65,13 @@
  * (below): their addresses are C integers, made Python ints only when Python
  * reads them, so the C path makes none per call, and one takes 104 bytes.
  *
+ * Kprobe events (kprobes/events/trace_kprobe.py, the reference): a probe whose
+ * pre_handler is an EventProbe (below) has its hit recorded by
+ * event_record_c() -- the fetch arguments, comm, pid, the flags' inputs and the
+ * clock read natively into a RawRecord in the ring buffer, nothing formatted --
+ * and anything it does not do goes to the Python handler the EventProbe stands
+ * for, before it has changed anything.
+ *
  * `fastpath = 0` sends every trap to the slow path (the tests run both ways).
  */
 #define PY_SSIZE_T_CLEAN
@@ -771,6 +778,527 @@ out:
 	return code;
 }
 
+/* -- kprobe events ------------------------------------------------------------ */
+
+/*
+ * A kprobe_events probe (kprobes/events/trace_kprobe.py, TraceKprobe), whose
+ * kprobe's pre_handler is an EventProbe: called from Python it is the Python
+ * handler it was made with (TraceKprobe._hit, the reference); at a hit the C
+ * int3 takes, event_record_c() does what that handler does without a Python
+ * call -- the fetch arguments read natively, comm, pid, the flags' inputs and
+ * the clock taken, a fixed-size RawRecord written into the ring buffer as
+ * RingBuffer.write() writes one (ring_buffer.py), nhit counted -- and nothing
+ * formatted: a RawRecord becomes a TraceRecord only when the buffer is read.
+ *
+ * What it does not do it hands to the Python handler before it has changed
+ * anything: a listener attached (trace_pipe takes TraceRecords as they come),
+ * no `current` read set up (set_kretprobes()), any memory read that fails (the
+ * Python path is the one that says what is a fault), a read that could reach a
+ * page its value does not touch.  Arguments the C program cannot express
+ * (strings, arrays, $comm, return values ...) make no EventProbe at all: the
+ * events layer keeps the plain Python handler for that probe.
+ *
+ * The program, one tuple per argument (made by the arch's native_event()):
+ *   (src, value, derefs, store, store_off, size, lshift, rshift, bits)
+ *   src     EV_SRC_*: a register by Unicorn id, the trapped ip or flags, an
+ *           immediate, the Nth word of the current stack (0 outside it);
+ *   derefs  ((user, offset), ...): val = *(u64 *)(val + offset), a user one
+ *           refused (to Python) at or above TASK_SIZE_MAX;
+ *   store   EV_ST_*: the value itself, or `size` bytes at val + store_off;
+ *   bits    non-zero for a bitfield: ((v << lshift) & mask(bits)) >> rshift.
+ */
+enum { EV_SRC_REG, EV_SRC_IP, EV_SRC_FLAGS, EV_SRC_IMM, EV_SRC_STACK };
+enum { EV_ST_RAW, EV_ST_MEM, EV_ST_UMEM };
+#define EV_MAX_DEREFS 16
+#define EV_MAX_ARGS 32
+#define EV_COMM_MAX 32
+#define EV_TASK_SIZE_MAX ((1ULL << 47) - 4096)	/* trace_probe.TASK_SIZE_MAX */
+#define EV_PAGE_SIZE 4096ULL
+
+struct ev_arg {
+	int src, store, size, nderefs;
+	uint64_t value, store_off;
+	int lshift, rshift, bits;
+	struct { int user; uint64_t offset; } deref[EV_MAX_DEREFS];
+};
+
+typedef struct {
+	PyObject_HEAD
+	PyObject *handler;		/* the Python pre_handler (the reference) */
+	PyObject *event;		/* the TraceEvent: its `enabled` */
+	PyObject *buffer;		/* the RingBuffer */
+	PyObject *listeners;		/* KprobeEvents.listeners (a list) */
+	PyObject *owner;		/* the TraceKprobe, for the reader of a RawRecord */
+	unsigned long long nhit;	/* TraceKprobe.nhit */
+	long record_size;		/* event_size(payload) of every record */
+	long page_size;			/* BUF_PAGE_SIZE */
+	/* the task layout (emu.tasks.Layout) and the thread_info flags' inputs */
+	uint64_t comm_off, pid_off, thread_size;
+	int comm_len;
+	long long ti_flags, ti_preempt;	/* -1: not exported */
+	int need_resched_bit;
+	int nargs;
+	struct ev_arg args[EV_MAX_ARGS];
+} EventProbe;
+
+/* One hit as the C path records it (a RawRecord; trace_kprobe.py reads it). */
+typedef struct {
+	PyObject_VAR_HEAD		/* ob_size: the number of values */
+	PyObject *probe;		/* the EventProbe */
+	uint64_t probe_addr, clock;
+	int32_t pid;
+	uint32_t preempt_count;
+	char need_resched;
+	char comm[EV_COMM_MAX];
+	int comm_len;
+	uint64_t values[1];
+} RawRecord;
+
+static PyTypeObject EventProbeType, RawRecordType;
+static PyObject *s_enabled, *s_written, *s_overrun, *s_used, *s_pages, *s_nr_pages,
+	*s_popleft, *s_append;
+
+/* size (1, 2, 4, 8) bytes at va; -1 when the read fails or an 8-byte read
+ * could touch the next page where the value does not. */
+static int ev_read(KprobeCtlblk *s, uint64_t va, int size, uint64_t *out)
+{
+	uint64_t v;
+
+	if (size < 8 && (va & (EV_PAGE_SIZE - 1)) > EV_PAGE_SIZE - 8)
+		return -1;
+	if (api->vmem_read_u64(s->regfile, va, &v) < 0)
+		return -1;
+	*out = size < 8 ? v & ((1ULL << (8 * size)) - 1) : v;
+	return 0;
+}
+
+/* One argument's value, like FetchArg.fetch(); -1: the Python path decides. */
+static int ev_fetch(KprobeCtlblk *s, EventProbe *ep, const struct ev_arg *a, uint64_t ip,
+		    uint64_t flags, uint64_t sp, uint64_t *out)
+{
+	uint64_t val = 0, addr;
+	int i;
+
+	switch (a->src) {
+	case EV_SRC_REG:
+		if (api->reg_read(s->regfile, (int)a->value, &val) < 0)
+			return -1;
+		break;
+	case EV_SRC_IP:
+		val = ip;
+		break;
+	case EV_SRC_FLAGS:
+		val = flags;
+		break;
+	case EV_SRC_IMM:
+		val = a->value;
+		break;
+	case EV_SRC_STACK:	/* regs_get_kernel_stack_nth() */
+		addr = sp + 8 * a->value;
+		if ((addr & ~(ep->thread_size - 1)) != (sp & ~(ep->thread_size - 1)))
+			val = 0;
+		else if (ev_read(s, addr, 8, &val) < 0)
+			return -1;
+		break;
+	default:
+		return -1;
+	}
+	for (i = 0; i < a->nderefs; i++) {
+		addr = val + a->deref[i].offset;
+		if (a->deref[i].user && addr + 8 > EV_TASK_SIZE_MAX)
+			return -1;
+		if (ev_read(s, addr, 8, &val) < 0)
+			return -1;
+	}
+	if (a->store == EV_ST_RAW) {
+		if (a->size < 8)
+			val &= (1ULL << (8 * a->size)) - 1;
+	} else {
+		addr = val + a->store_off;
+		if (a->store == EV_ST_UMEM && addr + a->size > EV_TASK_SIZE_MAX)
+			return -1;
+		if (ev_read(s, addr, a->size, &val) < 0)
+			return -1;
+	}
+	if (a->bits) {
+		uint64_t mask = a->bits == 64 ? ~0ULL : (1ULL << a->bits) - 1;
+
+		val = (a->lshift >= 64 ? 0 : (val << a->lshift) & mask);
+		val = a->rshift >= 64 ? 0 : val >> a->rshift;
+	}
+	*out = val;
+	return 0;
+}
+
+/* obj.name as a C long long (-1 and an exception on failure). */
+static int attr_ll(PyObject *obj, PyObject *name, long long *out)
+{
+	PyObject *v = PyObject_GetAttr(obj, name);
+
+	if (v == NULL)
+		return -1;
+	*out = PyLong_AsLongLong(v);
+	Py_DECREF(v);
+	return PyErr_Occurred() ? -1 : 0;
+}
+
+static int set_ll(PyObject *obj, PyObject *name, long long value)
+{
+	PyObject *v = PyLong_FromLongLong(value);
+	int r = v == NULL ? -1 : PyObject_SetAttr(obj, name, v);
+
+	Py_XDECREF(v);
+	return r;
+}
+
+/* Like RingBuffer.write() (kprobes/events/ring_buffer.py) for a record of
+ * ep->record_size bytes, which fits a page (native_event() made sure): into the
+ * newest page, the oldest page dropped whole when a new one is needed and the
+ * buffer has all its pages.  0, or -1 with an exception set. */
+static int ev_ring_write(EventProbe *ep, PyObject *rec)
+{
+	PyObject *buf = ep->buffer, *pages, *page, *old, *res;
+	long long written, used, nr_pages, overrun;
+	Py_ssize_t n;
+	int r = -1;
+
+	if (attr_ll(buf, s_written, &written) < 0 || set_ll(buf, s_written, written + 1) < 0 ||
+	    attr_ll(buf, s_used, &used) < 0 || (pages = PyObject_GetAttr(buf, s_pages)) == NULL)
+		return -1;
+	if (used + ep->record_size > ep->page_size) {
+		if ((n = PyObject_Size(pages)) < 0 || attr_ll(buf, s_nr_pages, &nr_pages) < 0)
+			goto out;
+		if (n == nr_pages) {
+			if ((old = PyObject_CallMethodNoArgs(pages, s_popleft)) == NULL)
+				goto out;
+			n = PyObject_Size(old);
+			Py_DECREF(old);
+			if (n < 0 || attr_ll(buf, s_overrun, &overrun) < 0 ||
+			    set_ll(buf, s_overrun, overrun + n) < 0)
+				goto out;
+		}
+		if ((page = PyList_New(0)) == NULL)
+			goto out;
+		res = PyObject_CallMethodOneArg(pages, s_append, page);
+		Py_DECREF(page);
+		if (res == NULL)
+			goto out;
+		Py_DECREF(res);
+		used = 0;
+	}
+	if ((page = PySequence_GetItem(pages, -1)) == NULL)
+		goto out;
+	r = PyList_Check(page) ? PyList_Append(page, rec) : -1;
+	if (r < 0 && !PyErr_Occurred())
+		PyErr_SetString(KprobeBug, "kprobes: a ring-buffer page is not a list");
+	Py_DECREF(page);
+	if (r == 0)
+		r = set_ll(buf, s_used, used + ep->record_size);
+out:
+	Py_DECREF(pages);
+	return r;
+}
+
+/*
+ * Like TraceKprobe._hit() and _record() (trace_kprobe.py) for the hit at
+ * probe_addr, ip and flags as trapped.  1: done (as if the handler returned
+ * 0); 0: the Python handler is to run instead (nothing has changed); -1 with
+ * an exception set.
+ */
+static int event_record_c(KprobeCtlblk *s, EventProbe *ep, uint64_t probe_addr, uint64_t ip,
+			  uint64_t flags)
+{
+	uint64_t sp, task, v, vals[EV_MAX_ARGS], comm[EV_COMM_MAX / 8] = {0}, ti;
+	uint64_t pid = 0, preempt = 0;
+	int enabled, need = 0, i, comm_len = 0;
+	RawRecord *rec;
+
+	if (PyList_GET_SIZE(ep->listeners) > 0 || s->krp_table == NULL)
+		return 0;
+	if ((enabled = attr_true(ep->event, s_enabled)) < 0)
+		return -1;
+	if (!enabled) {
+		ep->nhit++;
+		return 1;
+	}
+	/* Everything that can fail to read, before anything is changed. */
+	if (api->reg_read(s->regfile, s->krp_sp_id, &sp) < 0 || krp_current(s, &task) < 0)
+		return 0;
+	if (task) {		/* current_comm_pid() */
+		for (i = 0; i < (ep->comm_len + 7) / 8; i++)
+			if (ev_read(s, task + ep->comm_off + 8 * i, 8, &comm[i]) < 0)
+				return 0;
+		if (ev_read(s, task + ep->pid_off, 4, &pid) < 0)
+			return 0;
+		comm_len = (int)strnlen((const char *)comm, ep->comm_len);
+	}
+	if (ep->ti_flags >= 0) {	/* flags_now()'s inputs */
+		ti = sp & ~(ep->thread_size - 1);
+		if (ev_read(s, ti + ep->ti_flags, 8, &v) < 0)
+			return 0;
+		need = (int)(v >> ep->need_resched_bit & 1);
+		if (ep->ti_preempt >= 0 && ev_read(s, ti + ep->ti_preempt, 4, &preempt) < 0)
+			return 0;
+	}
+	for (i = 0; i < ep->nargs; i++)
+		if (ev_fetch(s, ep, &ep->args[i], ip, flags, sp, &vals[i]) < 0)
+			return 0;
+
+	rec = PyObject_GC_NewVar(RawRecord, &RawRecordType, ep->nargs);
+	if (rec == NULL)
+		return -1;
+	rec->probe = Py_NewRef((PyObject *)ep);
+	rec->probe_addr = probe_addr;
+	rec->clock = s->counter->executed;
+	rec->pid = (int32_t)(uint32_t)pid;
+	rec->preempt_count = (uint32_t)preempt;
+	rec->need_resched = (char)need;
+	if (task) {
+		memcpy(rec->comm, comm, comm_len);
+		rec->comm_len = comm_len;
+	} else {
+		memcpy(rec->comm, "<idle>", 6);
+		rec->comm_len = 6;
+	}
+	memcpy(rec->values, vals, sizeof(uint64_t) * ep->nargs);
+	PyObject_GC_Track(rec);
+	i = ev_ring_write(ep, (PyObject *)rec);
+	Py_DECREF(rec);
+	if (i < 0)
+		return -1;
+	ep->nhit++;
+	return 1;
+}
+
+/* -- EventProbe and RawRecord, the types -- */
+
+static int ev_parse_arg(PyObject *t, struct ev_arg *a)
+{
+	PyObject *derefs;
+	unsigned long long value, store_off;
+	Py_ssize_t i;
+
+	if (!PyArg_ParseTuple(t, "iKO!iKiiii:an event program's argument", &a->src, &value,
+			      &PyTuple_Type, &derefs, &a->store, &store_off, &a->size,
+			      &a->lshift, &a->rshift, &a->bits))
+		return -1;
+	a->value = value;
+	a->store_off = store_off;
+	a->nderefs = (int)PyTuple_GET_SIZE(derefs);
+	if (a->src < EV_SRC_REG || a->src > EV_SRC_STACK || a->store < EV_ST_RAW ||
+	    a->store > EV_ST_UMEM || (a->size != 1 && a->size != 2 && a->size != 4 &&
+				      a->size != 8) || a->nderefs > EV_MAX_DEREFS ||
+	    a->bits < 0 || a->bits > 64 || a->lshift < 0 || a->lshift >= 64 ||
+	    a->rshift < 0 || a->rshift >= 64) {
+		PyErr_SetString(PyExc_ValueError, "not an event program's argument");
+		return -1;
+	}
+	for (i = 0; i < a->nderefs; i++) {
+		unsigned long long off;
+
+		if (!PyArg_ParseTuple(PyTuple_GET_ITEM(derefs, i), "pK:a dereference",
+				      &a->deref[i].user, &off))
+			return -1;
+		a->deref[i].offset = off;
+	}
+	return 0;
+}
+
+static PyObject *ep_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = {"handler", "event", "buffer", "listeners", "owner", "program",
+				 "record_size", "page_size", "comm_off", "comm_len", "pid_off",
+				 "thread_size", "ti_flags", "ti_preempt", "need_resched_bit",
+				 NULL};
+	PyObject *handler, *event, *buffer, *listeners, *owner, *program;
+	unsigned long long comm_off, pid_off, thread_size;
+	long long ti_flags, ti_preempt;
+	long record_size, page_size;
+	int comm_len, bit;
+	EventProbe *ep;
+	Py_ssize_t i;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO!OO!llKiKKLLi:EventProbe", kwlist,
+					 &handler, &event, &buffer, &PyList_Type, &listeners,
+					 &owner, &PyTuple_Type, &program, &record_size,
+					 &page_size, &comm_off, &comm_len, &pid_off, &thread_size,
+					 &ti_flags, &ti_preempt, &bit))
+		return NULL;
+	if (!PyCallable_Check(handler) || PyTuple_GET_SIZE(program) > EV_MAX_ARGS ||
+	    comm_len < 0 || comm_len > EV_COMM_MAX || record_size <= 0 ||
+	    record_size > page_size || thread_size == 0 ||
+	    (thread_size & (thread_size - 1)) || bit < 0 || bit >= 64) {
+		PyErr_SetString(PyExc_ValueError, "EventProbe: a bad handler, program or layout");
+		return NULL;
+	}
+	ep = (EventProbe *)type->tp_alloc(type, 0);
+	if (ep == NULL)
+		return NULL;
+	ep->nargs = (int)PyTuple_GET_SIZE(program);
+	for (i = 0; i < ep->nargs; i++)
+		if (ev_parse_arg(PyTuple_GET_ITEM(program, i), &ep->args[i]) < 0) {
+			Py_DECREF(ep);
+			return NULL;
+		}
+	ep->handler = Py_NewRef(handler);
+	ep->event = Py_NewRef(event);
+	ep->buffer = Py_NewRef(buffer);
+	ep->listeners = Py_NewRef(listeners);
+	ep->owner = Py_NewRef(owner);
+	ep->record_size = record_size;
+	ep->page_size = page_size;
+	ep->comm_off = comm_off;
+	ep->comm_len = comm_len;
+	ep->pid_off = pid_off;
+	ep->thread_size = thread_size;
+	ep->ti_flags = ti_flags;
+	ep->ti_preempt = ti_preempt;
+	ep->need_resched_bit = bit;
+	return (PyObject *)ep;
+}
+
+static PyObject *ep_call(EventProbe *ep, PyObject *args, PyObject *kwds)
+{
+	return PyObject_Call(ep->handler, args, kwds);
+}
+
+static int ep_traverse(EventProbe *ep, visitproc visit, void *arg)
+{
+	Py_VISIT(ep->handler);
+	Py_VISIT(ep->event);
+	Py_VISIT(ep->buffer);
+	Py_VISIT(ep->listeners);
+	Py_VISIT(ep->owner);
+	return 0;
+}
+
+static int ep_clear(EventProbe *ep)
+{
+	Py_CLEAR(ep->handler);
+	Py_CLEAR(ep->event);
+	Py_CLEAR(ep->buffer);
+	Py_CLEAR(ep->listeners);
+	Py_CLEAR(ep->owner);
+	return 0;
+}
+
+static void ep_dealloc(EventProbe *ep)
+{
+	PyObject_GC_UnTrack(ep);
+	ep_clear(ep);
+	Py_TYPE(ep)->tp_free((PyObject *)ep);
+}
+
+static PyMemberDef ep_members[] = {
+	{"nhit", T_ULONGLONG, offsetof(EventProbe, nhit), 0, "hits (TraceKprobe.nhit)"},
+	{"owner", T_OBJECT, offsetof(EventProbe, owner), READONLY, "the TraceKprobe"},
+	{"handler", T_OBJECT, offsetof(EventProbe, handler), READONLY,
+	 "the Python pre_handler it stands for"},
+	{NULL},
+};
+
+static PyTypeObject EventProbeType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "kprobes.arch.x86_64._trap.EventProbe",
+	.tp_doc = "EventProbe(handler, event, buffer, listeners, owner, program, record_size,\n"
+		  "           page_size, comm_off, comm_len, pid_off, thread_size, ti_flags,\n"
+		  "           ti_preempt, need_resched_bit)\n"
+		  "A kprobe event's pre_handler: `handler` when called, recorded in C at a hit\n"
+		  "the C int3 takes (see kprobes/arch/x86_64/trap.c).",
+	.tp_basicsize = sizeof(EventProbe),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+	.tp_new = ep_new,
+	.tp_call = (ternaryfunc)ep_call,
+	.tp_traverse = (traverseproc)ep_traverse,
+	.tp_clear = (inquiry)ep_clear,
+	.tp_dealloc = (destructor)ep_dealloc,
+	.tp_members = ep_members,
+};
+
+static int rr_traverse(RawRecord *rec, visitproc visit, void *arg)
+{
+	Py_VISIT(rec->probe);
+	return 0;
+}
+
+static int rr_clear(RawRecord *rec)
+{
+	Py_CLEAR(rec->probe);
+	return 0;
+}
+
+static void rr_dealloc(RawRecord *rec)
+{
+	PyObject_GC_UnTrack(rec);
+	rr_clear(rec);
+	PyObject_GC_Del(rec);
+}
+
+static PyObject *rr_get_owner(RawRecord *rec, void *closure)
+{
+	if (rec->probe == NULL)
+		Py_RETURN_NONE;
+	return Py_NewRef(((EventProbe *)rec->probe)->owner != NULL ?
+			 ((EventProbe *)rec->probe)->owner : Py_None);
+}
+
+static PyObject *rr_get_comm(RawRecord *rec, void *closure)
+{
+	return PyUnicode_DecodeLatin1(rec->comm, rec->comm_len, NULL);
+}
+
+static PyObject *rr_get_values(RawRecord *rec, void *closure)
+{
+	Py_ssize_t n = Py_SIZE(rec), i;
+	PyObject *out = PyList_New(n);
+
+	for (i = 0; out != NULL && i < n; i++) {
+		PyObject *v = PyLong_FromUnsignedLongLong(rec->values[i]);
+
+		if (v == NULL)
+			Py_CLEAR(out);
+		else
+			PyList_SET_ITEM(out, i, v);
+	}
+	return out;
+}
+
+static PyObject *rr_get_need_resched(RawRecord *rec, void *closure)
+{
+	return PyBool_FromLong(rec->need_resched);
+}
+
+static PyMemberDef rr_members[] = {
+	{"probe_addr", T_ULONGLONG, offsetof(RawRecord, probe_addr), READONLY, "the probe's address"},
+	{"clock", T_ULONGLONG, offsetof(RawRecord, clock), READONLY, "the guest clock at the hit"},
+	{"pid", T_INT, offsetof(RawRecord, pid), READONLY, "current's pid (0: none)"},
+	{"preempt_count", T_UINT, offsetof(RawRecord, preempt_count), READONLY,
+	 "thread_info's preempt count"},
+	{NULL},
+};
+
+static PyGetSetDef rr_getset[] = {
+	{"owner", (getter)rr_get_owner, NULL, "the TraceKprobe that recorded it"},
+	{"comm", (getter)rr_get_comm, NULL, "current's comm (\"<idle>\": none)"},
+	{"values", (getter)rr_get_values, NULL, "the fetch arguments' values (a new list)"},
+	{"need_resched", (getter)rr_get_need_resched, NULL, "TIF_NEED_RESCHED at the hit"},
+	{NULL},
+};
+
+static PyTypeObject RawRecordType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "kprobes.arch.x86_64._trap.RawRecord",
+	.tp_doc = "One kprobe event hit as trap.c's C path records it: read, not formatted.",
+	.tp_basicsize = offsetof(RawRecord, values),
+	.tp_itemsize = sizeof(uint64_t),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+	.tp_traverse = (traverseproc)rr_traverse,
+	.tp_clear = (inquiry)rr_clear,
+	.tp_dealloc = (destructor)rr_dealloc,
+	.tp_members = rr_members,
+	.tp_getset = rr_getset,
+};
+
 /* -- int3 ------------------------------------------------------------------ */
 
 /* Like kprobe_handler() in trap.py, for the plain hit. */
@@ -870,6 +1398,14 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 			goto out;
 		if (done)
 			Py_SETREF(pre, Py_NewRef(Py_None));	/* its work is done */
+	}
+	if (pre != Py_None && Py_IS_TYPE(pre, &EventProbeType)) {
+		int done = event_record_c(s, (EventProbe *)pre, addr, *ip, *flags);
+
+		if (done < 0)
+			goto out;
+		if (done)	/* recorded: as if the handler had returned 0 */
+			Py_SETREF(pre, Py_NewRef(Py_None));
 	}
 	if (pre != Py_None) {
 		PyObject *argv[2];
@@ -1216,6 +1752,10 @@ PyMODINIT_FUNC PyInit__trap(void)
 	    intern(&s_symbol_name, "symbol_name") ||
 	    intern(&s_orphans_returned, "orphans_returned") || intern(&s_misses, "misses") ||
 	    intern(&s_orphaned, "orphaned") ||
+	    intern(&s_enabled, "enabled") || intern(&s_written, "written") ||
+	    intern(&s_overrun, "overrun") || intern(&s_used, "used") ||
+	    intern(&s_pages, "pages") || intern(&s_nr_pages, "nr_pages") ||
+	    intern(&s_popleft, "popleft") || intern(&s_append, "append") ||
 	    (zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL)
 		return NULL;
 	api = PyCapsule_Import(KPEMU_API_CAPSULE, 0);
@@ -1227,7 +1767,8 @@ PyMODINIT_FUNC PyInit__trap(void)
 	KprobeBug = PyObject_GetAttrString(errors, "KprobeBug");
 	Py_DECREF(errors);
 	if (KprobeBug == NULL || PyType_Ready(&KprobeCtlblkType) < 0 ||
-	    PyType_Ready(&KretprobeInstanceType) < 0)
+	    PyType_Ready(&KretprobeInstanceType) < 0 || PyType_Ready(&EventProbeType) < 0 ||
+	    PyType_Ready(&RawRecordType) < 0)
 		return NULL;
 	m = PyModule_Create(&module);
 	if (m == NULL)
@@ -1237,6 +1778,19 @@ PyMODINIT_FUNC PyInit__trap(void)
 	    add_capsule(m, "DEBUG", &debug_handler) < 0 ||
 	    PyModule_AddObjectRef(m, "KprobeCtlblk", (PyObject *)&KprobeCtlblkType) < 0 ||
 	    PyModule_AddObjectRef(m, "KretprobeInstance", (PyObject *)&KretprobeInstanceType) < 0 ||
+	    PyModule_AddObjectRef(m, "EventProbe", (PyObject *)&EventProbeType) < 0 ||
+	    PyModule_AddObjectRef(m, "RawRecord", (PyObject *)&RawRecordType) < 0 ||
+	    PyModule_AddIntConstant(m, "EV_SRC_REG", EV_SRC_REG) < 0 ||
+	    PyModule_AddIntConstant(m, "EV_SRC_IP", EV_SRC_IP) < 0 ||
+	    PyModule_AddIntConstant(m, "EV_SRC_FLAGS", EV_SRC_FLAGS) < 0 ||
+	    PyModule_AddIntConstant(m, "EV_SRC_IMM", EV_SRC_IMM) < 0 ||
+	    PyModule_AddIntConstant(m, "EV_SRC_STACK", EV_SRC_STACK) < 0 ||
+	    PyModule_AddIntConstant(m, "EV_ST_RAW", EV_ST_RAW) < 0 ||
+	    PyModule_AddIntConstant(m, "EV_ST_MEM", EV_ST_MEM) < 0 ||
+	    PyModule_AddIntConstant(m, "EV_ST_UMEM", EV_ST_UMEM) < 0 ||
+	    PyModule_AddIntConstant(m, "EV_MAX_ARGS", EV_MAX_ARGS) < 0 ||
+	    PyModule_AddIntConstant(m, "EV_MAX_DEREFS", EV_MAX_DEREFS) < 0 ||
+	    PyModule_AddIntConstant(m, "EV_COMM_MAX", EV_COMM_MAX) < 0 ||
 	    PyModule_AddIntConstant(m, "KPROBE_HIT_ACTIVE", KPROBE_HIT_ACTIVE) < 0 ||
 	    PyModule_AddIntConstant(m, "KPROBE_HIT_SS", KPROBE_HIT_SS) < 0 ||
 	    PyModule_AddIntConstant(m, "KPROBE_REENTER", KPROBE_REENTER) < 0 ||

@@ -35,6 +35,7 @@ import errno as _errno
 
 from emu import MemoryFault
 from emu.cpu import X86_EFLAGS_IF, X86_EFLAGS_TF, PtRegs
+from emu.engine import REG_IDS
 from emu.interrupts import CTrapHandler
 from kprobes.arch.x86_64 import _trap
 from kprobes.arch.x86_64.insn import (BREAKPOINT_INSTRUCTION, MAX_INSN_SIZE, FunctionInsns,
@@ -64,6 +65,11 @@ _regs_at_trap = PtRegs.at_trap    # the view every pre/post/fault handler gets
 # (Python for the rest); False, this file's Python methods for every trap -- the reference,
 # which the tests run too (k.arch.fastpath switches one Kprobes object).
 TRAP_FASTPATH = True
+# An event program's register sources that are not read from the CPU (the pt_regs view
+# holds them as trapped), and its stores (trap.c's EV_*).
+_EV_REG_SOURCES = {"ip": (_trap.EV_SRC_IP, 0), "flags": (_trap.EV_SRC_FLAGS, 0)}
+_EV_STORES = {"raw": _trap.EV_ST_RAW, "mem": _trap.EV_ST_MEM, "umem": _trap.EV_ST_UMEM}
+_MASK64 = (1 << 64) - 1
 # Functions up to this size are decoded whole, once, for the boundary checks of all their
 # probes (FunctionInsns); a larger one is decoded up to each probe, as it comes.
 FUNCTION_DECODE_MAX = 16 << 10
@@ -134,6 +140,31 @@ class ArchKprobes:
     def fast_hits(self):
         """Hits whose int3 the C path took."""
         return self.kcb.fast_hits
+
+    # -- kprobe events -----------------------------------------------------------------
+
+    def native_event(self, handler, programs, **layout):
+        """A kprobe event's pre_handler that trap.c can record at a hit without calling
+        `handler` (an EventProbe, which is `handler` when called), or `handler` itself
+        when the arguments' native `programs` (FetchArg.native_code(), None for one it
+        cannot express) are more than the C path does.  `layout` is the rest of
+        EventProbe's keywords (the event, the buffer, the task layout; see trap.c)."""
+        if None in programs or len(programs) > _trap.EV_MAX_ARGS or \
+                layout["comm_len"] > _trap.EV_COMM_MAX or \
+                layout["record_size"] > layout["page_size"]:
+            return handler
+        out = []
+        for (kind, value), derefs, store, store_off, size, bitfield in programs:
+            if len(derefs) > _trap.EV_MAX_DEREFS:
+                return handler
+            if kind == "reg":
+                src, value = _EV_REG_SOURCES.get(value, (_trap.EV_SRC_REG, REG_IDS[value]))
+            else:
+                src = _trap.EV_SRC_IMM if kind == "imm" else _trap.EV_SRC_STACK
+            lshift, rshift, bits = bitfield or (0, 0, 0)
+            out.append((src, value & _MASK64, derefs, _EV_STORES[store], store_off, size,
+                        lshift, rshift, bits))
+        return _trap.EventProbe(handler=handler, program=tuple(out), **layout)
 
     # -- registration side ----------------------------------------------------------
 
