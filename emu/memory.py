@@ -104,6 +104,10 @@ class Memory:
 
     def write(self, va, data):
         data = bytes(data)
+        off = va - self.kernel_map
+        if self.kernel_map_checked and 0 <= off and off + len(data) <= self.ram_size:
+            self.ram[off:off + len(data)] = data      # the kernel mapping: no walk
+            return
         pos = 0
         for pa, n in self._ranges(va, len(data), "write"):
             self.ram[pa:pa + n] = data[pos:pos + n]

@@ -236,7 +236,8 @@ class Kprobes:
         p.nmissed = 0
         p.misses.clear()
         p.owner = self
-        self.emit("register", probe=p, addr=addr, slot=p.ainsn.slot if p.ainsn else None)
+        if self.m.observers:        # (emit() checks too; this spares building its kwargs)
+            self.emit("register", probe=p, addr=addr, slot=p.ainsn.slot if p.ainsn else None)
         return 0
 
     def _register_aggr(self, old, p):
@@ -368,7 +369,8 @@ class Kprobes:
     def _arm(self, top):
         self.arch.arm(top)
         self._armed_add(top.addr)
-        self.emit("arm", addr=top.addr, opcode=top.opcode)
+        if self.m.observers:
+            self.emit("arm", addr=top.addr, opcode=top.opcode)
 
     def _disarm(self, top):
         self.arch.disarm(top)
