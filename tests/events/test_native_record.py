@@ -8,22 +8,23 @@ import pytest
 from kprobes.events import TraceRecord
 
 NATIVE = ("p:nat fib+0x4 n=%di:s32 ret=+8(%sp):symbol ip=%ip bits=%di:b2@1/8 up=$stack1:x64 "
-          "imm=\\-2:s8 ax=%ax:x8 orig=%orig_ax:s64 j=@jiffies:u32")
+          "imm=\\-2:s8 ax=%ax:x8 orig=%orig_ax:s64 j=@jiffies:u32 cs=%cs:x16 ss=%ss fl=%flags:x32 "
+          "r15=%r15")
 # fib(3): the C-recorded `nat` hits interleaved with the Python ones of a return event and
 # of an event whose first argument faults (the C path hands that hit to Python).
 FIB3 = [
-    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=3 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=1 up=0xffffffff810000a1 imm=-2 ax=0x3 orig=-1 j=0',
+    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=3 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=1 up=0xffffffff810000a1 imm=-2 ax=0x3 orig=-1 j=0 cs=0x8 ss=0x10 fl=0x83 r15=0x0',
     '            init-1       [000] d....     0.000012: flt: (fib+0x7/0x30) bad=(fault) ok=0',
-    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=2 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=1 up=0xffffffff810000a1 imm=-2 ax=0x2 orig=-1 j=0',
+    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=2 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=1 up=0xffffffff810000a1 imm=-2 ax=0x2 orig=-1 j=0 cs=0x8 ss=0x10 fl=0x2 r15=0x0',
     '            init-1       [000] d....     0.000012: flt: (fib+0x7/0x30) bad=(fault) ok=3',
-    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=1 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=0 up=0xffffffff810000a1 imm=-2 ax=0x1 orig=-1 j=0',
+    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=1 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=0 up=0xffffffff810000a1 imm=-2 ax=0x1 orig=-1 j=0 cs=0x8 ss=0x10 fl=0x2 r15=0x0',
     '            init-1       [000] d....     0.000012: flt: (fib+0x7/0x30) bad=(fault) ok=2',
     '            init-1       [000] d....     0.000012: back: (fib+0x19/0x30 <- fib) rv=1',
-    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=0 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=0 up=0xffffffff810000a1 imm=-2 ax=0x0 orig=-1 j=0',
+    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=0 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=0 up=0xffffffff810000a1 imm=-2 ax=0x0 orig=-1 j=0 cs=0x8 ss=0x10 fl=0x46 r15=0x0',
     '            init-1       [000] d....     0.000012: flt: (fib+0x7/0x30) bad=(fault) ok=2',
     '            init-1       [000] d....     0.000012: back: (fib+0x24/0x30 <- fib) rv=0',
     '            init-1       [000] d....     0.000012: back: (fib+0x19/0x30 <- fib) rv=1',
-    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=1 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=0 up=0xffffffff810000a1 imm=-2 ax=0x1 orig=-1 j=0',
+    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=1 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=0 up=0xffffffff810000a1 imm=-2 ax=0x1 orig=-1 j=0 cs=0x8 ss=0x10 fl=0x2 r15=0x0',
     '            init-1       [000] d....     0.000012: flt: (fib+0x7/0x30) bad=(fault) ok=3',
     '            init-1       [000] d....     0.000013: back: (fib+0x24/0x30 <- fib) rv=1',
     '            init-1       [000] d....     0.000013: back: (__module_area_start+0x0/0x1000000 <- fib) rv=2',
@@ -56,7 +57,8 @@ def test_a_hit_is_recorded_natively_and_reads_as_the_reference_records_it(ev, tr
     assert events.buffer.read is not None
     assert next(iter(events.buffer)).as_json()["args"] == {
         "n": 3, "ret": "kretprobe_trampoline+0x0/0xf", "ip": 0xffffffff81001b35, "bits": 1,
-        "up": 0xffffffff810000a1, "imm": -2, "ax": 3, "orig": -1, "j": 0}
+        "up": 0xffffffff810000a1, "imm": -2, "ax": 3, "orig": -1, "j": 0, "cs": 8,
+        "ss": 0x10, "fl": 0x83, "r15": 0}
 
 
 def test_a_listener_gets_every_record_as_it_is_written(ev, trap_path):
@@ -72,7 +74,7 @@ def test_a_listener_gets_every_record_as_it_is_written(ev, trap_path):
     assert seen[0].text() == ("            init-1       [000] d....     0.000012: nat: "
                               "(fib+0x4/0x30) n=3 ret=__module_area_start+0x0/0x1000000 "
                               "ip=0xffffffff81001b35 bits=1 up=0xffffffff81200000 imm=-2 ax=0x3 "
-                              "orig=-1 j=0")
+                              "orig=-1 j=0 cs=0x8 ss=0x10 fl=0x83 r15=0x0")
     assert _stored(events) == "TTTTT"
 
 
@@ -96,3 +98,23 @@ def test_a_disabled_event_records_nothing_and_counts_nothing(ev):
     events.disable()
     m.call("fib", 2)
     assert events.events["kprobes/nat"].nhit == 3 and events.buffer.written == 3
+
+
+def test_entry_arguments_stack_words_and_user_reads(ev, trap_path):
+    """$argN past the six argument registers is a stack word, $stack the stack pointer; a
+    user read (+u) below TASK_SIZE_MAX is read natively, one of a kernel address faults
+    (the C path hands that hit to Python, which says so)."""
+    m, _k, events = ev
+    events.write("p:ent fib a1=$arg1:s32 a7=$arg7 top=$stack usr=+u0(%di):u8")
+    events.write("p:kusr fib+0x4 k=+u0(%sp):u8")
+    events.enable()
+    assert m.call("fib", 2) == 1
+    head = "            init-1       [000] d....     0.000012: "
+    assert events.trace_lines() == [
+        head + "ent: (fib+0x0/0x30) a1=2 a7=0x0 top=0xffffffff81011ec8 usr=0",
+        head + "kusr: (fib+0x4/0x30) k=(fault)",
+        head + "ent: (fib+0x0/0x30) a1=1 a7=0x0 top=0xffffffff81011ea8 usr=0",
+        head + "kusr: (fib+0x4/0x30) k=(fault)",
+        head + "ent: (fib+0x0/0x30) a1=0 a7=0x0 top=0xffffffff81011ea8 usr=0",
+        head + "kusr: (fib+0x4/0x30) k=(fault)"]
+    assert _stored(events) == ("RTRTRT" if trap_path == "c-path" else "TTTTTT")
