@@ -837,6 +837,12 @@ typedef struct {
 	int comm_len;
 	long long ti_flags, ti_preempt;	/* -1: not exported */
 	int need_resched_bit;
+	/* guest memory as emu.memory.Memory reads it: through the kernel mapping
+	 * straight from RAM once `mem.kernel_map_checked`, else page by page */
+	PyObject *mem;
+	const unsigned char *ram;	/* the host address of guest RAM */
+	uint64_t ram_size, kernel_map;
+	int direct;			/* mem.kernel_map_checked, read at each hit */
 	int nargs;
 	struct ev_arg args[EV_MAX_ARGS];
 } EventProbe;
@@ -855,15 +861,22 @@ typedef struct {
 } RawRecord;
 
 static PyTypeObject EventProbeType, RawRecordType;
-static PyObject *s_enabled, *s_written, *s_overrun, *s_used, *s_pages, *s_nr_pages,
+static PyObject *s_enabled, *s_kernel_map_checked, *s_written, *s_overrun, *s_used, *s_pages, *s_nr_pages,
 	*s_popleft, *s_append;
 
-/* size (1, 2, 4, 8) bytes at va; -1 when the read fails or an 8-byte read
- * could touch the next page where the value does not. */
-static int ev_read(KprobeCtlblk *s, uint64_t va, int size, uint64_t *out)
+/* size (1, 2, 4, 8) bytes at va, like Memory.read(): inside the kernel
+ * mapping from RAM itself, elsewhere through the page tables; -1 when that
+ * read fails or an 8-byte one could touch the next page where the value does
+ * not. */
+static int ev_read(KprobeCtlblk *s, EventProbe *ep, uint64_t va, int size, uint64_t *out)
 {
-	uint64_t v;
+	uint64_t v = 0, off = va - ep->kernel_map;
 
+	if (ep->direct && off < ep->ram_size && off + size <= ep->ram_size) {
+		memcpy(&v, ep->ram + off, size);	/* little-endian, like the guest */
+		*out = v;
+		return 0;
+	}
 	if (size < 8 && (va & (EV_PAGE_SIZE - 1)) > EV_PAGE_SIZE - 8)
 		return -1;
 	if (api->vmem_read_u64(s->regfile, va, &v) < 0)
@@ -897,7 +910,7 @@ static int ev_fetch(KprobeCtlblk *s, EventProbe *ep, const struct ev_arg *a, uin
 		addr = sp + 8 * a->value;
 		if ((addr & ~(ep->thread_size - 1)) != (sp & ~(ep->thread_size - 1)))
 			val = 0;
-		else if (ev_read(s, addr, 8, &val) < 0)
+		else if (ev_read(s, ep, addr, 8, &val) < 0)
 			return -1;
 		break;
 	default:
@@ -907,7 +920,7 @@ static int ev_fetch(KprobeCtlblk *s, EventProbe *ep, const struct ev_arg *a, uin
 		addr = val + a->deref[i].offset;
 		if (a->deref[i].user && addr + 8 > EV_TASK_SIZE_MAX)
 			return -1;
-		if (ev_read(s, addr, 8, &val) < 0)
+		if (ev_read(s, ep, addr, 8, &val) < 0)
 			return -1;
 	}
 	if (a->store == EV_ST_RAW) {
@@ -917,7 +930,7 @@ static int ev_fetch(KprobeCtlblk *s, EventProbe *ep, const struct ev_arg *a, uin
 		addr = val + a->store_off;
 		if (a->store == EV_ST_UMEM && addr + a->size > EV_TASK_SIZE_MAX)
 			return -1;
-		if (ev_read(s, addr, a->size, &val) < 0)
+		if (ev_read(s, ep, addr, a->size, &val) < 0)
 			return -1;
 	}
 	if (a->bits) {
@@ -1021,23 +1034,25 @@ static int event_record_c(KprobeCtlblk *s, EventProbe *ep, uint64_t probe_addr, 
 		ep->nhit++;
 		return 1;
 	}
+	if ((ep->direct = attr_true(ep->mem, s_kernel_map_checked)) < 0)
+		return -1;
 	/* Everything that can fail to read, before anything is changed. */
 	if (api->reg_read(s->regfile, s->krp_sp_id, &sp) < 0 || krp_current(s, &task) < 0)
 		return 0;
 	if (task) {		/* current_comm_pid() */
 		for (i = 0; i < (ep->comm_len + 7) / 8; i++)
-			if (ev_read(s, task + ep->comm_off + 8 * i, 8, &comm[i]) < 0)
+			if (ev_read(s, ep, task + ep->comm_off + 8 * i, 8, &comm[i]) < 0)
 				return 0;
-		if (ev_read(s, task + ep->pid_off, 4, &pid) < 0)
+		if (ev_read(s, ep, task + ep->pid_off, 4, &pid) < 0)
 			return 0;
 		comm_len = (int)strnlen((const char *)comm, ep->comm_len);
 	}
 	if (ep->ti_flags >= 0) {	/* flags_now()'s inputs */
 		ti = sp & ~(ep->thread_size - 1);
-		if (ev_read(s, ti + ep->ti_flags, 8, &v) < 0)
+		if (ev_read(s, ep, ti + ep->ti_flags, 8, &v) < 0)
 			return 0;
 		need = (int)(v >> ep->need_resched_bit & 1);
-		if (ep->ti_preempt >= 0 && ev_read(s, ti + ep->ti_preempt, 4, &preempt) < 0)
+		if (ep->ti_preempt >= 0 && ev_read(s, ep, ti + ep->ti_preempt, 4, &preempt) < 0)
 			return 0;
 	}
 	for (i = 0; i < ep->nargs; i++)
@@ -1109,25 +1124,26 @@ static PyObject *ep_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 	static char *kwlist[] = {"handler", "event", "buffer", "listeners", "owner", "program",
 				 "record_size", "page_size", "comm_off", "comm_len", "pid_off",
 				 "thread_size", "ti_flags", "ti_preempt", "need_resched_bit",
-				 NULL};
-	PyObject *handler, *event, *buffer, *listeners, *owner, *program;
-	unsigned long long comm_off, pid_off, thread_size;
+				 "mem", "ram", "ram_size", "kernel_map", NULL};
+	PyObject *handler, *event, *buffer, *listeners, *owner, *program, *mem;
+	unsigned long long comm_off, pid_off, thread_size, ram, ram_size, kernel_map;
 	long long ti_flags, ti_preempt;
 	long record_size, page_size;
 	int comm_len, bit;
 	EventProbe *ep;
 	Py_ssize_t i;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO!OO!llKiKKLLi:EventProbe", kwlist,
-					 &handler, &event, &buffer, &PyList_Type, &listeners,
-					 &owner, &PyTuple_Type, &program, &record_size,
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO!OO!llKiKKLLiOKKK:EventProbe",
+					 kwlist, &handler, &event, &buffer, &PyList_Type,
+					 &listeners, &owner, &PyTuple_Type, &program, &record_size,
 					 &page_size, &comm_off, &comm_len, &pid_off, &thread_size,
-					 &ti_flags, &ti_preempt, &bit))
+					 &ti_flags, &ti_preempt, &bit, &mem, &ram, &ram_size,
+					 &kernel_map))
 		return NULL;
 	if (!PyCallable_Check(handler) || PyTuple_GET_SIZE(program) > EV_MAX_ARGS ||
 	    comm_len < 0 || comm_len > EV_COMM_MAX || record_size <= 0 ||
 	    record_size > page_size || thread_size == 0 ||
-	    (thread_size & (thread_size - 1)) || bit < 0 || bit >= 64) {
+	    (thread_size & (thread_size - 1)) || bit < 0 || bit >= 64 || ram == 0) {
 		PyErr_SetString(PyExc_ValueError, "EventProbe: a bad handler, program or layout");
 		return NULL;
 	}
@@ -1145,6 +1161,10 @@ static PyObject *ep_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 	ep->buffer = Py_NewRef(buffer);
 	ep->listeners = Py_NewRef(listeners);
 	ep->owner = Py_NewRef(owner);
+	ep->mem = Py_NewRef(mem);
+	ep->ram = (const unsigned char *)(uintptr_t)ram;
+	ep->ram_size = ram_size;
+	ep->kernel_map = kernel_map;
 	ep->record_size = record_size;
 	ep->page_size = page_size;
 	ep->comm_off = comm_off;
@@ -1169,6 +1189,7 @@ static int ep_traverse(EventProbe *ep, visitproc visit, void *arg)
 	Py_VISIT(ep->buffer);
 	Py_VISIT(ep->listeners);
 	Py_VISIT(ep->owner);
+	Py_VISIT(ep->mem);
 	return 0;
 }
 
@@ -1179,6 +1200,7 @@ static int ep_clear(EventProbe *ep)
 	Py_CLEAR(ep->buffer);
 	Py_CLEAR(ep->listeners);
 	Py_CLEAR(ep->owner);
+	Py_CLEAR(ep->mem);
 	return 0;
 }
 
@@ -1202,7 +1224,7 @@ static PyTypeObject EventProbeType = {
 	.tp_name = "kprobes.arch.x86_64._trap.EventProbe",
 	.tp_doc = "EventProbe(handler, event, buffer, listeners, owner, program, record_size,\n"
 		  "           page_size, comm_off, comm_len, pid_off, thread_size, ti_flags,\n"
-		  "           ti_preempt, need_resched_bit)\n"
+		  "           ti_preempt, need_resched_bit, mem, ram, ram_size, kernel_map)\n"
 		  "A kprobe event's pre_handler: `handler` when called, recorded in C at a hit\n"
 		  "the C int3 takes (see kprobes/arch/x86_64/trap.c).",
 	.tp_basicsize = sizeof(EventProbe),
@@ -1752,7 +1774,7 @@ PyMODINIT_FUNC PyInit__trap(void)
 	    intern(&s_symbol_name, "symbol_name") ||
 	    intern(&s_orphans_returned, "orphans_returned") || intern(&s_misses, "misses") ||
 	    intern(&s_orphaned, "orphaned") ||
-	    intern(&s_enabled, "enabled") || intern(&s_written, "written") ||
+	    intern(&s_enabled, "enabled") || intern(&s_kernel_map_checked, "kernel_map_checked") || intern(&s_written, "written") ||
 	    intern(&s_overrun, "overrun") || intern(&s_used, "used") ||
 	    intern(&s_pages, "pages") || intern(&s_nr_pages, "nr_pages") ||
 	    intern(&s_popleft, "popleft") || intern(&s_append, "append") ||

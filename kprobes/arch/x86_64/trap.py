@@ -148,7 +148,8 @@ class ArchKprobes:
         `handler` (an EventProbe, which is `handler` when called), or `handler` itself
         when the arguments' native `programs` (FetchArg.native_code(), None for one it
         cannot express) are more than the C path does.  `layout` is the rest of
-        EventProbe's keywords (the event, the buffer, the task layout; see trap.c)."""
+        EventProbe's keywords (the event, the buffer, the task layout; see trap.c); guest
+        memory it reads as emu.memory.Memory does (RAM itself through the kernel mapping)."""
         if None in programs or len(programs) > _trap.EV_MAX_ARGS or \
                 layout["comm_len"] > _trap.EV_COMM_MAX or \
                 layout["record_size"] > layout["page_size"]:
@@ -164,7 +165,10 @@ class ArchKprobes:
             lshift, rshift, bits = bitfield or (0, 0, 0)
             out.append((src, value & _MASK64, derefs, _EV_STORES[store], store_off, size,
                         lshift, rshift, bits))
-        return _trap.EventProbe(handler=handler, program=tuple(out), **layout)
+        mem = self.m.mem
+        return _trap.EventProbe(handler=handler, program=tuple(out), mem=mem,
+                                ram=self.engine.ram_address, ram_size=mem.ram_size,
+                                kernel_map=mem.kernel_map, **layout)
 
     # -- registration side ----------------------------------------------------------
 
