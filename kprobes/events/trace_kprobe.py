@@ -458,6 +458,16 @@ class TraceKprobe:
                 addr=defn.addr if defn.symbol is None else None, symbol_name=defn.symbol,
                 offset=defn.offset, pre_handler=self._pre_handler())
 
+    def compiled(self):
+        """The definition was compiled again (a module came: its `@SYM`s moved with its
+        text): a kprobe event's native recorder is made anew for the new addresses, its
+        hits carried over."""
+        if not self.defn.is_return:
+            hits = self.nhit
+            self.recorder = None
+            self.kprobe.pre_handler = self._pre_handler()
+            self.nhit = hits
+
     def _pre_handler(self):
         """_hit, or the arch's native recorder standing for it (which calls _hit for
         whatever it does not do itself) when every argument has a native program, the
@@ -488,14 +498,19 @@ class TraceKprobe:
         else:
             self.recorder.nhit = value
 
+    def placed(self):
+        """The probe was registered at kprobe.addr: the recorder's records print the place
+        as _hit() prints it, formatted now, while the text there is the probe's."""
+        if self.recorder is not None:
+            addr = self.kprobe.addr
+            self.recorder.place = (addr, format_probe_ip(self.m.symbols, addr))
+
     def trace_record(self, raw):
         """The TraceRecord of a hit the C path recorded (`raw`, trap.c's RawRecord): made
         when the buffer is read, formatted only when it is printed."""
-        if self._ip_text is None or self._ip_text[0] != raw.probe_addr:
-            self._ip_text = (raw.probe_addr, format_probe_ip(self.m.symbols, raw.probe_addr))
         return TraceRecord(raw.comm, raw.pid,
                            self.events.flags_of(raw.need_resched, raw.preempt_count),
-                           raw.clock, self.event.event, self._ip_text[1], self.defn.args,
+                           raw.clock, self.event.event, raw.ip_text, self.defn.args,
                            raw.values, self.m.symbols)
 
     @property
@@ -669,6 +684,7 @@ class KprobeEvents:
             self.k.register_kretprobe(tp.probe)
         else:
             self.k.register_kprobe(tp.probe)
+            tp.placed()
 
     def _unregister(self, tp):
         if tp.defn.is_return:
@@ -697,6 +713,7 @@ class KprobeEvents:
                 self._unregister(tp)
                 try:
                     tp.defn.compile(self.m.symbols)
+                    tp.compiled()
                     self._register(tp)
                 except (KprobeError, ProbeCommandError) as exc:
                     self.log.append(f"Failed to re-register probe {event.event} on "

@@ -168,3 +168,28 @@ def test_an_event_on_a_module_whose_init_fails_goes_gone_and_stays(ev, init_fail
     with pytest.raises(ModuleLoadError):
         m.load_module(init_fails_o)
     assert len(hits(events, "init")) == 2 and k.gone.keys() == {tp.kprobe.addr}
+
+
+def test_an_event_on_a_reloaded_module_reads_its_symbols_at_their_new_addresses(
+        ev, probe_targets_o, reuse_targets_o):
+    """`@SYM` is resolved again when the module comes back elsewhere (another module took
+    its old place): the recorder reads the new counter, and the records made before print
+    the place they had then."""
+    m, _k, events = ev
+    mod = m.load_module(probe_targets_o)
+    events.write("p:cnt probe_targets:mod_bump c=@mod_counter:s64")
+    events.enable()
+    tp = events.events["kprobes/cnt"].probes[0]
+    was = m.symbols.lookup_name("probe_targets:mod_counter")
+    assert m.call("probe_targets:mod_bump") == 1 and m.call("probe_targets:mod_bump") == 2
+    m.unload_module(mod)
+    m.load_module(reuse_targets_o)
+    m.load_module(probe_targets_o)
+    counter = m.symbols.lookup_name("probe_targets:mod_counter")
+    assert counter != was
+    m.write(counter, (41).to_bytes(8, "little"))
+    assert m.call("probe_targets:mod_bump") == 42
+    head = ("            init-1       [000] d....     0.000012: cnt: "
+            "(mod_bump+0x0/0x20 [probe_targets])")
+    assert events.trace_lines() == [head + " c=0", head + " c=1", head + " c=41"]
+    assert tp.nhit == 3

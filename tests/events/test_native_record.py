@@ -12,22 +12,33 @@ NATIVE = ("p:nat fib+0x4 n=%di:s32 ret=+8(%sp):symbol ip=%ip bits=%di:b2@1/8 up=
           "r15=%r15")
 # fib(3): the C-recorded `nat` hits interleaved with the Python ones of a return event and
 # of an event whose first argument faults (the C path hands that hit to Python).
+AT = "            init-1       [000] d....     0.0000"    # comm-pid [cpu] flags, the clock
 FIB3 = [
-    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=3 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=1 up=0xffffffff810000a1 imm=-2 ax=0x3 orig=-1 j=0 cs=0x8 ss=0x10 fl=0x83 r15=0x0',
-    '            init-1       [000] d....     0.000012: flt: (fib+0x7/0x30) bad=(fault) ok=0',
-    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=2 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=1 up=0xffffffff810000a1 imm=-2 ax=0x2 orig=-1 j=0 cs=0x8 ss=0x10 fl=0x2 r15=0x0',
-    '            init-1       [000] d....     0.000012: flt: (fib+0x7/0x30) bad=(fault) ok=3',
-    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=1 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=0 up=0xffffffff810000a1 imm=-2 ax=0x1 orig=-1 j=0 cs=0x8 ss=0x10 fl=0x2 r15=0x0',
-    '            init-1       [000] d....     0.000012: flt: (fib+0x7/0x30) bad=(fault) ok=2',
-    '            init-1       [000] d....     0.000012: back: (fib+0x19/0x30 <- fib) rv=1',
-    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=0 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=0 up=0xffffffff810000a1 imm=-2 ax=0x0 orig=-1 j=0 cs=0x8 ss=0x10 fl=0x46 r15=0x0',
-    '            init-1       [000] d....     0.000012: flt: (fib+0x7/0x30) bad=(fault) ok=2',
-    '            init-1       [000] d....     0.000012: back: (fib+0x24/0x30 <- fib) rv=0',
-    '            init-1       [000] d....     0.000012: back: (fib+0x19/0x30 <- fib) rv=1',
-    '            init-1       [000] d....     0.000012: nat: (fib+0x4/0x30) n=1 ret=kretprobe_trampoline+0x0/0xf ip=0xffffffff81001b35 bits=0 up=0xffffffff810000a1 imm=-2 ax=0x1 orig=-1 j=0 cs=0x8 ss=0x10 fl=0x2 r15=0x0',
-    '            init-1       [000] d....     0.000012: flt: (fib+0x7/0x30) bad=(fault) ok=3',
-    '            init-1       [000] d....     0.000013: back: (fib+0x24/0x30 <- fib) rv=1',
-    '            init-1       [000] d....     0.000013: back: (__module_area_start+0x0/0x1000000 <- fib) rv=2',
+    AT + '12: nat: (fib+0x4/0x30) n=3 ret=kretprobe_trampoline+0x0/0xf '
+         'ip=0xffffffff81001b35 bits=1 up=0xffffffff810000a1 imm=-2 ax=0x3 orig=-1 j=0 '
+         'cs=0x8 ss=0x10 fl=0x83 r15=0x0',
+    AT + '12: flt: (fib+0x7/0x30) bad=(fault) ok=0',
+    AT + '12: nat: (fib+0x4/0x30) n=2 ret=kretprobe_trampoline+0x0/0xf '
+         'ip=0xffffffff81001b35 bits=1 up=0xffffffff810000a1 imm=-2 ax=0x2 orig=-1 j=0 '
+         'cs=0x8 ss=0x10 fl=0x2 r15=0x0',
+    AT + '12: flt: (fib+0x7/0x30) bad=(fault) ok=3',
+    AT + '12: nat: (fib+0x4/0x30) n=1 ret=kretprobe_trampoline+0x0/0xf '
+         'ip=0xffffffff81001b35 bits=0 up=0xffffffff810000a1 imm=-2 ax=0x1 orig=-1 j=0 '
+         'cs=0x8 ss=0x10 fl=0x2 r15=0x0',
+    AT + '12: flt: (fib+0x7/0x30) bad=(fault) ok=2',
+    AT + '12: back: (fib+0x19/0x30 <- fib) rv=1',
+    AT + '12: nat: (fib+0x4/0x30) n=0 ret=kretprobe_trampoline+0x0/0xf '
+         'ip=0xffffffff81001b35 bits=0 up=0xffffffff810000a1 imm=-2 ax=0x0 orig=-1 j=0 '
+         'cs=0x8 ss=0x10 fl=0x46 r15=0x0',
+    AT + '12: flt: (fib+0x7/0x30) bad=(fault) ok=2',
+    AT + '12: back: (fib+0x24/0x30 <- fib) rv=0',
+    AT + '12: back: (fib+0x19/0x30 <- fib) rv=1',
+    AT + '12: nat: (fib+0x4/0x30) n=1 ret=kretprobe_trampoline+0x0/0xf '
+         'ip=0xffffffff81001b35 bits=0 up=0xffffffff810000a1 imm=-2 ax=0x1 orig=-1 j=0 '
+         'cs=0x8 ss=0x10 fl=0x2 r15=0x0',
+    AT + '12: flt: (fib+0x7/0x30) bad=(fault) ok=3',
+    AT + '13: back: (fib+0x24/0x30 <- fib) rv=1',
+    AT + '13: back: (__module_area_start+0x0/0x1000000 <- fib) rv=2',
 ]
 
 
@@ -71,10 +82,9 @@ def test_a_listener_gets_every_record_as_it_is_written(ev, trap_path):
     events.listeners.append(seen.append)
     assert m.call("fib", 3) == 2
     assert [r.text() for r in seen] == events.trace_lines() and len(seen) == 5
-    assert seen[0].text() == ("            init-1       [000] d....     0.000012: nat: "
-                              "(fib+0x4/0x30) n=3 ret=__module_area_start+0x0/0x1000000 "
-                              "ip=0xffffffff81001b35 bits=1 up=0xffffffff81200000 imm=-2 ax=0x3 "
-                              "orig=-1 j=0 cs=0x8 ss=0x10 fl=0x83 r15=0x0")
+    assert seen[0].text() == (AT + "12: nat: (fib+0x4/0x30) n=3 "
+                              "ret=__module_area_start+0x0/0x1000000 ip=0xffffffff81001b35 "
+                              "bits=1 up=0xffffffff81200000 imm=-2 ax=0x3 orig=-1 j=0 cs=0x8 ss=0x10 fl=0x83 r15=0x0")
     assert _stored(events) == "TTTTT"
 
 
@@ -109,7 +119,7 @@ def test_entry_arguments_stack_words_and_user_reads(ev, trap_path):
     events.write("p:kusr fib+0x4 k=+u0(%sp):u8")
     events.enable()
     assert m.call("fib", 2) == 1
-    head = "            init-1       [000] d....     0.000012: "
+    head = AT + "12: "
     assert events.trace_lines() == [
         head + "ent: (fib+0x0/0x30) a1=2 a7=0x0 top=0xffffffff81011ec8 usr=0",
         head + "kusr: (fib+0x4/0x30) k=(fault)",

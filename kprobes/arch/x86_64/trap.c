@@ -829,6 +829,8 @@ typedef struct {
 	PyObject *buffer;		/* the RingBuffer */
 	PyObject *listeners;		/* KprobeEvents.listeners (a list) */
 	PyObject *owner;		/* the TraceKprobe, for the reader of a RawRecord */
+	PyObject *place;		/* (probe address, its text in a trace line), set
+					 * by Python at registration, or None */
 	unsigned long long nhit;	/* TraceKprobe.nhit */
 	long record_size;		/* event_size(payload) of every record */
 	long page_size;			/* BUF_PAGE_SIZE */
@@ -851,6 +853,7 @@ typedef struct {
 typedef struct {
 	PyObject_VAR_HEAD		/* ob_size: the number of values */
 	PyObject *probe;		/* the EventProbe */
+	PyObject *ip_text;		/* the probe's place, as its `place` said */
 	uint64_t probe_addr, clock;
 	int32_t pid;
 	uint32_t preempt_count;
@@ -1024,10 +1027,19 @@ static int event_record_c(KprobeCtlblk *s, EventProbe *ep, uint64_t probe_addr, 
 	uint64_t sp, task, v, vals[EV_MAX_ARGS], comm[EV_COMM_MAX / 8] = {0}, ti;
 	uint64_t pid = 0, preempt = 0;
 	int enabled, need = 0, i, comm_len = 0;
+	PyObject *ip_text;
 	RawRecord *rec;
 
 	if (PyList_GET_SIZE(ep->listeners) > 0 || s->krp_table == NULL)
 		return 0;
+	/* the place a trace line prints, made in Python for this address */
+	if (ep->place == NULL || !PyTuple_Check(ep->place) || PyTuple_GET_SIZE(ep->place) != 2 ||
+	    PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(ep->place, 0)) != probe_addr) {
+		if (PyErr_Occurred())
+			PyErr_Clear();
+		return 0;
+	}
+	ip_text = PyTuple_GET_ITEM(ep->place, 1);
 	if ((enabled = attr_true(ep->event, s_enabled)) < 0)
 		return -1;
 	if (!enabled) {
@@ -1063,6 +1075,7 @@ static int event_record_c(KprobeCtlblk *s, EventProbe *ep, uint64_t probe_addr, 
 	if (rec == NULL)
 		return -1;
 	rec->probe = Py_NewRef((PyObject *)ep);
+	rec->ip_text = Py_NewRef(ip_text);
 	rec->probe_addr = probe_addr;
 	rec->clock = s->counter->executed;
 	rec->pid = (int32_t)(uint32_t)pid;
@@ -1161,6 +1174,7 @@ static PyObject *ep_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 	ep->buffer = Py_NewRef(buffer);
 	ep->listeners = Py_NewRef(listeners);
 	ep->owner = Py_NewRef(owner);
+	ep->place = Py_NewRef(Py_None);
 	ep->mem = Py_NewRef(mem);
 	ep->ram = (const unsigned char *)(uintptr_t)ram;
 	ep->ram_size = ram_size;
@@ -1189,6 +1203,7 @@ static int ep_traverse(EventProbe *ep, visitproc visit, void *arg)
 	Py_VISIT(ep->buffer);
 	Py_VISIT(ep->listeners);
 	Py_VISIT(ep->owner);
+	Py_VISIT(ep->place);
 	Py_VISIT(ep->mem);
 	return 0;
 }
@@ -1200,6 +1215,7 @@ static int ep_clear(EventProbe *ep)
 	Py_CLEAR(ep->buffer);
 	Py_CLEAR(ep->listeners);
 	Py_CLEAR(ep->owner);
+	Py_CLEAR(ep->place);
 	Py_CLEAR(ep->mem);
 	return 0;
 }
@@ -1214,6 +1230,8 @@ static void ep_dealloc(EventProbe *ep)
 static PyMemberDef ep_members[] = {
 	{"nhit", T_ULONGLONG, offsetof(EventProbe, nhit), 0, "hits (TraceKprobe.nhit)"},
 	{"owner", T_OBJECT, offsetof(EventProbe, owner), READONLY, "the TraceKprobe"},
+	{"place", T_OBJECT, offsetof(EventProbe, place), 0,
+	 "(probe address, its text in a trace line) or None: a hit elsewhere goes to Python"},
 	{"handler", T_OBJECT, offsetof(EventProbe, handler), READONLY,
 	 "the Python pre_handler it stands for"},
 	{NULL},
@@ -1240,12 +1258,14 @@ static PyTypeObject EventProbeType = {
 static int rr_traverse(RawRecord *rec, visitproc visit, void *arg)
 {
 	Py_VISIT(rec->probe);
+	Py_VISIT(rec->ip_text);
 	return 0;
 }
 
 static int rr_clear(RawRecord *rec)
 {
 	Py_CLEAR(rec->probe);
+	Py_CLEAR(rec->ip_text);
 	return 0;
 }
 
@@ -1292,6 +1312,8 @@ static PyObject *rr_get_need_resched(RawRecord *rec, void *closure)
 
 static PyMemberDef rr_members[] = {
 	{"probe_addr", T_ULONGLONG, offsetof(RawRecord, probe_addr), READONLY, "the probe's address"},
+	{"ip_text", T_OBJECT, offsetof(RawRecord, ip_text), READONLY,
+	 "the probe's place as the trace line prints it"},
 	{"clock", T_ULONGLONG, offsetof(RawRecord, clock), READONLY, "the guest clock at the hit"},
 	{"pid", T_INT, offsetof(RawRecord, pid), READONLY, "current's pid (0: none)"},
 	{"preempt_count", T_UINT, offsetof(RawRecord, preempt_count), READONLY,
