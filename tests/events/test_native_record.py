@@ -84,7 +84,8 @@ def test_a_listener_gets_every_record_as_it_is_written(ev, trap_path):
     assert [r.text() for r in seen] == events.trace_lines() and len(seen) == 5
     assert seen[0].text() == (AT + "12: nat: (fib+0x4/0x30) n=3 "
                               "ret=__module_area_start+0x0/0x1000000 ip=0xffffffff81001b35 "
-                              "bits=1 up=0xffffffff81200000 imm=-2 ax=0x3 orig=-1 j=0 cs=0x8 ss=0x10 fl=0x83 r15=0x0")
+                              "bits=1 up=0xffffffff81200000 imm=-2 ax=0x3 orig=-1 j=0 cs=0x8 "
+                              "ss=0x10 fl=0x83 r15=0x0")
     assert _stored(events) == "TTTTT"
 
 
