@@ -740,8 +740,11 @@ class Machine:
     def _in_module_text(self, addr):
         if self._modules is None:
             return False
-        return any(a <= addr < b for mod in self._modules.modules.values()
-                   for a, b in mod.text_ranges)
+        for mod in self._modules.modules.values():      # loops, as is_kernel_text's
+            for a, b in mod.text_ranges:
+                if a <= addr < b:
+                    return True
+        return False
 
     # -- modules ----------------------------------------------------------------------
 

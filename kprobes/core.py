@@ -67,6 +67,7 @@ class Kprobes:
         self.rare_traps = {"fault": 0, "int3-foreign": 0, "int3-vanished": 0}
         self.curr_kprobe = None     # kprobe_instance: the child whose handler runs in an aggregate
         self._kernel_blacklist = None   # (start, end, why) of the kernel's, found at first use
+        self._module_blacklist = None   # the same of the modules loaded now, at first use
         self._enabled = True
         self.arch = arch.arch_init_kprobes(self)
         m.text_originals.append(self.original_byte)
@@ -156,10 +157,15 @@ class Kprobes:
         for lo, hi, why in self._kernel_blacklist:
             if lo <= addr < hi:
                 return why
-        for mod in m.loaded_modules():
-            start, size, _flags = mod.sections.get(".kprobes.text", (0, 0, 0))
-            if start <= addr < start + size:
-                return f"in {mod.name}'s .kprobes.text"
+        if self._module_blacklist is None:     # modules' (module_callback() forgets them)
+            self._module_blacklist = tuple(
+                (start, start + size, f"in {mod.name}'s .kprobes.text")
+                for mod in m.loaded_modules()
+                for start, size, _flags in (mod.sections.get(".kprobes.text", (0, 0, 0)),)
+                if size)
+        for lo, hi, why in self._module_blacklist:
+            if lo <= addr < hi:
+                return why
         return None
 
     def blacklist(self):
@@ -301,6 +307,7 @@ class Kprobes:
         init text it frees then).  A kretprobe on the module keeps its instances in
         flight, as kill_kprobe() leaves them: only its entry probe goes; unregistering it
         orphans them as usual."""
+        self._module_blacklist = None      # a module comes or goes: found again at next use
         if state != MODULE_STATE_GOING:
             return
         for top in [t for addr, t in self.table.items() if mod.contains(addr)]:
