@@ -144,3 +144,28 @@ def test_slots_are_in_reach_and_pages_are_shared(km):
     assert len(k.slots.pages) == 1
     for p in probes:
         assert abs(p.ainsn.slot - p.addr) < 2**31
+
+
+def test_a_modules_kprobes_text_is_blacklisted_while_it_is_loaded(km, tmp_path):
+    """A module's own .kprobes.text is refused like the kernel's, and only while that
+    module is loaded: a module loaded later at the same place without one is probed."""
+    from tests.conftest import compile_module
+
+    m, k = km
+    guarded = tmp_path / "guarded.c"
+    guarded.write_text('__asm__(".section .kprobes.text,\\"ax\\"\\n.globl g_entry\\n'
+                       '.type g_entry, @function\\ng_entry:\\n  nop\\n  ret\\n'
+                       '.size g_entry, .-g_entry\\n");\n')
+    plain = tmp_path / "plain.c"
+    plain.write_text('__asm__(".text\\n.globl p_entry\\n.type p_entry, @function\\n'
+                     'p_entry:\\n  nop\\n  ret\\n.size p_entry, .-p_entry\\n");\n')
+    mod = m.load_module(compile_module(guarded, tmp_path))
+    at = m.symbols.lookup_name("g_entry")
+    assert "blacklisted (in guarded's .kprobes.text)" in refused(
+        k, Kprobe(symbol_name="g_entry"), errno.EINVAL)
+    m.unload_module(mod)
+    m.load_module(compile_module(plain, tmp_path))
+    assert m.symbols.lookup_name("p_entry") == at
+    p = Kprobe(symbol_name="p_entry")
+    k.register_kprobe(p)
+    assert p.registered and m.read(at, 1) == b"\xcc"
