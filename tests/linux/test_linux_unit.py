@@ -47,7 +47,7 @@ def test_pvh_entry_is_done_host_side(fresh):
     initrd = (LINUX_DIR / "initramfs.cpio").read_bytes()
     addr, size = struct.unpack("<QQ", m.mem.read_phys(modlist, 16))
     assert (addr, size) == (initrd_paddr(eng.ram_size, len(initrd)), len(initrd))
-    assert addr == 0x7FAC000 and m.mem.read_phys(addr, size) == initrd
+    assert addr == 0x7FAA000 and m.mem.read_phys(addr, size) == initrd
     # where pvh_start_xen's far jump lands, in 64-bit mode on the image's own tables
     assert eng.reg("cr3") == sym("init_top_pgt") - START_KERNEL_MAP
     assert eng.reg("cr0") & 0x80000001 == 0x80000001 and eng.reg("cr4") & 0x20
