@@ -553,7 +553,7 @@ class KprobeEvents:
         # What Linux pr_warn()s to the kernel log about events: a probe deferred until its
         # module is loaded, a probe that could not be registered again on a module's text.
         self.log = []
-        self.m.modules.notifiers.append(self.module_callback)
+        self.m.add_module_notifier(self.module_callback)
 
     # -- kprobe_events ----------------------------------------------------------------
 
