@@ -696,6 +696,12 @@ class Machine:
     def read_u64(self, addr):
         return self.mem.u64(self._resolve(addr))
 
+    def read_image(self, addr, size):
+        """`size` bytes at kernel address `addr` as the image file holds them, whatever
+        the guest has done to that memory since (Linux frees and poisons its init data
+        after boot), or None where the image has nothing."""
+        return self.image.read(addr, size)
+
     def text_poke(self, addr, data):
         self.mem.text_poke(addr, data)
 

@@ -179,9 +179,11 @@ class Kprobes:
                         "kretprobe_trampoline"))
         lo = m.symbols.lookup_name("__start_kprobe_blacklist")
         hi = m.symbols.lookup_name("__stop_kprobe_blacklist")
-        if lo is not None and hi is not None:
-            for i in range(0, hi - lo, 8):
-                fn = m.symbols.symbol_at(m.mem.u64(lo + i))
+        # Init data, which Linux frees after boot: read from the image, not the guest.
+        array = m.read_image(lo, hi - lo) if lo is not None and hi is not None else None
+        if array is not None:
+            for i in range(0, len(array) - 7, 8):
+                fn = m.symbols.symbol_at(int.from_bytes(array[i:i + 8], "little"))
                 if fn is not None:
                     out.append((fn.addr, fn.addr + max(fn.size, 1), "NOKPROBE_SYMBOL"))
         return tuple(out)
