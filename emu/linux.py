@@ -188,6 +188,8 @@ class LinuxLayout:
         self.current_offset = self.current_task
         # THREAD_INFO_IN_TASK: nothing at a stack's base names its task.
         self.ti_task = None
+        # User processes in the lower half, with their own page tables.
+        self.has_user_space = True
         # Like task_state_index(): the reported states are the bits below the last two
         # names ("P (parked)" is the last bit reported, "I (idle)" its own index).
         self.report_mask = (1 << (len(self.state_names) - 2)) - 1

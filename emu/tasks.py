@@ -38,6 +38,8 @@ class TaskLayout:
         # C trap path, read it so).
         self.current_segment = "gs_base"
         self.current_offset = self.pda_pcurrent
+        # Everything runs in the kernel: no user space, no user addresses.
+        self.has_user_space = False
         self.state = c("TASK_state")
         self.pid = c("TASK_pid")
         self.comm = c("TASK_comm")
