@@ -14,8 +14,6 @@ from emu.image import HVM_START_MAGIC, load_image
 from emu.linux import e820_map, initrd_paddr
 from emu.machine import DEFAULT_IMAGE
 from emu.memory import START_KERNEL_MAP
-from kprobes import Kprobes
-from kprobes.errors import KprobesError
 from tests.linux import LINUX_DIR, LINUX_IMAGE
 
 
@@ -102,8 +100,6 @@ def test_what_a_linux_machine_refuses(fresh, tmp_path):
         fresh.call("panic", 0)
     with pytest.raises(MachineError, match="modules need"):
         fresh.load_module("x.o")
-    with pytest.raises(KprobesError, match="kprobes on the linux guest is not supported yet"):
-        Kprobes(fresh)
     with pytest.raises(ImageError, match="takes no initrd"):
         Machine(initrd=LINUX_DIR / "initramfs.cpio")
     with pytest.raises(ImageError, match="cannot read the initrd"):

@@ -455,14 +455,17 @@ static Py_ssize_t krp_hash(uint64_t task)
 }
 
 /* The guest's `current` (Machine.current_addr): 0 before the per-CPU area is
- * set up; -1 (no exception) when it cannot be read. */
+ * set up; -1 (no exception) when it cannot be read.  krp_gs_id < 0: no segment
+ * (a UP Linux), krp_current is the variable's own address. */
 static int krp_current(KprobeCtlblk *s, uint64_t *task)
 {
 	uint64_t gs;
 
+	*task = 0;
+	if (s->krp_gs_id < 0)
+		return api->vmem_read_u64(s->regfile, s->krp_current, task);
 	if (api->reg_read(s->regfile, s->krp_gs_id, &gs) < 0)
 		return -1;
-	*task = 0;
 	return gs ? api->vmem_read_u64(s->regfile, gs + s->krp_current, task) : 0;
 }
 
