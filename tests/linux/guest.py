@@ -1,6 +1,6 @@
 """What the Linux guest prints about itself, read back from its console: the KTAP report of
 the KUnit suites the kernel ran at boot (`kunit.enable=1`), and the trace the workload's init
-prints from the guest's own kprobe_events (`kpemu.tracefs=1`, kernel_images/linux/workload/
+prints from the guest's own kprobe_events (`kpemu_tracefs=1`, kernel_images/linux/workload/
 init.c).  The command-line switches, the definitions file and the parsers live here so the
 kpemu-only tests (tests/linux) and the QEMU comparison (tests/qemu) read both the same way."""
 
@@ -11,7 +11,7 @@ from kprobes.events.trace_output import parse_trace_line
 from tests.linux import LINUX_DIR
 
 KUNIT_SWITCH = "kunit.enable=1"
-TRACEFS_SWITCH = "kpemu.tracefs=1"
+TRACEFS_SWITCH = "kpemu_tracefs=1"
 # What init writes into the guest's kprobe_events (it is /etc/kprobe_events in the
 # initramfs): one definition a line.
 EVENT_DEFINITIONS = (LINUX_DIR / "workload" / "kprobe_events").read_text().splitlines()

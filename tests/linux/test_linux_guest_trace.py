@@ -1,4 +1,4 @@
-"""The guest side of the guest-vs-host differential: with kpemu.tracefs=1 on the command
+"""The guest side of the guest-vs-host differential: with kpemu_tracefs=1 on the command
 line the workload's init traces the workload with Linux's own kprobe_events (the definitions
 of kernel_images/linux/workload/kprobe_events, the "counter" trace clock) and prints the
 trace; the host reads it back into events.  The workload itself prints what it prints

@@ -1,5 +1,5 @@
 """Linux's own kprobes KUnit suite and the guest's own kprobe_events trace, under kpemu and
-under QEMU, in one boot of each (kunit.enable=1 kpemu.tracefs=1): every case passes on both,
+under QEMU, in one boot of each (kunit.enable=1 kpemu_tracefs=1): every case passes on both,
 the KTAP reports are the same, the guest's traces are the same line for line (the "counter"
 clock makes even the timestamps comparable), and the consoles differ only in the lines that
 already differ without the switches (tests/qemu/test_linux_compare.py)."""

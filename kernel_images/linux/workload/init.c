@@ -5,14 +5,14 @@
  * (port 0xf4, reached through ioperm) -- kpemu exits with that code, QEMU with
  * (code << 1) | 1.  A PC without the device powers off through reboot(2).
  *
- * With `kpemu.tracefs=1` on the kernel command line (read from /proc/cmdline; a
- * dotted word is a module parameter to the kernel, which ignores it silently) init
- * also traces the workload with the kernel's own kprobe_events: it mounts tracefs,
- * writes the definitions of /etc/kprobe_events into kprobe_events, sets the
- * "counter" trace clock (the order of the events, the same on every machine),
- * enables the events, runs the workload, disables them and prints the `trace` file,
- * every line prefixed "trace: ", before it powers off.  Without the word it does
- * exactly what it did before.
+ * With `kpemu_tracefs=1` on the kernel command line (Linux hands init each word
+ * name=value it does not know as an environment variable, and reading the
+ * environment takes no system call: without the word init makes the same calls as
+ * before) init also traces the workload with the kernel's own kprobe_events: it
+ * mounts tracefs, writes the definitions of /etc/kprobe_events into kprobe_events,
+ * sets the "counter" trace clock (the order of the events, the same on every
+ * machine), enables the events, runs the workload, disables them and prints the
+ * `trace` file, every line prefixed "trace: ", before it powers off.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -26,7 +26,7 @@
 
 #define DEBUG_EXIT_PORT 0xf4
 #define TRACEFS "/sys/kernel/tracing"
-#define TRACEFS_SWITCH "kpemu.tracefs=1"
+#define TRACEFS_SWITCH "kpemu_tracefs"
 #define EVENT_DEFINITIONS "/etc/kprobe_events"
 #define TRACE_PREFIX "trace: "
 
@@ -78,24 +78,6 @@ static int write_file(const char *path, const char *text)
 	if (fd >= 0)
 		close(fd);
 	return n == (ssize_t)strlen(text);
-}
-
-/* Whether the command line has the switch as a word of its own. */
-static int tracefs_asked(void)
-{
-	char cmdline[4096];
-	const char *word = cmdline;
-	size_t len = strlen(TRACEFS_SWITCH);
-
-	if (read_file("/proc/cmdline", cmdline, sizeof(cmdline)) < 0)
-		return 0;
-	while ((word = strstr(word, TRACEFS_SWITCH)) != NULL) {
-		if ((word == cmdline || word[-1] == ' ') &&
-		    (word[len] == 0 || word[len] == ' ' || word[len] == '\n'))
-			return 1;
-		word += len;
-	}
-	return 0;
 }
 
 static void trace_start(void)
@@ -156,7 +138,7 @@ int main(void)
 	check("init", "mount proc on /proc", mount("proc", "/proc", "proc", 0, NULL) == 0);
 	check("init", "mount sysfs on /sys", mount("sysfs", "/sys", "sysfs", 0, NULL) == 0);
 	check("init", "mount tmpfs on /tmp", mount("tmpfs", "/tmp", "tmpfs", 0, "size=1m") == 0);
-	tracing = tracefs_asked();
+	tracing = getenv(TRACEFS_SWITCH) != NULL && strcmp(getenv(TRACEFS_SWITCH), "1") == 0;
 	if (tracing)
 		trace_start();
 	for (i = 0; i < sizeof(programs) / sizeof(programs[0]); i++) {
