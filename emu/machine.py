@@ -720,7 +720,7 @@ class Machine:
 
     @property
     def current(self):
-        """The guest's `current`: %gs:PDA_pcurrent, read as the CPU would."""
+        """The guest's `current` task (current_addr), read through the profile's layout."""
         addr = self.current_addr
         if not addr:
             return None

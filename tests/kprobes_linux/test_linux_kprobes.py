@@ -15,7 +15,6 @@ from emu import Machine
 from emu.linux import BIOS_RESERVED_TOP, KPEMU_AREA_VA, e820_map
 from emu.memory import START_KERNEL_MAP
 from kprobes import Kprobe, KprobeError, Kprobes, Kretprobe
-from kprobes.arch.x86_64 import trap as arch_trap
 from tests.linux import LINUX_IMAGE
 
 pytestmark = pytest.mark.slow
@@ -210,15 +209,13 @@ def test_the_blacklist_is_linuxs(lm):
     assert exc.value.errno == errno.EINVAL
 
 
-@pytest.mark.parametrize("fastpath", [True, False], ids=["c-path", "python-path"])
-def test_attached_before_boot_linuxs_own_int3_goes_to_linux(linux_booted, fastpath):
+def test_attached_before_boot_linuxs_own_int3_goes_to_linux(linux_booted):
     """Kprobes attached at power-on: the area is mapped through the image's own tables
     and survives Linux building its page tables; Linux's int3 self-test
     (alternative_instructions -> int3_selftest) traps into its own #BP handler, which
     handles it; a probe registered before boot hits as Linux boots."""
     m = Machine(LINUX_IMAGE)
     k = Kprobes(m)
-    k.arch.fastpath = fastpath
     hits = []
 
     def pre(p, regs):
@@ -234,4 +231,3 @@ def test_attached_before_boot_linuxs_own_int3_goes_to_linux(linux_booted, fastpa
     assert k.traps["int3-foreign"] == 1 and k.traps["int3-vanished"] == 0
     assert len(hits) == k.traps["int3"] > 0                # the kernel threads' forks
     assert m.mem.walk(KPEMU_AREA_VA) == m.engine.ram_size - BIOS_RESERVED_TOP + 0x1000
-    assert arch_trap.TRAP_FASTPATH                          # the default is untouched
