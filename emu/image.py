@@ -72,6 +72,15 @@ class KernelImage:
             raise ImageError(f"{self.path}: the image does not export {name} "
                              "(asm-offsets symbol missing)") from None
 
+    def read(self, vaddr, size):
+        """`size` bytes at link address `vaddr` as the file holds them (zeros past a
+        segment's file data), or None outside every segment."""
+        for seg in self.segments:
+            if seg.vaddr <= vaddr and vaddr + size <= seg.vaddr + seg.memsz:
+                off = vaddr - seg.vaddr
+                return seg.data[off:off + size].ljust(size, b"\0")
+        return None
+
     def symbol_value(self, name):
         for sym in self.symbols:
             if sym.name == name and sym.section != "ABS":

@@ -21,7 +21,13 @@ from the kernel's DWARF), the default command line (`cmdline`) and initramfs
   * syscall (Unicorn does nothing for it): CS/SS from STAR at CPL 0, RCX/R11, RFLAGS masked
     by FMASK, RIP = LSTAR, as the CPU does; sysretq and iretq back to ring 3 are Unicorn's;
   * current (the per-CPU current_task: a plain variable on a UP kernel) and the task list,
-    read through the extracted offsets.
+    read through the extracted offsets;
+  * kpemu's own area (KpemuArea): executable memory for kprobes' instruction slots and
+    its kretprobe_trampoline, which Linux neither uses nor sees as RAM, mapped into the
+    kernel's page tables when kprobes first asks for it;
+  * the task-release notification: a host hook at rethook_flush_task(tsk), where Linux
+    itself frees a dead task's return-probe state (delayed_put_task_struct), calls the
+    machine's "HC_KPROBE_FLUSH_TASK" handlers as the toy kernel's hypercall does.
 CPU exceptions go to Linux's own IDT (it handles its page faults, and #UD is BUG()/WARN());
 the machine does that delivery (emu/interrupts.py) with the error code the engine reads.
 
@@ -39,7 +45,8 @@ import capstone
 from emu.errors import ImageError, MachineError, MemoryFault
 from emu.image import HVM_START_MAGIC, build_boot_info
 from emu.interrupts import gdt_flags
-from emu.memory import START_KERNEL_MAP
+from emu.memory import PAGE_SIZE, PTE_ADDR, PTE_PRESENT, PTE_PSE, START_KERNEL_MAP
+from emu.module_area import ModuleArea
 from emu.oops import REG_ORDER
 from emu.tasks import Task, read_comm_pid
 
@@ -73,6 +80,21 @@ QEMU_ACPI_DATA_SIZE = 0x28000
 E820_RAM, E820_RESERVED = 1, 2
 MEMMAP_PADDR = 0x6000
 MODLIST_PADDR = 0x6800
+
+# kpemu's area (KpemuArea).  Physically: the top BIOS_RESERVED_TOP of RAM, which the e820
+# map above already reserves (SeaBIOS's under QEMU), so Linux never allocates it and the
+# map it prints stays QEMU's.  Its first page is the page table that maps the rest.
+# Virtually: the 2 MiB "unused hole" at the top of x86_64 Linux's address space
+# (Documentation/x86/x86_64/mm.rst; level2_fixmap_pgt's last PMD entry, left empty by
+# head_64.S), within 2 GiB of the kernel text, reached through the kernel half of the
+# top-level table that every process's page tables share.
+KPEMU_AREA_VA = 0xFFFFFFFFFFE00000
+KPEMU_AREA_SIZE = BIOS_RESERVED_TOP - PAGE_SIZE
+KERNPG_TABLE = 0x63            # _KERNPG_TABLE: present, rw, accessed, dirty
+PAGE_KERNEL_EXEC = 0x163       # __PAGE_KERNEL_EXEC: present, rw, accessed, dirty, global
+TRAMPOLINE = "kretprobe_trampoline"
+TRAMPOLINE_SIZE = 16           # the nop, and room nothing else takes
+NOP = 0x90
 
 
 def is_linux(image):
@@ -159,6 +181,15 @@ class LinuxLayout:
             raise ImageError(f"{path}: not a kpemu offsets file ({exc!r})") from None
         self.init_task = image.symbol_value("init_task")
         self.current_task = image.symbol_value(current)
+        # Where `current` is (Machine.current_addr and kprobes' C trap path read it so):
+        # a UP kernel's per-CPU variables are plain ones -- no segment, the offset is
+        # current_task's own address.
+        self.current_segment = None
+        self.current_offset = self.current_task
+        # THREAD_INFO_IN_TASK: nothing at a stack's base names its task.
+        self.ti_task = None
+        # User processes in the lower half, with their own page tables.
+        self.has_user_space = True
         # Like task_state_index(): the reported states are the bits below the last two
         # names ("P (parked)" is the last bit reported, "I (idle)" its own index).
         self.report_mask = (1 << (len(self.state_names) - 2)) - 1
@@ -190,6 +221,74 @@ def walk_tasks(mem, layout, limit=4096):
     return out
 
 
+class KpemuArea:
+    """kpemu's executable area on Linux (see KPEMU_AREA_VA): its first TRAMPOLINE_SIZE
+    bytes are kpemu's kretprobe_trampoline, a one-byte nop (the toy kernel's
+    kretprobe.S), the rest an allocator (`alloc`) for kprobes' instruction slots.  The
+    trampoline is a symbol of its own ("kretprobe_trampoline [kpemu]") and counts as
+    kernel text; the slots do not."""
+
+    def __init__(self, machine):
+        self.m = machine
+        ram_size = machine.engine.ram_size
+        self.pt_paddr = ram_size - BIOS_RESERVED_TOP
+        self.paddr = self.pt_paddr + PAGE_SIZE
+        self.start = KPEMU_AREA_VA
+        self.end = KPEMU_AREA_VA + KPEMU_AREA_SIZE
+        self.tramp_addr = self.start
+        self.allocator = ModuleArea(self.start + PAGE_SIZE, self.end)
+        machine.symbols.add_module("kpemu", [SimpleNamespace(
+            name=TRAMPOLINE, value=self.tramp_addr, size=1, executable=True,
+            bind="STB_GLOBAL")], [(self.tramp_addr, self.tramp_addr + TRAMPOLINE_SIZE)])
+
+    def _pmd_entry(self):
+        """Physical address of the PMD entry that maps the area, walked from init_top_pgt
+        (the kernel's swapper_pg_dir) -- the tables Linux's every process shares."""
+        m = self.m
+        mem = m.mem
+        table = m.image.symbol_value("init_top_pgt") - START_KERNEL_MAP
+        va = self.start
+        for shift, level in ((39, "PGD"), (30, "PUD")):
+            entry = int.from_bytes(mem.read_phys(table + ((va >> shift) & 0x1FF) * 8, 8),
+                                   "little")
+            if not entry & PTE_PRESENT or entry & PTE_PSE:
+                raise MachineError(f"kpemu area: Linux's {level} entry for {va:#x} is "
+                                   f"{entry:#x}, not a page table")
+            table = entry & PTE_ADDR
+        return table + ((va >> 21) & 0x1FF) * 8
+
+    def map(self):
+        """Map the area into Linux's kernel page tables (idempotent; the page-table writes
+        are the host's, no guest time): the PTE page in the area's first physical page,
+        its entry in the hole's PMD slot, the trampoline's nop.  MachineError when Linux
+        has put something there."""
+        mem = self.m.mem
+        pmd = self._pmd_entry()
+        want = self.pt_paddr | KERNPG_TABLE
+        entry = int.from_bytes(mem.read_phys(pmd, 8), "little")
+        if entry == want:
+            return self
+        if entry:
+            raise MachineError(f"kpemu area: Linux maps {self.start:#x} itself "
+                               f"(PMD entry {entry:#x}); kprobes has nowhere for its slots")
+        ptes = b"".join(((self.paddr + i * PAGE_SIZE) | PAGE_KERNEL_EXEC).to_bytes(8, "little")
+                        for i in range(KPEMU_AREA_SIZE // PAGE_SIZE))
+        mem.write_phys(self.pt_paddr, ptes.ljust(PAGE_SIZE, b"\0"))
+        mem.write_phys(pmd, want.to_bytes(8, "little"))
+        self.m.engine.flush_tlb()
+        mem.text_poke(self.tramp_addr, bytes((NOP,)))
+        return self
+
+    def alloc(self, size, align=16, tag=None):
+        return self.allocator.alloc(size, align, tag)
+
+    def free(self, va):
+        self.allocator.free(va)
+
+    def contains(self, va):
+        return self.start <= va < self.end
+
+
 class LinuxGuest:
     """Attached to a Machine built on a Linux image (see the module doc)."""
 
@@ -207,8 +306,13 @@ class LinuxGuest:
         self.initrd_path = os.fspath(initrd) if initrd else None
         self.initrd = read_initrd(initrd) if initrd else None
         self.panic_oops = None         # the report made when panic() was entered
+        self.area = KpemuArea(machine)
         eng = machine.engine
         sym = image.symbol_value
+        flush = machine.symbols.get("rethook_flush_task") or \
+            machine.symbols.get("kprobe_flush_task")
+        if flush is not None:
+            eng.add_entry_hook(flush.addr, self._flush_task)
         eng.add_entry_hook(sym("run_init_process"), self._run_init_process)
         eng.add_entry_hook(sym("panic"), self._panic)
         eng.add_entry_hook(sym("emergency_restart"), self._emergency_restart)
@@ -356,6 +460,19 @@ class LinuxGuest:
         m._stop = "oops"
         m.engine.request_stop()
 
+    def _flush_task(self):
+        """rethook_flush_task(tsk) entered (from delayed_put_task_struct(), when a dead
+        task is released): the task and the call site, to the flush handlers."""
+        m = self.m
+        handlers = m.hypercall_handlers["HC_KPROBE_FLUSH_TASK"]
+        if handlers:
+            eng = m.engine
+            task, sp = eng.regs(("di", "sp"))
+            call_site = m.mem.u64(sp)
+            m.emit("hypercall", name="HC_KPROBE_FLUSH_TASK", args=(task, call_site))
+            for handler in handlers:
+                handler(task, call_site)
+
     def _syscall(self):
         """SYSCALL, as the CPU does it (SDM; QEMU's helper_syscall in long mode)."""
         eng = self.m.engine
@@ -371,9 +488,9 @@ class LinuxGuest:
 
     # -- tasks ------------------------------------------------------------------------
 
-    @property
-    def current_addr(self):
-        return self.m.mem.u64(self.layout.current_task)
+    def kpemu_area(self):
+        """The KpemuArea, mapped."""
+        return self.area.map()
 
     def read_task(self, addr):
         return read_task(self.m.mem, self.layout, addr)

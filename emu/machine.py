@@ -154,14 +154,18 @@ class Machine:
         for port in self.pit.ports():
             self.engine.out_ports[port] = self._pit_write
         if is_linux:
-            # Nothing of the toy kernel's contract: no module area (so no m.call, modules
-            # or kprobes yet), no hypercall port; offsets from the build's DWARF.
+            # Nothing of the toy kernel's contract: no module area (so no m.call or
+            # modules yet), no hypercall port -- the one notification kprobes needs,
+            # the task flush, comes from a host hook (emu/linux.py); kpemu's own area
+            # for kprobes; offsets from the build's DWARF.
             self.guest = linux.LinuxGuest(self, initrd)
             self.layout = self.guest.layout
             self.module_area = None
             self.hc_port = None
             self.hypercall_numbers = {}
-            self.hypercall_handlers = {}
+            self.hypercall_handlers = {"HC_KPROBE_FLUSH_TASK": []}
+            area = self.guest.area
+            self._kernel_text.append((area.tramp_addr, area.tramp_addr + linux.TRAMPOLINE_SIZE))
         else:
             self.guest = None
             self.layout = TaskLayout(self.image)
@@ -692,6 +696,12 @@ class Machine:
     def read_u64(self, addr):
         return self.mem.u64(self._resolve(addr))
 
+    def read_image(self, addr, size):
+        """`size` bytes at kernel address `addr` as the image file holds them, whatever
+        the guest has done to that memory since (Linux frees and poisons its init data
+        after boot), or None where the image has nothing."""
+        return self.image.read(addr, size)
+
     def text_poke(self, addr, data):
         self.mem.text_poke(addr, data)
 
@@ -710,7 +720,7 @@ class Machine:
 
     @property
     def current(self):
-        """The guest's `current`: %gs:PDA_pcurrent, read as the CPU would."""
+        """The guest's `current` task (current_addr), read through the profile's layout."""
         addr = self.current_addr
         if not addr:
             return None
@@ -720,11 +730,14 @@ class Machine:
 
     @property
     def current_addr(self):
-        """Address of the current task_struct (0 before the per-CPU area is set up)."""
-        if self.guest is not None:
-            return self.guest.current_addr
-        gs = self.engine.reg("gs_base")
-        return self.mem.u64(gs + self.layout.pda_pcurrent) if gs else 0
+        """Address of the current task_struct (0 before the per-CPU area is set up):
+        the word at the layout's current_offset, from the base of its current_segment
+        (the toy kernel's %gs) or, with none (a UP Linux), at that address itself."""
+        layout = self.layout
+        if layout.current_segment is None:
+            return self.mem.u64(layout.current_offset)
+        base = self.engine.reg(layout.current_segment)
+        return self.mem.u64(base + layout.current_offset) if base else 0
 
     def tasks(self):
         if self.guest is not None:
@@ -746,6 +759,16 @@ class Machine:
                     return True
         return False
 
+    def insn_area(self):
+        """Where kprobes takes its instruction slots: executable kernel memory within
+        2 GiB of the kernel's text, which the guest itself never uses -- the toy kernel's
+        module area, or on Linux kpemu's own area (emu/linux.py KpemuArea, which also
+        holds kpemu's kretprobe_trampoline), mapped into the kernel's page tables by this
+        first call.  Either has alloc(size, align, tag) and free(addr)."""
+        if self.guest is not None:
+            return self.guest.kpemu_area()
+        return self.module_area
+
     # -- modules ----------------------------------------------------------------------
 
     @property
@@ -762,6 +785,13 @@ class Machine:
             if self.booted:
                 self._modules.start(self.call)
         return self._modules
+
+    def add_module_notifier(self, fn):
+        """Let fn(state, mod) hear modules come and go (register_module_notifier()).  A
+        guest without kpemu's module loader (Linux) has no module that could come or go:
+        nothing is registered."""
+        if self.module_area is not None:
+            self.modules.notifiers.append(fn)
 
     @property
     def call_return_address(self):

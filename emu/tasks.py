@@ -34,6 +34,12 @@ class TaskLayout:
         self.thread_info_end = max(c(n) for n in ("TI_task", "TI_flags", "TI_preempt_count",
                                                   "TI_cpu")) + 8
         self.pda_pcurrent = c("PDA_pcurrent")
+        # Where `current` is: %gs base + PDA_pcurrent (Machine.current_addr, and kprobes'
+        # C trap path, read it so).
+        self.current_segment = "gs_base"
+        self.current_offset = self.pda_pcurrent
+        # Everything runs in the kernel: no user space, no user addresses.
+        self.has_user_space = False
         self.state = c("TASK_state")
         self.pid = c("TASK_pid")
         self.comm = c("TASK_comm")

@@ -44,9 +44,6 @@ class Kprobes:
     def __init__(self, m, kretprobe_design="task", flush_on_exec=False):
         if not isinstance(m, Machine):
             raise KprobesError(f"Kprobes(m) needs an emu.Machine, not {type(m).__name__}")
-        if m.module_area is None:
-            raise KprobesError(f"kprobes on the {m.kind} guest is not supported yet: its "
-                               "instruction slots need the toy kernel's module area")
         if m.extensions.get("kprobes") is not None:
             raise KprobesError("kprobes is already installed on this machine (one Kprobes "
                                "per Machine, as one kprobes subsystem per kernel)")
@@ -62,7 +59,7 @@ class Kprobes:
         # probe address -> [Kprobe or AggrKprobe]: probes killed with their module's text,
         # oldest first, until unregistered (never in `table`: no trap ever finds them).
         self.gone = {}
-        self.slots = InsnSlots(m.module_area, arch.MAX_INSN_SIZE)
+        self.slots = InsnSlots(m.insn_area(), arch.MAX_INSN_SIZE)
         # Traps taken, by the kinds the trap path sees rarely (see `traps`).
         self.rare_traps = {"fault": 0, "int3-foreign": 0, "int3-vanished": 0}
         self.curr_kprobe = None     # kprobe_instance: the child whose handler runs in an aggregate
@@ -72,7 +69,7 @@ class Kprobes:
         self.arch = arch.arch_init_kprobes(self)
         m.text_originals.append(self.original_byte)
         self.kretprobes = KretprobeManager(self, kretprobe_design, flush_on_exec)
-        m.modules.notifiers.append(self.module_callback)
+        m.add_module_notifier(self.module_callback)
         m.extensions["kprobes"] = self
 
     @property
@@ -144,16 +141,12 @@ class Kprobes:
     def blacklisted(self, addr):
         """within_kprobe_blacklist(): the guest's .kprobes.text (trap entry code and what
         runs while a kprobe trap is in progress), the trampoline, and modules'
-        .kprobes.text sections."""
+        .kprobes.text sections; on an image that has them (Linux), also what Linux's
+        populate_kprobe_blacklist() adds: its noinstr and entry text (the NMI, #DB and
+        #BP entry paths are there) and every NOKPROBE_SYMBOL() function."""
         m = self.m
         if self._kernel_blacklist is None:     # the kernel's, which never move
-            lo, hi = (m.symbols.lookup_name("__kprobes_text_start"),
-                      m.symbols.lookup_name("__kprobes_text_end"))
-            tramp = m.symbols.get("kretprobe_trampoline")
-            self._kernel_blacklist = (
-                ((lo, hi, "in .kprobes.text"),) if lo is not None else ()) + (
-                ((tramp.addr, tramp.addr + max(tramp.elf_size, 1), "kretprobe_trampoline"),)
-                if tramp is not None else ())
+            self._kernel_blacklist = self._find_kernel_blacklist()
         for lo, hi, why in self._kernel_blacklist:
             if lo <= addr < hi:
                 return why
@@ -167,6 +160,39 @@ class Kprobes:
             if lo <= addr < hi:
                 return why
         return None
+
+    # Sections of the kernel no kprobe may be put in: (start symbol, end symbol, why).
+    KERNEL_BLACKLIST_AREAS = (
+        ("__kprobes_text_start", "__kprobes_text_end", "in .kprobes.text"),
+        ("__noinstr_text_start", "__noinstr_text_end", "in .noinstr.text"),
+        ("__entry_text_start", "__entry_text_end", "in .entry.text"),
+    )
+
+    def _find_kernel_blacklist(self):
+        """(start, end, why) of the kernel's blacklist, read from the image: the areas
+        above that it has, kretprobe_trampoline, and the functions its _kprobe_blacklist
+        section names (NOKPROBE_SYMBOL(): an array of their addresses between
+        __start_kprobe_blacklist and __stop_kprobe_blacklist)."""
+        m = self.m
+        out = []
+        for start, end, why in self.KERNEL_BLACKLIST_AREAS:
+            lo, hi = m.symbols.lookup_name(start), m.symbols.lookup_name(end)
+            if lo is not None and hi is not None and lo < hi:
+                out.append((lo, hi, why))
+        tramp = m.symbols.get("kretprobe_trampoline")
+        if tramp is not None:
+            out.append((tramp.addr, tramp.addr + max(tramp.elf_size, 1),
+                        "kretprobe_trampoline"))
+        lo = m.symbols.lookup_name("__start_kprobe_blacklist")
+        hi = m.symbols.lookup_name("__stop_kprobe_blacklist")
+        # Init data, which Linux frees after boot: read from the image, not the guest.
+        array = m.read_image(lo, hi - lo) if lo is not None and hi is not None else None
+        if array is not None:
+            for i in range(0, len(array) - 7, 8):
+                fn = m.symbols.symbol_at(int.from_bytes(array[i:i + 8], "little"))
+                if fn is not None:
+                    out.append((fn.addr, fn.addr + max(fn.size, 1), "NOKPROBE_SYMBOL"))
+        return tuple(out)
 
     def blacklist(self):
         """The kprobes/blacklist entries: (start, end, name, why) of every function that

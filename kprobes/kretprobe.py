@@ -373,8 +373,9 @@ class KretprobeManager:
         caller = self.m.symbols.symbol_at(call_site)
         if caller is not None and caller.name == "flush_thread" and not self.flush_on_exec:
             return
-        # 2.6.13 walks the bucket of current (its callers always pass current).
-        for ri in self.table[hash_ptr(self.m.current_addr)][::-1]:
+        # The task's bucket: 2.6.13 walked current's, its callers always passing current;
+        # Linux releases a dead task from another task's context.
+        for ri in self.table[hash_ptr(task)][::-1]:
             if ri.task == task:
                 if self.design == "stack":
                     # The old design put the real return address back in the stack.

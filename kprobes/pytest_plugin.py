@@ -1,7 +1,9 @@
 """The kpemu pytest plugin (entry point `pytest11: kpemu`; `-p no:kpemu` turns it off).
 
 Fixtures:
-  machine        an emu.Machine booted to the start of the workload, fresh for every test:
+  machine        an emu.Machine booted to the start of the workload (the toy kernel's, or
+                 with the Linux image, Linux booted to where init is about to run), fresh
+                 for every test:
                  the plugin boots one machine per session and configuration (image, cmdline,
                  modules), snapshots it, and restores that snapshot for each test
                  (emu/snapshot.py: milliseconds, not a boot);

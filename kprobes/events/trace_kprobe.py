@@ -41,6 +41,7 @@ from kprobes.events.trace_output import (
     trace_header,
 )
 from kprobes.events.trace_probe import (
+    KERNEL_FETCH_FLOOR,
     MAX_ARGSTR_LEN,
     MAX_EVENT_NAME_LEN,
     MAX_TRACE_ARGS,
@@ -405,7 +406,7 @@ class _Ctx:
     """What a fetch argument reads at a hit: registers, memory, symbols, comm, and for a
     return probe the return value and the arguments saved at entry."""
 
-    __slots__ = ("regs", "m", "symbols", "retval", "entry_args", "_comm")
+    __slots__ = ("regs", "m", "symbols", "retval", "entry_args", "_comm", "_kernel_floor")
 
     def __init__(self, m, regs, retval=None, entry_args=None):
         self.m = m
@@ -414,8 +415,18 @@ class _Ctx:
         self.retval = retval
         self.entry_args = entry_args
         self._comm = None
+        # x86_64's copy_from_kernel_nofault_allowed(): on a guest with a user space
+        # (Linux), a kernel fetch (+N(), string) of a user address faults without being
+        # read -- user memory is read only by +uN() and ustring, as Linux does.
+        self._kernel_floor = KERNEL_FETCH_FLOOR if m.layout.has_user_space else 0
 
     def read(self, addr, size):
+        if addr < self._kernel_floor:
+            raise MemoryFault(addr)
+        return self.m.mem.read(addr, size)
+
+    def read_user(self, addr, size):
+        """A user fetch, through the current task's page tables (the host's walk)."""
         return self.m.mem.read(addr, size)
 
     @property
@@ -619,7 +630,7 @@ class KprobeEvents:
         # What Linux pr_warn()s to the kernel log about events: a probe deferred until its
         # module is loaded, a probe that could not be registered again on a module's text.
         self.log = []
-        self.m.modules.notifiers.append(self.module_callback)
+        self.m.add_module_notifier(self.module_callback)
 
     # -- kprobe_events ----------------------------------------------------------------
 

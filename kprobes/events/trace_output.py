@@ -6,13 +6,18 @@ This module owns:
   * the five flag columns (trace_print_lat_fmt()) and the line's context columns
     (trace_print_context());
   * TraceRecord, one hit as the ring buffer holds it, printed lazily;
-  * the header of the `trace` file (Linux prints it from trace.c).
+  * the header of the `trace` file (Linux prints it from trace.c);
+  * the way back: a probe event's trace line, Linux's or kpemu's, parsed into its
+    columns and its arguments in order (parse_trace_line()), to compare two traces.
 
 What an argument prints as is the type layer's (trace_probe); which events exist and what
 happens at a hit is the command layer's (trace_kprobe).
 Must not import: unicorn, emu, the kprobes core, kprobes.events.trace_kprobe.  Of the
 events it takes only trace_probe's sprint_symbol.
 """
+
+import re
+from typing import NamedTuple
 
 from kprobes.events.trace_probe import print_probe_args, sprint_symbol
 
@@ -138,3 +143,48 @@ def trace_header(entries, written=None):
             "#                              |||| /     delay",
             "#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION",
             "#              | |         |   |||||     |         |"]
+
+
+# `%16s-%-7d [%03d] FLAGS TIMESTAMP: EVENT: (IP)ARGS`: a comm may hold spaces and dashes,
+# so the pid is the last `-digits` before the CPU column; the timestamp is `secs.usecs`
+# for a clock in nanoseconds, a bare count for the "counter" clock.
+_TRACE_LINE = re.compile(r"^\s*(?P<comm>.*)-(?P<pid>\d+)\s+\[(?P<cpu>\d+)\]\s+"
+                         r"(?P<flags>\S{5})\s+(?P<timestamp>\d+(?:\.\d+)?): "
+                         r"(?P<event>[^:\s]+): \((?P<ip>[^)]*)\)(?P<args>.*)$")
+# One ` name=value`; a string value prints in quotes with nothing escaped inside, so it
+# ends at the quote that the next ` name=` or the end of the line follows.
+_TRACE_ARG = re.compile(r' (?P<name>[A-Za-z_][A-Za-z0-9_]*)='
+                        r'(?P<value>"(?:.*?)"(?= [A-Za-z_][A-Za-z0-9_]*=|$)|[^ ]*)')
+
+
+class TraceLine(NamedTuple):
+    """One probe event's line of a `trace` file, its columns as text; `args` the
+    (name, value) pairs in the order printed, a string's value without its quotes."""
+    comm: str
+    pid: int
+    cpu: int
+    flags: str
+    timestamp: str
+    event: str
+    ip_text: str
+    args: tuple
+
+
+def parse_trace_line(line):
+    """TraceLine of a probe event's trace line (format_trace_line()'s or Linux's own), or
+    None for a header line (`#`) or one that is not a probe event's."""
+    m = _TRACE_LINE.match(line.rstrip("\r\n"))
+    if m is None or line.lstrip().startswith("#"):
+        return None
+    rest, args, at = m["args"], [], 0
+    while at < len(rest):
+        a = _TRACE_ARG.match(rest, at)
+        if a is None:
+            return None
+        value = a["value"]
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        args.append((a["name"], value))
+        at = a.end()
+    return TraceLine(m["comm"].strip(), int(m["pid"]), int(m["cpu"]), m["flags"],
+                     m["timestamp"], m["event"], m["ip"], tuple(args))

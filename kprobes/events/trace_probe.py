@@ -45,6 +45,9 @@ THREAD_SIZE = 8192
 # x86_64's TASK_SIZE_MAX with 4-level paging, (1 << 47) - PAGE_SIZE: user fetches must stay
 # below it.
 TASK_SIZE_MAX = (1 << 47) - 4096
+# Below this a kernel fetch faults on a guest with a user space: x86_64's
+# copy_from_kernel_nofault_allowed() refuses user addresses and the guard page after them.
+KERNEL_FETCH_FLOOR = TASK_SIZE_MAX + 4096
 FAULT_STRING = "(fault)"
 
 UINT_MAX = (1 << 32) - 1
@@ -234,14 +237,21 @@ def _user(addr, size):
     return addr
 
 
+def _user_reader(ctx):
+    """How a user fetch reads: the context's read_user where it has one (a guest with a
+    user space, whose kernel fetches refuse user addresses), else its read."""
+    return getattr(ctx, "read_user", ctx.read)
+
+
 def _read_user(ctx, addr, size):
-    return _read(ctx, _user(addr, size), size)
+    data = _user_reader(ctx)(_user(addr, size), size)
+    return int.from_bytes(data, "little")
 
 
 def _read_user_cstring(ctx, addr):
     """strncpy_from_user(): a kernel address faults; a string must end (its NUL) below
     TASK_SIZE_MAX."""
-    return _read_cstring(ctx, _user(addr, 1), end=TASK_SIZE_MAX)
+    return _read_cstring(ctx, _user(addr, 1), end=TASK_SIZE_MAX, read=_user_reader(ctx))
 
 
 def _stack_nth(ctx, n, thread_size):
@@ -265,12 +275,14 @@ def kernel_argument(ctx, n, thread_size=THREAD_SIZE):
     return _stack_nth(ctx, n - len(ARGUMENT_REGISTERS) + 1, thread_size)
 
 
-def _read_cstring(ctx, addr, end=None):
+def _read_cstring(ctx, addr, end=None, read=None):
     """A NUL-terminated string, like fetch_store_strlen() + strncpy_from_kernel_nofault():
     at most MAX_STRING_SIZE - 1 characters; MemoryFault if a byte before the NUL is
-    unmapped, or at or past `end` (a user string's TASK_SIZE_MAX)."""
+    unmapped, or at or past `end` (a user string's TASK_SIZE_MAX).  `read`: how bytes
+    are read (ctx.read, a kernel fetch, by default)."""
     out = bytearray()
     addr &= _MASK64
+    read = read or ctx.read
     while len(out) < MAX_STRING_SIZE:
         n = min(PAGE_SIZE - addr % PAGE_SIZE, MAX_STRING_SIZE - len(out))
         if end is not None:
@@ -278,11 +290,11 @@ def _read_cstring(ctx, addr, end=None):
                 raise MemoryFault(addr)
             n = min(n, end - addr)
         try:
-            chunk = bytes(ctx.read(addr, n))
+            chunk = bytes(read(addr, n))
         except MemoryFault:
             chunk = bytearray()
             for i in range(n):           # find the first bad byte, unless a NUL comes first
-                chunk += ctx.read(addr + i, 1)
+                chunk += read(addr + i, 1)
                 if chunk[-1] == 0:
                     break
         nul = chunk.find(0)

@@ -103,6 +103,8 @@ def test_the_workload_runs_to_its_end_and_exit_code(run):
     assert console.startswith("Linux version 6.1.192 (kpemu@kpemu) ")
     assert console.endswith("\n" + WORKLOAD)
     assert f"Kernel command line: {default_cmdline(m.image)}\n" in console
+    # KUnit is built in (tests/linux/test_linux_kunit.py) but runs only when asked.
+    assert "\nkunit: disabled\n" in console and "KTAP" not in console
 
 
 def test_ring3_timer_interrupts_and_host_reads_while_user_code_runs(run):

@@ -117,3 +117,50 @@ def test_one(machine, n, worker_id):
         lines = path.read_text().split()
         machines, clocks = set(lines[0::2]), set(lines[1::2])
         assert len(machines) == 1 and len(clocks) == 1    # one machine, always as booted
+
+
+LINUX_SCENARIOS = '''
+import pytest
+from kprobes import Kprobe, Kretprobe
+
+def test_a_linux_workload_under_probes(machine, kprobes, kprobe_events):
+    assert machine.kind == "linux" and machine.current.comm == "swapper"
+    kprobe_events.add("p:op do_sys_openat2 path=+0(%si):ustring")
+    forks = []
+    kprobes.register_kretprobe(Kretprobe(symbol_name="kernel_clone",
+                                         handler=lambda ri, regs: forks.append(regs.ax)))
+    result = machine.run()
+    assert (result.reason, result.exit_code) == ("halt", 0)
+    assert [r.path for r in kprobe_events.records("op")] == [
+        "/tmp/work/note.txt", "/tmp/work/note.txt", "/proc/self/stat"]
+    assert [r.comm for r in kprobe_events.records("op")] == ["fsops"] * 3
+    assert forks == [14, 15, 16, 17, 18, 19, 20]
+
+def test_b_restored_to_init_about_to_run(machine, kprobes):
+    assert machine.booted and not machine.halted and kprobes.probes() == []
+    assert "Freeing unused kernel image" in machine.console      # boot went that far,
+    assert "Run /init" not in machine.console                     # init not yet run
+    assert machine.read("do_sys_openat2", 1) != b"\\\\xcc"
+
+@pytest.mark.kpemu(kretprobe_design="stack")
+def test_c_stack_design_fails_with_sections(machine, kprobes, kprobe_events):
+    kprobe_events.add("r:clone kernel_clone ret=$retval:s64")
+    machine.run(max_insns=3_000_000)
+    assert False, "on purpose"
+'''
+
+
+@pytest.mark.slow
+def test_the_linux_image_through_the_option(pytester):
+    """--kpemu-image with the Linux image: `machine` is Linux booted to init (restored per
+    test), kprobes and kprobe_events work on it, a failure gets the report sections."""
+    from tests.linux import LINUX_IMAGE
+    pytester.makepyfile(test_linux=LINUX_SCENARIOS)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--kpemu-image",
+                                          str(LINUX_IMAGE))
+    result.assert_outcomes(passed=2, failed=1)
+    out = result.stdout.str()
+    c = out[out.index("_ test_c_stack_design_fails_with_sections _"):]
+    for section in ("kpemu console", "kpemu kprobes", "kpemu trace", "kpemu location"):
+        assert section in c
+    assert "clone: (__x64_sys_fork+0x" in c and "ret=14" in c

@@ -63,7 +63,7 @@ def test_ff_test_2613_leaves_the_other_opcodes_alone():
 def test_resume_values_are_the_c_paths():
     assert [(r.name, int(r)) for r in Resume] == [
         (name, getattr(_trap, "RESUME_" + name))
-        for name in ("RELOCATE", "PUSHF", "RET", "CALL", "CALL_ABS", "JMP_ABS")]
+        for name in ("RELOCATE", "PUSHF", "RET", "CALL", "CALL_ABS", "JMP_ABS", "REP")]
 
 
 @pytest.mark.parametrize("hexbytes, err", [

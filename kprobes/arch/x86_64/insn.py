@@ -47,6 +47,7 @@ class Resume(IntEnum):
     CALL = _trap.RESUME_CALL            # fix the pushed return address, then relocate
     CALL_ABS = _trap.RESUME_CALL_ABS    # indirect call: fix the pushed return address, keep rip
     JMP_ABS = _trap.RESUME_JMP_ABS      # indirect jmp: keep rip
+    REP = _trap.RESUME_REP              # rep string instruction: relocate (see rep_ends_by_count)
 
 
 # The members resume_execution() compares with, as plain module names: an enum member's
@@ -54,6 +55,42 @@ class Resume(IntEnum):
 _RET, _PUSHF = Resume.RET, Resume.PUSHF
 _PUSHES_RETURN = (Resume.CALL, Resume.CALL_ABS)
 _KEEPS_IP = (Resume.CALL_ABS, Resume.JMP_ABS)
+
+# The string instructions a rep prefix repeats: ins, outs, movs, cmps, stos, lods, scas;
+# cmps and scas also stop on ZF (repe: while ZF=1, repne: while ZF=0).
+STRING_OPS = frozenset((0x6C, 0x6D, 0x6E, 0x6F, 0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC,
+                        0xAD, 0xAE, 0xAF))
+ZF_STRING_OPS = frozenset((0xA6, 0xA7, 0xAE, 0xAF))
+REP_PREFIXES = frozenset((0xF3, 0xF2))
+X86_EFLAGS_ZF = 0x40
+
+
+def rep_ends_by_count(ainsn, count_before, count_after, flags):
+    """Whether the step of a rep string instruction (Resume.REP) was the iteration that
+    ended it by its count: `count_before` and `count_after` are rCX (masked to the address
+    size) before and after the step, `flags` the flags after.  The CPU single-steps a rep
+    string instruction one iteration per #DB; the last one leaves rip past it.  Run
+    unstepped (QEMU's icount translation, which kpemu's clock follows), an instruction
+    that ends by its count takes one more count than its iterations -- the check of a
+    zero count that exits -- while the stepped copy exits straight from its last
+    iteration: that one count is the guest's and must be charged back.  An instruction
+    entered with a zero count, or a cmps/scas stopped by ZF, exits at no extra count."""
+    if count_before == 0 or count_after != 0:
+        return False
+    raw = ainsn.insn
+    i = _opcode_index(raw)
+    if raw[i] in ZF_STRING_OPS:
+        repe = raw[:i].rfind(0xF3) > raw[:i].rfind(0xF2)
+        # continued on ZF, so the count was what stopped it
+        return bool(flags & X86_EFLAGS_ZF) == repe
+    return True
+
+
+def rep_count_mask(ainsn):
+    """rCX's width for a rep string instruction: ECX with an address-size prefix."""
+    raw = ainsn.insn
+    return 0xFFFFFFFF if 0x67 in raw[:_opcode_index(raw)] else 0xFFFFFFFFFFFFFFFF
+
 
 # Instructions that cannot be single-stepped out of line here (mnemonic -> why).
 NOT_STEPPABLE = {
@@ -199,6 +236,8 @@ def _insn_facts(raw, ff_test_2613=False):
             resume = Resume.JMP_ABS
     elif op == 0xEA:
         resume = Resume.JMP_ABS
+    elif op in STRING_OPS and REP_PREFIXES & set(raw[:i]):
+        resume = Resume.REP
     riprel = any(o.type == cx.X86_OP_MEM and o.mem.base == cx.X86_REG_RIP
                  for o in insn.operands)
     disp_offset = insn.disp_offset if riprel else 0

@@ -28,11 +28,14 @@ class ArchKretprobes:
         """Design "task": let trap.c's C path take the common entry and trampoline cases
         (the handlers below and the generic code stay the reference, and take the rest):
         it gets the instance table, the trampoline's probe and address, and where
-        `current` is read (%gs base + the image's per-CPU offset)."""
+        `current` is read: the guest profile's current_offset from its current_segment's
+        base (-1: no segment, the offset is the address)."""
         rps = self.rps
+        layout = self.m.layout
+        segment = REG_IDS[layout.current_segment] if layout.current_segment else -1
         rps.core.arch.kcb.set_kretprobes(
-            rps.table, trampoline_p, rps, rps.tramp, REG_IDS["gs_base"], REG_IDS["sp"],
-            self.m.layout.pda_pcurrent)
+            rps.table, trampoline_p, rps, rps.tramp, segment, REG_IDS["sp"],
+            layout.current_offset)
 
     def return_slot(self, regs):
         """At a function's first instruction the return address is at [sp]: the address
@@ -60,10 +63,18 @@ class ArchKretprobes:
     def task_of_stack(self, addr):
         """arch_get_kprobe_task(): the thread_info at the base of the THREAD_SIZE-aligned
         stack holding `addr`, and its task pointer -- wrong on any other stack, which is
-        why the redesign keys instances by `current` instead."""
-        layout = self.m.layout
-        thread_info = addr & ~(layout.thread_size - 1)
-        return self.m.mem.u64(thread_info + layout.ti_task)
+        why the redesign keys instances by `current` instead.  A guest with no task
+        pointer at a stack's base (Linux's THREAD_INFO_IN_TASK): the task whose `stack`
+        is that base, or 0 on any other stack (an interrupt stack)."""
+        m = self.m
+        layout = m.layout
+        base = addr & ~(layout.thread_size - 1)
+        if layout.ti_task is not None:
+            return m.mem.u64(base + layout.ti_task)
+        current = m.current
+        if current is not None and current.stack == base:
+            return current.addr
+        return next((t.addr for t in m.tasks() if t.stack == base), 0)
 
     def functions_calling(self, target):
         """Names of the kernel functions (not modules') with a direct call to `target`,

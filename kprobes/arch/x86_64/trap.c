@@ -97,6 +97,8 @@ enum {
 	RESUME_CALL = 3,	/* fix the pushed return address, then relocate */
 	RESUME_CALL_ABS = 4,	/* fix the pushed return address, keep ip */
 	RESUME_JMP_ABS = 5,	/* keep ip */
+	RESUME_REP = 6,		/* a rep string instruction: relocate, and the clock's
+				 * charge for its last iteration (Python only) */
 };
 
 /* What a hit reads of a probe that does not change while it is registered: its
@@ -462,14 +464,17 @@ static Py_ssize_t krp_hash(uint64_t task)
 }
 
 /* The guest's `current` (Machine.current_addr): 0 before the per-CPU area is
- * set up; -1 (no exception) when it cannot be read. */
+ * set up; -1 (no exception) when it cannot be read.  krp_gs_id < 0: no segment
+ * (a UP Linux), krp_current is the variable's own address. */
 static int krp_current(KprobeCtlblk *s, uint64_t *task)
 {
 	uint64_t gs;
 
+	*task = 0;
+	if (s->krp_gs_id < 0)
+		return api->vmem_read_u64(s->regfile, s->krp_current, task);
 	if (api->reg_read(s->regfile, s->krp_gs_id, &gs) < 0)
 		return -1;
-	*task = 0;
 	return gs ? api->vmem_read_u64(s->regfile, gs + s->krp_current, task) : 0;
 }
 
@@ -1402,6 +1407,10 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 	resume = seen->resume;
 	if_modifier = seen->if_modifier;
 	in_post = seen->in_post;
+	if (resume == RESUME_REP) {	/* its step needs the registers before it: Python */
+		code = to_python(s->slow_int3, vector, ip, flags);
+		goto out;
+	}
 	if ((pre = PyObject_GetAttr(p, s_pre_handler)) == NULL)
 		goto out;
 
@@ -1844,7 +1853,8 @@ PyMODINIT_FUNC PyInit__trap(void)
 	    PyModule_AddIntConstant(m, "RESUME_RET", RESUME_RET) < 0 ||
 	    PyModule_AddIntConstant(m, "RESUME_CALL", RESUME_CALL) < 0 ||
 	    PyModule_AddIntConstant(m, "RESUME_CALL_ABS", RESUME_CALL_ABS) < 0 ||
-	    PyModule_AddIntConstant(m, "RESUME_JMP_ABS", RESUME_JMP_ABS) < 0)
+	    PyModule_AddIntConstant(m, "RESUME_JMP_ABS", RESUME_JMP_ABS) < 0 ||
+	    PyModule_AddIntConstant(m, "RESUME_REP", RESUME_REP) < 0)
 		goto fail;
 	return m;
 fail:

@@ -39,8 +39,8 @@ from emu.engine import REG_IDS
 from emu.interrupts import CTrapHandler
 from kprobes.arch.x86_64 import _trap
 from kprobes.arch.x86_64.insn import (BREAKPOINT_INSTRUCTION, MAX_INSN_SIZE, FunctionInsns,
-                                      InsnError, copy_for_slot, decode, on_boundary,
-                                      resume_execution)
+                                      InsnError, Resume, copy_for_slot, decode, on_boundary,
+                                      rep_count_mask, rep_ends_by_count, resume_execution)
 from kprobes.errors import KprobeBug, KprobeError
 
 # kprobe_status values (defined in trap.c)
@@ -126,6 +126,7 @@ class ArchKprobes:
         # was) is decoded again.
         self._functions = {}
         self._checked = None           # (address, FunctionInsns) can_probe() looked at last
+        self._rep_count = 0            # rCX before the step of a rep string instruction
 
     @property
     def fastpath(self):
@@ -283,6 +284,8 @@ class ArchKprobes:
         (ip, flags) the trap resumes with."""
         slot = p.ainsn.slot
         flags = (flags | X86_EFLAGS_TF) & ~X86_EFLAGS_IF
+        if p.ainsn.resume == Resume.REP:       # its count, for _finish_step's charge
+            self._rep_count = self.engine.reg("cx") & rep_count_mask(p.ainsn)
         if self.m.observers:
             self.core.emit("singlestep", probe=p, slot=slot, insn=p.ainsn.text, ip=slot,
                            flags=flags)
@@ -433,6 +436,12 @@ class ArchKprobes:
         """
         kcb = self.kcb
         from_ip = ip
+        if p.ainsn.resume == Resume.REP and ip != p.ainsn.slot and rep_ends_by_count(
+                p.ainsn, self._rep_count, self.engine.reg("cx") & rep_count_mask(p.ainsn),
+                flags):
+            # The guest's own run of this instruction takes one count more than the
+            # stepped copy (insn.rep_ends_by_count): the guest's, so charged to its clock.
+            self.clock.discount(-1)
         if p.resume_in_post_handler:
             # The old return-probe design's trampoline: its post handler has set ip to
             # the real return address (2.6.13 recognised it by comparing handlers).

@@ -1,0 +1,67 @@
+"""The whole-image differential, adapted to Linux: a no-op kprobe (pre and post handler) on
+every instruction boundary of a set of hot Linux functions -- the scheduler, fork, exit,
+open and write -- and the workload's run identical to the unprobed one: console, exit
+code, instruction count and clock.  Every boundary can be probed; each hit is exactly one
+int3 and one #DB."""
+
+from collections import Counter
+
+import pytest
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+from kprobes import Kprobe, Kprobes
+
+pytestmark = pytest.mark.slow
+
+HOT = {
+    "scheduler": ("__schedule", "schedule"),
+    "fork": ("kernel_clone", "copy_process", "wake_up_new_task"),
+    "exit": ("do_exit", "release_task"),
+    "open": ("do_sys_openat2",),
+    "write": ("ksys_write", "vfs_write"),
+}
+
+
+def boundaries(m, name):
+    sym = m.symbols.get(name)
+    return [insn.address for insn in Cs(CS_ARCH_X86, CS_MODE_64).disasm(
+        m.read(sym.addr, sym.size), sym.addr)]
+
+
+@pytest.mark.parametrize("fastpath", [True, False], ids=["c-path", "python-path"])
+def test_every_boundary_of_hot_linux_functions(lm, linux_reference, fastpath, capsys):
+    k = Kprobes(lm)
+    k.arch.fastpath = fastpath
+    hits = Counter()
+
+    def pre(p, regs):
+        hits[p.addr] += 1
+        return 0
+
+    def post(p, regs, flags):
+        hits["post"] += 1
+
+    probes = {}
+    for group, names in HOT.items():
+        for name in names:
+            for addr in boundaries(lm, name):
+                probes[addr] = group
+                k.register_kprobe(Kprobe(addr=addr, pre_handler=pre, post_handler=post))
+    result = lm.run()
+    assert (result.reason, result.exit_code) == ("halt", 0)
+    assert lm.console == linux_reference["console"]
+    assert result.insns == linux_reference["insns"]
+    assert lm.clock.now == linux_reference["clock"]         # no footprint on guest time
+    total = sum(v for key, v in hits.items() if key != "post")
+    assert total == hits["post"] == k.traps["int3"] == k.traps["debug"]
+    assert k.traps["fault"] == k.traps["int3-foreign"] == k.traps["int3-vanished"] == 0
+    by_group = Counter()
+    for addr, n in hits.items():
+        if addr != "post":
+            by_group[probes[addr]] += n
+    assert set(by_group) == set(HOT)                 # every kind of function was hit
+    assert sum(p.nmissed for p in k.probes()) == 0
+    with capsys.disabled():
+        print(f"\n  linux differential ({'C' if fastpath else 'Python'} path): "
+              f"{len(probes)} probes, {total} hits, {len([a for a in hits if a != 'post'])} "
+              f"probes hit; {dict(by_group)}")
