@@ -180,12 +180,11 @@ class LinuxLayout:
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             raise ImageError(f"{path}: not a kpemu offsets file ({exc!r})") from None
         self.init_task = image.symbol_value("init_task")
-        self.current_task = image.symbol_value(current)
         # Where `current` is (Machine.current_addr and kprobes' C trap path read it so):
         # a UP kernel's per-CPU variables are plain ones -- no segment, the offset is
         # current_task's own address.
         self.current_segment = None
-        self.current_offset = self.current_task
+        self.current_offset = image.symbol_value(current)
         # THREAD_INFO_IN_TASK: nothing at a stack's base names its task.
         self.ti_task = None
         # User processes in the lower half, with their own page tables.
@@ -284,9 +283,6 @@ class KpemuArea:
 
     def free(self, va):
         self.allocator.free(va)
-
-    def contains(self, va):
-        return self.start <= va < self.end
 
 
 class LinuxGuest:
