@@ -10,6 +10,7 @@ import pytest
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
 from kprobes import Kprobe, Kprobes
+from tests.kprobes.test_differential import counting_handlers
 
 pytestmark = pytest.mark.slow
 
@@ -32,15 +33,7 @@ def boundaries(m, name):
 def test_every_boundary_of_hot_linux_functions(lm, linux_reference, fastpath, capsys):
     k = Kprobes(lm)
     k.arch.fastpath = fastpath
-    hits = Counter()
-
-    def pre(p, regs):
-        hits[p.addr] += 1
-        return 0
-
-    def post(p, regs, flags):
-        hits["post"] += 1
-
+    hits, pre, post = counting_handlers()
     probes = {}
     for group, names in HOT.items():
         for name in names:
