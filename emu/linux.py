@@ -25,6 +25,8 @@ from the kernel's DWARF), the default command line (`cmdline`) and initramfs
   * kpemu's own area (KpemuArea): executable memory for kprobes' instruction slots and
     its kretprobe_trampoline, which Linux neither uses nor sees as RAM, mapped into the
     kernel's page tables when kprobes first asks for it;
+  * the init text's end: a host hook at free_initmem() calls the machine's
+    text_freed_handlers (kprobes kills its probes there, as kprobe_free_init_mem() does);
   * the task-release notification: a host hook at rethook_flush_task(tsk), where Linux
     itself frees a dead task's return-probe state (delayed_put_task_struct), calls the
     machine's "HC_KPROBE_FLUSH_TASK" handlers as the toy kernel's hypercall does.
@@ -93,6 +95,14 @@ KPEMU_AREA_SIZE = BIOS_RESERVED_TOP - PAGE_SIZE
 KERNPG_TABLE = 0x63            # _KERNPG_TABLE: present, rw, accessed, dirty
 PAGE_KERNEL_EXEC = 0x163       # __PAGE_KERNEL_EXEC: present, rw, accessed, dirty, global
 TRAMPOLINE = "kretprobe_trampoline"
+# Text Linux patches at run time, which its check_kprobe_address_safe() keeps kprobes off
+# (jump_label_text_reserved(), static_call_text_reserved()): x86_64's tables hold
+# self-relative s32 offsets -- struct jump_entry {s32 code, target; long key} and struct
+# static_call_site {s32 addr, key} -- and each site is a 5-byte jmp/nop or call.
+PATCHED_SITE_TABLES = (("__start___jump_table", "__stop___jump_table", 16, "a jump label"),
+                       ("__start_static_call_sites", "__stop_static_call_sites", 8,
+                        "a static call site"))
+PATCHED_SITE_SIZE = 5
 TRAMPOLINE_SIZE = 16           # the nop, and room nothing else takes
 NOP = 0x90
 
@@ -180,12 +190,11 @@ class LinuxLayout:
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             raise ImageError(f"{path}: not a kpemu offsets file ({exc!r})") from None
         self.init_task = image.symbol_value("init_task")
-        self.current_task = image.symbol_value(current)
         # Where `current` is (Machine.current_addr and kprobes' C trap path read it so):
         # a UP kernel's per-CPU variables are plain ones -- no segment, the offset is
         # current_task's own address.
         self.current_segment = None
-        self.current_offset = self.current_task
+        self.current_offset = image.symbol_value(current)
         # THREAD_INFO_IN_TASK: nothing at a stack's base names its task.
         self.ti_task = None
         # User processes in the lower half, with their own page tables.
@@ -285,9 +294,6 @@ class KpemuArea:
     def free(self, va):
         self.allocator.free(va)
 
-    def contains(self, va):
-        return self.start <= va < self.end
-
 
 class LinuxGuest:
     """Attached to a Machine built on a Linux image (see the module doc)."""
@@ -314,6 +320,7 @@ class LinuxGuest:
         if flush is not None:
             eng.add_entry_hook(flush.addr, self._flush_task)
         eng.add_entry_hook(sym("run_init_process"), self._run_init_process)
+        eng.add_entry_hook(sym("free_initmem"), self._free_initmem)
         eng.add_entry_hook(sym("panic"), self._panic)
         eng.add_entry_hook(sym("emergency_restart"), self._emergency_restart)
         eng.add_entry_hook(sym("oops_end"), self._oops_end)
@@ -460,6 +467,13 @@ class LinuxGuest:
         m._stop = "oops"
         m.engine.request_stop()
 
+    def _free_initmem(self):
+        """free_initmem() entered: the init text is about to be freed (kernel_init() has
+        just called kprobe_free_init_mem(), which kills Linux's own kprobes there)."""
+        start, end = self.init_text()
+        for handler in self.m.text_freed_handlers:
+            handler(start, end)
+
     def _flush_task(self):
         """rethook_flush_task(tsk) entered (from delayed_put_task_struct(), when a dead
         task is released): the task and the call site, to the flush handlers."""
@@ -491,6 +505,25 @@ class LinuxGuest:
     def kpemu_area(self):
         """The KpemuArea, mapped."""
         return self.area.map()
+
+    def init_text(self):
+        """(start, end) of the init sections, which free_initmem() frees before init runs
+        (__init_begin .. __init_end: .init.text and the other executable init sections)."""
+        sym = self.m.symbols.lookup_name
+        return sym("__init_begin"), sym("__init_end")
+
+    def patched_text(self):
+        """(start, end, what) of every site Linux patches at run time (PATCHED_SITE_TABLES),
+        read from the image's tables."""
+        m = self.m
+        out = []
+        for start, stop, size, what in PATCHED_SITE_TABLES:
+            lo, hi = m.symbols.lookup_name(start), m.symbols.lookup_name(stop)
+            table = m.read_image(lo, hi - lo) if lo is not None and hi is not None else None
+            for i in range(0, len(table or b"") - size + 1, size):
+                site = (lo + i + struct.unpack_from("<i", table, i)[0]) & 0xFFFFFFFFFFFFFFFF
+                out.append((site, site + PATCHED_SITE_SIZE, what))
+        return out
 
     def read_task(self, addr):
         return read_task(self.m.mem, self.layout, addr)

@@ -166,8 +166,10 @@ class Machine:
             self.hypercall_handlers = {"HC_KPROBE_FLUSH_TASK": []}
             area = self.guest.area
             self._kernel_text.append((area.tramp_addr, area.tramp_addr + linux.TRAMPOLINE_SIZE))
+            self._init_text = self.guest.init_text()
         else:
             self.guest = None
+            self._init_text = None     # the toy kernel frees no init text
             self.layout = TaskLayout(self.image)
             area_start = self.image.symbol_value("__module_area_start")
             area_end = self.image.symbol_value("__module_area_end")
@@ -190,6 +192,7 @@ class Machine:
         self.trap_handlers = self.engine.trap_table
         self.unwind_resolvers = []     # fn(ret_addr, slot_addr) -> ret_addr
         self.text_originals = []       # fn(addr) -> the byte a breakpoint covers, or None
+        self.text_freed_handlers = []  # fn(start, end): the kernel frees text (Linux's init)
         self.observers = []            # fn(Event)
         self.extensions = {}           # what a layer above installed, by name ("kprobes")
         self.call_depth = 0
@@ -745,10 +748,19 @@ class Machine:
         return walk_tasks(self.mem, self.layout)
 
     def is_kernel_text(self, addr):
+        """Whether `addr` is in the kernel's or a module's text now (Linux's
+        core_kernel_text(): its init text is no text once the machine has booted, when
+        free_initmem() has freed it)."""
         for a, b in self._kernel_text:     # a loop, not any(): registration asks per probe
             if a <= addr < b:
-                return True
+                init = self._init_text
+                return not (init and self.booted and init[0] <= addr < init[1])
         return self._in_module_text(addr)
+
+    def guest_patched_text(self):
+        """(start, end, what) of the text the guest kernel itself patches at run time
+        (Linux: its jump labels and static call sites); none for the toy kernel."""
+        return self.guest.patched_text() if self.guest is not None else []
 
     def _in_module_text(self, addr):
         if self._modules is None:

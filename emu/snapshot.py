@@ -119,6 +119,7 @@ class Snapshot:
             "hypercall_handlers": {n: list(fns) for n, fns in m.hypercall_handlers.items()},
             "unwind_resolvers": list(m.unwind_resolvers),
             "text_originals": list(m.text_originals),
+            "text_freed_handlers": list(m.text_freed_handlers),
             "observers": list(m.observers),
             "extensions": dict(m.extensions),
             "out_ports": dict(eng.out_ports),
@@ -216,7 +217,7 @@ def restore(m, snap):
     _replace_dict(m.trap_handlers, {v: list(fns) for v, fns in p["trap_handlers"].items()})
     _replace_dict(m.hypercall_handlers,
                   {n: list(fns) for n, fns in p["hypercall_handlers"].items()})
-    for name in ("unwind_resolvers", "text_originals", "observers"):
+    for name in ("unwind_resolvers", "text_originals", "text_freed_handlers", "observers"):
         getattr(m, name)[:] = p[name]
     _replace_dict(m.extensions, p["extensions"])
     _replace_dict(eng.out_ports, p["out_ports"])

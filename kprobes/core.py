@@ -70,6 +70,7 @@ class Kprobes:
         m.text_originals.append(self.original_byte)
         self.kretprobes = KretprobeManager(self, kretprobe_design, flush_on_exec)
         m.add_module_notifier(self.module_callback)
+        m.text_freed_handlers.append(self.text_freed)
         m.extensions["kprobes"] = self
 
     @property
@@ -183,6 +184,10 @@ class Kprobes:
         if tramp is not None:
             out.append((tramp.addr, tramp.addr + max(tramp.elf_size, 1),
                         "kretprobe_trampoline"))
+        # jump_label_text_reserved(), static_call_text_reserved(): text the kernel itself
+        # rewrites would overwrite the breakpoint and leave its saved opcode stale.
+        out.extend((lo, hi, f"in {what}, which the kernel patches")
+                   for lo, hi, what in m.guest_patched_text())
         lo = m.symbols.lookup_name("__start_kprobe_blacklist")
         hi = m.symbols.lookup_name("__stop_kprobe_blacklist")
         # Init data, which Linux frees after boot: read from the image, not the guest.
@@ -337,6 +342,13 @@ class Kprobes:
         if state != MODULE_STATE_GOING:
             return
         for top in [t for addr, t in self.table.items() if mod.contains(addr)]:
+            self.kill_kprobe(top)
+
+    def text_freed(self, start, end):
+        """The kernel frees the text in [start, end) (Linux's init text, at
+        free_initmem()): every probe there is killed, as kprobe_free_init_mem() does --
+        [GONE], its byte never written again (the memory will be someone else's)."""
+        for top in [t for addr, t in self.table.items() if start <= addr < end]:
             self.kill_kprobe(top)
 
     def kill_kprobe(self, top):

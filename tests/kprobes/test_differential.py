@@ -23,10 +23,9 @@ def every_instruction(m):
             yield sym, insn
 
 
-@pytest.mark.slow
-def test_probe_every_instruction_of_the_image(reference_run):
-    m = Machine()
-    k = Kprobes(m)
+def counting_handlers():
+    """(hits, pre, post): no-op handlers that count, hits[probe address] for each
+    pre_handler call and hits["post"] for all the post_handler calls."""
     hits = Counter()
 
     def pre(p, regs):
@@ -36,6 +35,14 @@ def test_probe_every_instruction_of_the_image(reference_run):
     def post(p, regs, flags):
         hits["post"] += 1
 
+    return hits, pre, post
+
+
+@pytest.mark.slow
+def test_probe_every_instruction_of_the_image(reference_run):
+    m = Machine()
+    k = Kprobes(m)
+    hits, pre, post = counting_handlers()
     registered, refused = [], Counter()
     for sym, insn in list(every_instruction(m)):      # decode before anything is armed
         if insn.address in k.table:

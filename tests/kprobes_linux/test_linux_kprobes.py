@@ -207,13 +207,25 @@ def test_the_blacklist_is_linuxs(lm):
     with pytest.raises(KprobeError) as exc:               # slots are not text
         k.register_kprobe(Kprobe(addr=KPEMU_AREA_VA + 0x1000))
     assert exc.value.errno == errno.EINVAL
+    # Init text, freed before init runs, is no text (core_kernel_text()).
+    with pytest.raises(KprobeError) as exc:
+        k.register_kprobe(Kprobe(symbol_name="start_kernel"))
+    assert exc.value.errno == errno.EINVAL and "not in kernel or module text" in str(exc.value)
+    # A static call site Linux patches (static_call_text_reserved()).
+    sites = [(a, what) for a, _b, what in lm.guest_patched_text()]
+    assert len(sites) > 100 and {what for _a, what in sites} == {"a static call site"}
+    site = next(a for a, _what in sites if lm.is_kernel_text(a))
+    with pytest.raises(KprobeError) as exc:
+        k.register_kprobe(Kprobe(addr=site))
+    assert exc.value.errno == errno.EINVAL and "static call site" in str(exc.value)
 
 
 def test_attached_before_boot_linuxs_own_int3_goes_to_linux(linux_booted):
     """Kprobes attached at power-on: the area is mapped through the image's own tables
     and survives Linux building its page tables; Linux's int3 self-test
     (alternative_instructions -> int3_selftest) traps into its own #BP handler, which
-    handles it; a probe registered before boot hits as Linux boots."""
+    handles it; a probe registered before boot hits as Linux boots, and one on init text
+    goes [GONE] when Linux frees it."""
     m = Machine(LINUX_IMAGE)
     k = Kprobes(m)
     hits = []
@@ -223,11 +235,23 @@ def test_attached_before_boot_linuxs_own_int3_goes_to_linux(linux_booted):
         return 0
 
     k.register_kprobe(Kprobe(symbol_name="kernel_clone", pre_handler=pre))
+    init_hits = []
+    init_kp = Kprobe(symbol_name="kernel_init_freeable",         # __init: freed at boot
+                     pre_handler=lambda p, regs: init_hits.append(regs.ip) and 0)
+    k.register_kprobe(init_kp)
+    init_byte = init_kp.opcode
     result = m.boot()
     ref_m, snap = linux_booted
     ref_m.restore(snap)
     assert result.reason == "boot"
     assert (m.console, m.clock.now) == (ref_m.console, ref_m.clock.now)
     assert k.traps["int3-foreign"] == 1 and k.traps["int3-vanished"] == 0
-    assert len(hits) == k.traps["int3"] > 0                # the kernel threads' forks
+    assert len(hits) > 0                                   # the kernel threads' forks
+    assert len(hits) + len(init_hits) == k.traps["int3"]
     assert m.mem.walk(KPEMU_AREA_VA) == m.engine.ram_size - BIOS_RESERVED_TOP + 0x1000
+    # The probe on init text hit once, then went with it at free_initmem() (as Linux's
+    # kprobe_free_init_mem() kills its own): [GONE], out of the trap path's table.
+    assert len(init_hits) == 1 and init_kp.gone and init_kp.addr not in k.table
+    assert f"{init_kp.addr:016x}  k  {init_kp.addr:#x} [GONE]" in k.list().splitlines()
+    k.unregister_kprobe(init_kp)                  # nothing written into freed memory
+    assert k.gone == {} and init_byte != 0xCC
