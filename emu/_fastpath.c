@@ -655,6 +655,10 @@ static PyObject *bc_add_entry(BlockClock *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "KO:add_entry", &pc, &fn))
 		return NULL;
+	if (self->s->c->block != NULL) {
+		PyErr_SetString(PyExc_RuntimeError, "an entry hook added inside a block");
+		return NULL;
+	}
 	key = PyLong_FromUnsignedLongLong(pc);
 	if (key == NULL)
 		return NULL;

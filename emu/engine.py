@@ -516,7 +516,10 @@ class Engine:
         the caller.  Blocks run so for a deadline stay so (a CPU stepped one instruction
         at a time, waiting for IF, goes through the same few blocks again and again)."""
         self.icount.deadline = deadline
-        outer = self._clock.save() if self._depth else None
+        outer = None
+        if self._depth:                 # inside a hook: the outer block is put back after
+            outer = self._clock.save()
+            self._clock.restore((0, 0, outer[2] if self.clock_kind == "insn" else 0))
         self._depth += 1
         try:
             while True:
