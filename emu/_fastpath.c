@@ -129,6 +129,8 @@ typedef int (*uc_reg_fn)(void *uc, int regid, void *value);
 #define B_ENTRY		4u	/* an entry hook is registered at its start */
 #define MAX_BLOCK_INSNS	512	/* TCG_MAX_INSNS */
 #define MAX_BLOCK_BYTES	8192
+#define MAX_TRANSLATIONS (1u << 20)	/* then the table starts afresh (code retranslated
+					 * again and again: probes armed and disarmed) */
 
 struct block {
 	uint64_t key;		/* the address in the translation the hook returns to */
@@ -175,6 +177,8 @@ struct clock_state {
 	uint64_t want_pc;	/* a block to run per instruction (0: none) */
 	uint32_t want_size;
 	int want_permanent;
+	int saved;		/* outer blocks kept by save() for a nested run */
+	size_t max_translations;	/* MAX_TRANSLATIONS, lower in tests */
 	uint64_t decoded;	/* translations decoded */
 	uint64_t blocks;	/* blocks counted whole */
 	uint8_t buf[MAX_BLOCK_BYTES];
@@ -390,6 +394,9 @@ static struct block *lookup_block(struct clock_state *s, void *uc, uint64_t key,
 		if (b->pc == pc && b->size == size)
 			return b;
 	}
+	if (slot == NULL && s->tbs.used >= s->max_translations && s->saved == 0 &&
+	    s->c->block == NULL)
+		free_blocks(s);		/* nothing points into it now */
 	b = decode_block(s, uc, key, pc, size);
 	if (b == NULL)
 		return NULL;
@@ -585,6 +592,7 @@ static int bc_init(BlockClock *self, PyObject *args, PyObject *kwds)
 			(unsigned int)PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(io_ids, i));
 	Py_DECREF(io_ids);
 	s->c = (struct kpemu_icount *)(uintptr_t)icount;
+	s->max_translations = MAX_TRANSLATIONS;
 	s->insn_mode = insn_mode;
 	s->reg_read = (uc_reg_fn)(uintptr_t)rd;
 	s->ram = (const uint8_t *)(uintptr_t)ram;
@@ -758,6 +766,7 @@ static PyObject *bc_save(BlockClock *self, PyObject *unused)
 {
 	struct kpemu_icount *c = self->s->c;
 
+	self->s->saved++;
 	return Py_BuildValue("(KKK)", (unsigned long long)c->pending,
 			     (unsigned long long)(uintptr_t)c->block,
 			     (unsigned long long)c->precise);
@@ -770,9 +779,24 @@ static PyObject *bc_restore(BlockClock *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "(KKK):restore", &pending, &block, &precise))
 		return NULL;
+	self->s->saved -= self->s->saved > 0;
 	c->pending = pending;
 	c->block = (void *)(uintptr_t)block;
 	c->precise = precise;
+	Py_RETURN_NONE;
+}
+
+/* reset(precise): no block running, for a nested run (after save()). */
+static PyObject *bc_reset(BlockClock *self, PyObject *arg)
+{
+	struct kpemu_icount *c = self->s->c;
+	int precise = PyObject_IsTrue(arg);
+
+	if (precise < 0)
+		return NULL;
+	c->pending = 0;
+	c->block = NULL;
+	c->precise = (uint64_t)precise;
 	Py_RETURN_NONE;
 }
 
@@ -786,6 +810,25 @@ static PyObject *bc_clear_cache(BlockClock *self, PyObject *unused)
 	}
 	free_blocks(self->s);
 	Py_RETURN_NONE;
+}
+
+static PyObject *bc_get_max_translations(BlockClock *self, void *closure)
+{
+	return PyLong_FromSize_t(self->s->max_translations);
+}
+
+static int bc_set_max_translations(BlockClock *self, PyObject *value, void *closure)
+{
+	size_t n = value != NULL ? PyLong_AsSize_t(value) : 0;
+
+	if (PyErr_Occurred())
+		return -1;
+	if (n == 0) {
+		PyErr_SetString(PyExc_ValueError, "max_translations must be at least 1");
+		return -1;
+	}
+	self->s->max_translations = n;
+	return 0;
 }
 
 static PyObject *bc_get_user_data(BlockClock *self, void *closure)
@@ -816,6 +859,8 @@ static PyMethodDef bc_methods[] = {
 	 "sync(drop): make the clock exact at RIP (drop: the block's rest will not run)."},
 	{"save", (PyCFunction)bc_save, METH_NOARGS, "The running block's state."},
 	{"restore", (PyCFunction)bc_restore, METH_VARARGS, "Put back what save() returned."},
+	{"reset", (PyCFunction)bc_reset, METH_O,
+	 "reset(precise): no block running (a nested run, between save and restore)."},
 	{"clear_cache", (PyCFunction)bc_clear_cache, METH_NOARGS,
 	 "Forget every translation (after the translation cache was flushed)."},
 	{NULL, NULL, 0, NULL},
@@ -826,6 +871,8 @@ static PyGetSetDef bc_getset[] = {
 	 "The counter, user_data of both counting hooks (keep this object alive)."},
 	{"stats", (getter)bc_get_stats, NULL,
 	 "Translations decoded, blocks counted whole, table sizes."},
+	{"max_translations", (getter)bc_get_max_translations, (setter)bc_set_max_translations,
+	 "Translations kept before the table starts afresh."},
 	{NULL},
 };
 

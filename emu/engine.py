@@ -519,7 +519,7 @@ class Engine:
         outer = None
         if self._depth:                 # inside a hook: the outer block is put back after
             outer = self._clock.save()
-            self._clock.restore((0, 0, outer[2] if self.clock_kind == "insn" else 0))
+            self._clock.reset(self.clock_kind == "insn")
         self._depth += 1
         try:
             while True:

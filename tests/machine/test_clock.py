@@ -173,3 +173,17 @@ def test_the_toy_kernel_runs_the_same_under_both_clocks_whole_and_sliced():
                            x if isinstance(x, bytes) else x.encode() for x in out))
     assert runs["block"] == runs["insn"]
     assert runs["block"][0] == [50_000] * 3
+
+
+def test_the_table_of_translations_starting_afresh_changes_nothing():
+    runs = {}
+    for clock, limit in (("insn", None), ("block", 8)):
+        m = Machine(clock=clock)
+        if limit is not None:
+            m.engine._clock.max_translations = limit
+        result = m.run()
+        runs[clock] = (result.reason, m.clock.now, m.clock.executed, m.pit.ticks)
+        if limit is not None:
+            stats = m.engine.clock_stats
+            assert stats["translations"] <= limit + 1 and stats["decoded"] > 4 * limit
+    assert runs["block"] == runs["insn"]
