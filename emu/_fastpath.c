@@ -104,11 +104,17 @@ typedef int (*uc_reg_fn)(void *uc, int regid, void *value);
  * must land right after it, which only a code hook after it can do.  And a
  * deadline that falls inside a block must stop there.  Such a block is run
  * per instruction: the block hook stops before it and names it in `want`; the
- * host (Engine.start) adds a code hook on exactly that block's range, drops
- * the block's translation and runs on; the retranslated block carries the
- * per-instruction hook, and the block hook, finding its address in the
- * precise set, leaves the counting to it (`precise`).  A block with port I/O
- * or cpuid stays so for good; one a deadline fell in is put back after the run.
+ * host (Engine.start) puts its start in the precise set, moves the one code
+ * hook's range onto exactly that block (Unicorn reads the range only when it
+ * translates), drops the block's translation and runs on.  The new translation
+ * carries a hook call before each instruction, and the block hook -- which
+ * marks a translation B_PRECISE only if it is in the set and the range covered
+ * it when it was made -- leaves the counting to that hook (`precise`).  Such a
+ * block stays so for good (blocks with port I/O or cpuid, and those a deadline
+ * fell in: a CPU stepped one instruction at a time goes through the same few);
+ * a later translation of it outside the range is stopped before and made again.
+ * The code hook is the only one, so Unicorn calls it straight from the
+ * translated code too, and counts nothing where it was not translated in.
  *
  * What the hook knows of a block -- its instruction count, where each
  * instruction starts, whether it does port I/O -- is decoded once per

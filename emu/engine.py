@@ -89,7 +89,6 @@ class _Tsc(ctypes.Structure):
 
 
 assert ctypes.sizeof(_Tsc) == _tsc.tsc_struct_size()
-_HOOK_CODE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, _u64, ctypes.c_uint32, ctypes.c_void_p)
 
 # The clock's two ways of counting (emu/_fastpath.c, part 1): "block", a translated block at
 # a time, per instruction only where that is needed to stay exact -- the default; "insn",
@@ -417,12 +416,12 @@ class Engine:
 
     def add_entry_hook(self, addr, fn):
         """Call fn() when a translated block starts at `addr` -- a function's entry, which
-        a call or jump always starts a block at -- before its first instruction runs.  A
-        block hook bounded to that one address: the translator emits its call only for
-        blocks starting there, so nothing is paid elsewhere (a code hook would be tried
-        before every instruction).  fn may request_stop(): the CPU then stops with the
-        entry's instruction not run.  For a machine's fixed stop points, added while it is
-        built."""
+        a call or jump always starts a block at -- before its first instruction runs.  Called
+        from the clock's block hook (which must stay the only one), for translations it
+        marked when it first saw them: a table lookup when a block is first translated,
+        nothing per block run elsewhere.  fn may request_stop(): the CPU then stops with
+        the entry's instruction not run.  For a machine's fixed stop points, added while
+        it is built (not from inside a hook)."""
         self._clock.add_entry(addr, self._guard(fn))
 
     # -- CPU state the API does not expose (offsets checked by check_private_layout) --
@@ -554,6 +553,16 @@ class Engine:
         """The block clock's counts: translations decoded, blocks counted whole, table
         sizes (for benchmarks and tests)."""
         return self._clock.stats
+
+    @property
+    def clock_table_limit(self):
+        """How many translations the block clock keeps what it decoded of before its
+        table starts afresh (2^20; lower only to test that starting afresh is harmless)."""
+        return self._clock.max_translations
+
+    @clock_table_limit.setter
+    def clock_table_limit(self, n):
+        self._clock.max_translations = n
 
     @property
     def nested(self):

@@ -180,7 +180,7 @@ def test_the_table_of_translations_starting_afresh_changes_nothing():
     for clock, limit in (("insn", None), ("block", 8)):
         m = Machine(clock=clock)
         if limit is not None:
-            m.engine._clock.max_translations = limit
+            m.engine.clock_table_limit = limit
         result = m.run()
         runs[clock] = (result.reason, m.clock.now, m.clock.executed, m.pit.ticks)
         if limit is not None:
