@@ -5,19 +5,19 @@
  * (emu/machine.py, and kprobes through its trap table); this file knows neither
  * x86 vectors nor kprobes, only the names of the registers.
  *
- * 1. The instruction counter (UC_HOOK_CODE on all code).
+ * 1. The guest clock (a UC_HOOK_BLOCK on all code, and UC_HOOK_CODE where a
+ * block must be counted instruction by instruction).
  *
  * kpemu's clock is the number of guest instructions executed.  Unicorn can
  * count on its own (emu_start's `count`), but that counter can be neither read
  * nor adjusted while the guest runs, and kpemu needs both: a PIT programmed by
  * an OUT records the count at that OUT, rdtsc returns it, and work done on the
  * guest's behalf (a kprobe's int3, code a handler runs) must be taken back out.
- * So the counter lives in a struct the host reads and writes through ctypes,
- * and this callback, called by Unicorn before every instruction, does exactly
- * what Unicorn's own count hook does: count, or stop before the instruction
- * once the deadline is reached (Unicorn checks for a stop request right after
- * a code hook, so the instruction does not run).
- * Cost: one C call per instruction, the same as emu_start(count=N).
+ * So the counter lives in a struct the host reads and writes through ctypes.
+ * A code hook on every instruction would cost a C call, an exit check and the
+ * flags computed before each one (1.4x the guest's time); the clock is counted
+ * a translated block at a time instead, exact wherever the guest or the host
+ * can look at it -- how, at part 1 below.
  *
  * 2. The interrupt hook (UC_HOOK_INTR).
  *
@@ -68,20 +68,434 @@
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 typedef int (*uc_reg_fn)(void *uc, int regid, void *value);
 #include "kpemu.h"
 
-/* -- 1. the instruction counter ------------------------------------------ */
+#define UC_PROT_READ 1
 
+/* -- 1. the guest clock --------------------------------------------------- */
+
+/*
+ * Two counting regimes, one clock (struct kpemu_icount, emu/kpemu.h).
+ *
+ * Per instruction (kpemu_icount_hook, UC_HOOK_CODE): before each instruction,
+ * stop if executed >= deadline (Unicorn checks for a stop request right after
+ * a code hook, so the instruction does not run), else count it.  This is the
+ * reference: Engine(clock="insn") counts every instruction so.
+ *
+ * Per block (kpemu_block_hook, UC_HOOK_BLOCK on all code): Unicorn calls it
+ * before a translated block runs, and checks for a stop request right after it
+ * (gen_tb_start), so a stop requested there lands before the block's first
+ * instruction.  The hook adds the previous block to `executed` (it ran to its
+ * end: a block is left early only by an exception, which settles it, below),
+ * stops if the deadline is reached, and otherwise keeps this block's
+ * instruction count in `pending`.  Inside a block `executed` therefore lags; a
+ * hook that reads the clock there first calls clock_sync(), which finds the
+ * instruction at RIP among the block's and counts the block up to it -- the
+ * value the per-instruction clock has there (the instruction at RIP counted).
+ * That needs RIP, which Unicorn sets before faults, int3 and int n, syscall,
+ * rdtsc/rdtscp and cpuid; after emu_start returns it is set too.
+ *
+ * Not every event can be counted that way: an OUT or IN does not set RIP, and
+ * a stop its handler asks for (a UART interrupt, power-off, a PIT reprogrammed)
+ * must land right after it, which only a code hook after it can do.  And a
+ * deadline that falls inside a block must stop there.  Such a block is run
+ * per instruction: the block hook stops before it and names it in `want`; the
+ * host (Engine.start) puts its start in the precise set, moves the one code
+ * hook's range onto exactly that block (Unicorn reads the range only when it
+ * translates), drops the block's translation and runs on.  The new translation
+ * carries a hook call before each instruction, and the block hook -- which
+ * marks a translation B_PRECISE only if it is in the set and the range covered
+ * it when it was made -- leaves the counting to that hook (`precise`).  Such a
+ * block stays so for good (blocks with port I/O or cpuid, and those a deadline
+ * fell in: a CPU stepped one instruction at a time goes through the same few);
+ * a later translation of it outside the range is stopped before and made again.
+ * The code hook is the only one, so Unicorn calls it straight from the
+ * translated code too, and counts nothing where it was not translated in.
+ *
+ * What the hook knows of a block -- its instruction count, where each
+ * instruction starts, whether it does port I/O -- is decoded once per
+ * translation (capstone, through the library the capstone package loaded) and
+ * kept under the address the hook returns to: Unicorn calls a lone block hook
+ * straight from the translated code, so that address names the translation
+ * itself, and code rewritten at the same address (another process, a patched
+ * kernel text) is a new translation with a new entry.  Engine.flush_all_code,
+ * after which addresses are reused, empties the table.
+ *
+ * The block hook also calls the engine's entry hooks (a Python fn() for a
+ * block starting at a given address), so that it stays the only block hook:
+ * Unicorn calls a block hook from the translated code only when it is alone.
+ */
+
+#define B_IO		1u	/* has port I/O or cpuid: run per instruction */
+#define B_PRECISE	2u	/* translated with the per-instruction hook */
+#define B_ENTRY		4u	/* an entry hook is registered at its start */
+#define MAX_BLOCK_INSNS	512	/* TCG_MAX_INSNS */
+#define MAX_BLOCK_BYTES	8192
+#define MAX_TRANSLATIONS (1u << 20)	/* then the table starts afresh (code retranslated
+					 * again and again: probes armed and disarmed) */
+
+struct block {
+	uint64_t key;		/* the address in the translation the hook returns to */
+	uint64_t pc;
+	uint32_t size;		/* bytes */
+	uint16_t icount;	/* instructions */
+	uint16_t flags;		/* B_* */
+	uint16_t *starts;	/* offset from pc of each instruction */
+};
+
+/* An open-addressed set of 64-bit keys with a value each (0 is no key). */
+struct u64map {
+	uint64_t *keys;
+	uint64_t *vals;
+	size_t cap;		/* a power of two, or 0 */
+	size_t used;
+};
+
+typedef int (*cs_open_fn)(int arch, int mode, size_t *handle);
+typedef void *(*cs_malloc_fn)(size_t handle);
+typedef int (*cs_iter_fn)(size_t handle, const uint8_t **code, size_t *size, uint64_t *address,
+			  void *insn);
+
+struct clock_state {
+	struct kpemu_icount *c;
+	int insn_mode;		/* Engine(clock="insn"): every instruction per instruction */
+	uc_reg_fn reg_read;
+	const uint8_t *ram;	/* guest RAM (physical 0..ram_size) */
+	uint64_t ram_size;
+	int ip_id, cr0_id, cr3_id;
+	size_t cs;		/* the capstone handle */
+	void *cs_insn;
+	cs_iter_fn cs_iter;
+	size_t insn_id_off, insn_size_off;
+	unsigned int io_ids[16];	/* capstone ids of the instructions that make B_IO */
+	int n_io_ids;
+	struct u64map tbs;	/* key -> struct block * */
+	struct u64map precise;	/* starts of the blocks counted per instruction */
+	uint64_t *range;	/* begin, end of the per-instruction hook (struct hook, private) */
+	struct u64map entries;	/* block start -> 1 */
+	PyObject *entry_fns;	/* dict: block start -> fn() */
+	PyObject *error_sink;	/* fn(exc) for an exception an entry hook raised */
+	uint64_t last_insn;	/* the instruction the code hook counted last in this block */
+	uint64_t want_pc;	/* a block to run per instruction (0: none) */
+	uint32_t want_size;
+	int want_permanent;
+	int saved;		/* outer blocks kept by save() for a nested run */
+	size_t max_translations;	/* MAX_TRANSLATIONS, lower in tests */
+	uint64_t decoded;	/* translations decoded */
+	uint64_t blocks;	/* blocks counted whole */
+	uint8_t buf[MAX_BLOCK_BYTES];
+};
+
+static size_t map_slot(const struct u64map *m, uint64_t key)
+{
+	return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (m->cap - 1);
+}
+
+static uint64_t *map_find(const struct u64map *m, uint64_t key)
+{
+	size_t i;
+
+	if (m->cap == 0)
+		return NULL;
+	for (i = map_slot(m, key); m->keys[i] != 0; i = (i + 1) & (m->cap - 1))
+		if (m->keys[i] == key)
+			return &m->vals[i];
+	return NULL;
+}
+
+static int map_put(struct u64map *m, uint64_t key, uint64_t val);
+
+static int map_grow(struct u64map *m)
+{
+	struct u64map old = *m;
+	size_t i;
+
+	m->cap = old.cap ? old.cap * 2 : 1024;
+	m->used = 0;
+	m->keys = calloc(m->cap, sizeof(uint64_t));
+	m->vals = calloc(m->cap, sizeof(uint64_t));
+	if (m->keys == NULL || m->vals == NULL) {
+		free(m->keys);
+		free(m->vals);
+		*m = old;
+		return -1;
+	}
+	for (i = 0; i < old.cap; i++)
+		if (old.keys[i] != 0)
+			map_put(m, old.keys[i], old.vals[i]);
+	free(old.keys);
+	free(old.vals);
+	return 0;
+}
+
+static int map_put(struct u64map *m, uint64_t key, uint64_t val)
+{
+	size_t i;
+
+	if ((m->used + 1) * 2 > m->cap && map_grow(m) < 0)
+		return -1;
+	for (i = map_slot(m, key); m->keys[i] != 0 && m->keys[i] != key;
+	     i = (i + 1) & (m->cap - 1))
+		;
+	if (m->keys[i] == 0)
+		m->used++;
+	m->keys[i] = key;
+	m->vals[i] = val;
+	return 0;
+}
+
+static void map_free(struct u64map *m)
+{
+	free(m->keys);
+	free(m->vals);
+	memset(m, 0, sizeof(*m));
+}
+
+static void free_blocks(struct clock_state *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->tbs.cap; i++)
+		if (s->tbs.keys[i] != 0) {
+			struct block *b = (struct block *)(uintptr_t)s->tbs.vals[i];
+
+			free(b->starts);
+			free(b);
+		}
+	map_free(&s->tbs);
+}
+
+#define X86_CR0_PG	(1ull << 31)
+#define PTE_PRESENT	1ull
+#define PTE_PSE		(1ull << 7)
+#define PTE_ADDR	0x000ffffffffff000ull
+
+/* The physical address of `va` by the guest's 4-level page tables, read from
+ * RAM (as emu.memory.Memory.walk does: Unicorn's own translation fills its TLB
+ * and may leave an exception behind); ~0 when it is not mapped. */
+static uint64_t walk(struct clock_state *s, uint64_t cr0, uint64_t cr3, uint64_t va)
+{
+	uint64_t table = cr3 & PTE_ADDR, entry;
+	int shift;
+
+	if (!(cr0 & X86_CR0_PG))
+		return va < s->ram_size ? va : ~0ull;
+	if ((va >> 47) != 0 && (va >> 47) != 0x1ffff)
+		return ~0ull;
+	for (shift = 39; shift >= 12; shift -= 9) {
+		uint64_t at = table + ((va >> shift) & 0x1ff) * 8;
+
+		if (at + 8 > s->ram_size)
+			return ~0ull;
+		memcpy(&entry, s->ram + at, 8);
+		if (!(entry & PTE_PRESENT))
+			return ~0ull;
+		if ((shift == 30 || shift == 21) && (entry & PTE_PSE)) {
+			uint64_t mask = (1ull << shift) - 1;
+
+			return (entry & PTE_ADDR & ~mask) | (va & mask);
+		}
+		table = entry & PTE_ADDR;
+	}
+	return table | (va & 0xfff);
+}
+
+/* The guest bytes of [pc, pc+size) into s->buf, a page at a time; -1 if any is
+ * not mapped. */
+static int read_code(struct clock_state *s, void *uc, uint64_t pc, uint32_t size)
+{
+	uint64_t cr0 = 0, cr3 = 0;
+	uint32_t done = 0;
+
+	s->reg_read(uc, s->cr0_id, &cr0);
+	s->reg_read(uc, s->cr3_id, &cr3);
+	while (done < size) {
+		uint64_t va = pc + done, pa;
+		uint32_t chunk = (uint32_t)(0x1000 - (va & 0xfff));
+
+		if (chunk > size - done)
+			chunk = size - done;
+		pa = walk(s, cr0, cr3, va);
+		if (pa == ~0ull || pa + chunk > s->ram_size)
+			return -1;
+		memcpy(s->buf + done, s->ram + pa, chunk);
+		done += chunk;
+	}
+	return 0;
+}
+
+/* Decode the translation at [pc, pc+size): its instructions, where each
+ * starts, and whether any does port I/O.  A block that cannot be decoded whole
+ * is marked B_IO: counted per instruction, which needs no decoding. */
+static struct block *decode_block(struct clock_state *s, void *uc, uint64_t key, uint64_t pc,
+				  uint32_t size)
+{
+	struct block *b = calloc(1, sizeof(*b));
+	uint16_t starts[MAX_BLOCK_INSNS];
+	const uint8_t *code = s->buf;
+	size_t left = size;
+	uint64_t addr = pc;
+	int n = 0, io = 0, i;
+
+	if (b == NULL)
+		return NULL;
+	b->key = key;
+	b->pc = pc;
+	b->size = size;
+	if (size == 0 || size > MAX_BLOCK_BYTES || read_code(s, uc, pc, size) < 0) {
+		io = 1;
+	} else {
+		while (left > 0 && n < MAX_BLOCK_INSNS) {
+			unsigned int id;
+
+			starts[n] = (uint16_t)(addr - pc);
+			if (!s->cs_iter(s->cs, &code, &left, &addr, s->cs_insn))
+				break;
+			memcpy(&id, (char *)s->cs_insn + s->insn_id_off, sizeof(id));
+			for (i = 0; i < s->n_io_ids; i++)
+				io |= id == s->io_ids[i];
+			n++;
+		}
+		if (left != 0)
+			io = 1;
+	}
+	b->icount = (uint16_t)n;
+	b->flags = io ? B_IO : 0;
+	if (n > 0) {
+		b->starts = malloc(n * sizeof(uint16_t));
+		if (b->starts == NULL) {
+			free(b);
+			return NULL;
+		}
+		memcpy(b->starts, starts, n * sizeof(uint16_t));
+	}
+	s->decoded++;
+	return b;
+}
+
+/* The flags a translation gets when it is first seen, which is when it was just
+ * made: B_PRECISE if it is to be counted per instruction and the code hook's
+ * range covered it then (so Unicorn put a hook call before each instruction). */
+static void block_set_flags(struct clock_state *s, struct block *b)
+{
+	if (map_find(&s->precise, b->pc) != NULL && s->range != NULL &&
+	    s->range[0] <= b->pc && b->pc + b->size - 1 <= s->range[1])
+		b->flags |= B_PRECISE;
+	if (map_find(&s->entries, b->pc) != NULL)
+		b->flags |= B_ENTRY;
+}
+
+static struct block *lookup_block(struct clock_state *s, void *uc, uint64_t key, uint64_t pc,
+				  uint32_t size)
+{
+	uint64_t *slot = map_find(&s->tbs, key);
+	struct block *b;
+
+	if (slot != NULL) {
+		b = (struct block *)(uintptr_t)*slot;
+		if (b->pc == pc && b->size == size)
+			return b;
+	}
+	if (slot == NULL && s->tbs.used >= s->max_translations && s->saved == 0 &&
+	    s->c->block == NULL)
+		free_blocks(s);		/* nothing points into it now */
+	b = decode_block(s, uc, key, pc, size);
+	if (b == NULL)
+		return NULL;
+	block_set_flags(s, b);
+	if (slot != NULL) {
+		struct block *old = (struct block *)(uintptr_t)*slot;
+
+		free(old->starts);
+		free(old);
+		*slot = (uint64_t)(uintptr_t)b;
+	} else if (map_put(&s->tbs, key, (uint64_t)(uintptr_t)b) < 0) {
+		free(b->starts);
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+/* Count the running block up to the instruction at `ip` (counting it): all of
+ * it when ip is at its end or outside it (it ran whole: the exception came
+ * from the next block's translation).  `drop`: the rest will not run (an
+ * exception, or emu_start returned). */
+static void clock_sync_at(struct kpemu_icount *c, uint64_t ip, int drop)
+{
+	struct block *b = c->block;
+	uint64_t done, already;
+
+	if (b == NULL)
+		return;
+	done = b->icount;
+	if (ip >= b->pc && ip < b->pc + b->size) {
+		uint32_t off = (uint32_t)(ip - b->pc);
+		int i = 0;
+
+		while (i + 1 < b->icount && b->starts[i + 1] <= off)
+			i++;
+		done = (uint64_t)i + 1;
+	}
+	already = b->icount - c->pending;
+	if (done > already) {
+		c->executed += done - already;
+		c->pending -= done - already;
+	}
+	if (drop) {
+		c->pending = 0;
+		c->block = NULL;
+	}
+}
+
+static void clock_sync(void *uc, struct kpemu_icount *c)
+{
+	struct clock_state *s = c->clock;
+	uint64_t ip = 0;
+
+	if (c->block == NULL)
+		return;
+	s->reg_read(uc, s->ip_id, &ip);
+	clock_sync_at(c, ip, 0);
+}
+
+/* An entry hook's fn(), with the GIL (it may stop the guest: request_stop). */
+static void call_entry(struct clock_state *s, uint64_t pc)
+{
+	PyGILState_STATE gil = PyGILState_Ensure();
+	PyObject *key = PyLong_FromUnsignedLongLong(pc), *fn, *res = NULL;
+
+	if (key != NULL && s->entry_fns != NULL) {
+		fn = PyDict_GetItemWithError(s->entry_fns, key);
+		if (fn != NULL)
+			res = PyObject_CallNoArgs(fn);
+	}
+	Py_XDECREF(key);
+	Py_XDECREF(res);
+	if (PyErr_Occurred()) {		/* the engine's wrapper keeps its own; a bug here */
+		PyErr_WriteUnraisable(NULL);
+		s->c->deadline = s->c->executed;
+	}
+	PyGILState_Release(gil);
+}
 
 static void kpemu_icount_hook(void *uc, uint64_t address, uint32_t size,
 			      void *user_data)
 {
 	struct kpemu_icount *c = user_data;
+	struct clock_state *s = c->clock;
 
-	(void)address;
 	(void)size;
+	/* Not in a block counted whole that overlaps a precise range, and once per
+	 * instruction where two hooks' ranges overlap (a block grown since its first
+	 * hook, or two blocks sharing code): Unicorn calls each. */
+	if (!c->precise || address == s->last_insn)
+		return;
+	s->last_insn = address;
 	if (c->executed >= c->deadline) {
 		c->stops++;
 		c->emu_stop(uc);
@@ -89,6 +503,399 @@ static void kpemu_icount_hook(void *uc, uint64_t address, uint32_t size,
 	}
 	c->executed++;
 }
+
+static void kpemu_block_hook(void *uc, uint64_t pc, uint32_t size, void *user_data)
+{
+	struct kpemu_icount *c = user_data;
+	struct clock_state *s = c->clock;
+	uint64_t key = (uint64_t)(uintptr_t)__builtin_return_address(0);
+	struct block *b;
+
+	s->last_insn = UINT64_MAX;
+	if (s->insn_mode) {
+		if (map_find(&s->entries, pc) != NULL)
+			call_entry(s, pc);
+		return;
+	}
+	c->executed += c->pending;	/* the previous block ran to its end */
+	c->pending = 0;
+	c->block = NULL;
+	c->precise = 0;
+	b = lookup_block(s, uc, key, pc, size);
+	if (b == NULL) {		/* out of memory: stop, the host reports it */
+		s->want_pc = pc;
+		s->want_size = 0;
+		c->emu_stop(uc);
+		return;
+	}
+	if (b->flags & B_ENTRY)
+		call_entry(s, pc);
+	if (c->executed >= c->deadline) {
+		c->stops++;
+		c->emu_stop(uc);
+		return;
+	}
+	if (b->flags & B_PRECISE) {
+		c->precise = 1;
+		return;
+	}
+	if ((b->flags & B_IO) || c->executed + b->icount > c->deadline ||
+	    map_find(&s->precise, pc) != NULL) {
+		s->want_pc = pc;
+		s->want_size = size;
+		s->want_permanent = (b->flags & B_IO) != 0;
+		c->emu_stop(uc);
+		return;
+	}
+	s->blocks++;
+	c->pending = b->icount;
+	c->block = b;
+}
+
+/* The clock's Python face for the engine: emu._fastpath.BlockClock. */
+typedef struct {
+	PyObject_HEAD
+	struct clock_state *s;
+	PyObject *icount_owner;	/* keeps the counter's memory alive */
+	void *uc;
+} BlockClock;
+
+static int bc_init(BlockClock *self, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = {"icount", "icount_address", "uc", "reg_read", "ram", "ram_size",
+				 "reg_ids", "insn_mode", "cs_open", "cs_malloc", "cs_iter",
+				 "cs_arch", "cs_mode", "insn_id_offset", "io_ids", NULL};
+	PyObject *owner, *io_ids;
+	unsigned long long icount, uc, rd, ram, ram_size, csopen, csmalloc, csiter;
+	int ip_id, cr0_id, cr3_id, insn_mode, arch, mode;
+	Py_ssize_t idoff, i;
+	struct clock_state *s;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKKKK(iii)pKKKiinO", kwlist, &owner,
+					 &icount, &uc, &rd, &ram, &ram_size, &ip_id, &cr0_id,
+					 &cr3_id, &insn_mode, &csopen, &csmalloc, &csiter, &arch,
+					 &mode, &idoff, &io_ids))
+		return -1;
+	if (!icount || !uc || !rd || !ram || !csopen || !csmalloc || !csiter) {
+		PyErr_SetString(PyExc_ValueError, "null address");
+		return -1;
+	}
+	if (self->s != NULL) {
+		PyErr_SetString(PyExc_RuntimeError, "BlockClock initialised twice");
+		return -1;
+	}
+	io_ids = PySequence_Fast(io_ids, "io_ids must be a sequence");
+	if (io_ids == NULL)
+		return -1;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		Py_DECREF(io_ids);
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (i = 0; i < PySequence_Fast_GET_SIZE(io_ids) && i < 16; i++)
+		s->io_ids[s->n_io_ids++] =
+			(unsigned int)PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(io_ids, i));
+	Py_DECREF(io_ids);
+	s->c = (struct kpemu_icount *)(uintptr_t)icount;
+	s->max_translations = MAX_TRANSLATIONS;
+	s->insn_mode = insn_mode;
+	s->reg_read = (uc_reg_fn)(uintptr_t)rd;
+	s->ram = (const uint8_t *)(uintptr_t)ram;
+	s->ram_size = ram_size;
+	s->ip_id = ip_id;
+	s->cr0_id = cr0_id;
+	s->cr3_id = cr3_id;
+	s->cs_iter = (cs_iter_fn)(uintptr_t)csiter;
+	s->insn_id_off = (size_t)idoff;
+	if (PyErr_Occurred() || ((cs_open_fn)(uintptr_t)csopen)(arch, mode, &s->cs) != 0 ||
+	    (s->cs_insn = ((cs_malloc_fn)(uintptr_t)csmalloc)(s->cs)) == NULL) {
+		free(s);
+		if (!PyErr_Occurred())
+			PyErr_SetString(PyExc_RuntimeError, "capstone would not open for x86-64");
+		return -1;
+	}
+	s->entry_fns = PyDict_New();
+	if (s->entry_fns == NULL) {
+		free(s);
+		return -1;
+	}
+	self->s = s;
+	self->uc = (void *)(uintptr_t)uc;
+	Py_INCREF(owner);
+	self->icount_owner = owner;
+	s->c->clock = s;
+	s->c->sync = clock_sync;
+	s->c->precise = insn_mode ? 1 : 0;
+	return 0;
+}
+
+static int bc_traverse(BlockClock *self, visitproc visit, void *arg)
+{
+	if (self->s != NULL)
+		Py_VISIT(self->s->entry_fns);
+	Py_VISIT(self->icount_owner);
+	return 0;
+}
+
+static int bc_clear(BlockClock *self)
+{
+	if (self->s != NULL)
+		Py_CLEAR(self->s->entry_fns);
+	return 0;
+}
+
+/* The capstone handle and instruction are not freed: the library may be gone
+ * by then at exit, and a process makes few engines. */
+static void bc_dealloc(BlockClock *self)
+{
+	PyObject_GC_UnTrack(self);
+	if (self->s != NULL) {
+		Py_CLEAR(self->s->entry_fns);
+		free_blocks(self->s);
+		map_free(&self->s->precise);
+		map_free(&self->s->entries);
+		free(self->s);
+	}
+	Py_CLEAR(self->icount_owner);
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *bc_add_entry(BlockClock *self, PyObject *args)
+{
+	unsigned long long pc;
+	PyObject *fn, *key;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "KO:add_entry", &pc, &fn))
+		return NULL;
+	if (self->s->c->block != NULL) {
+		PyErr_SetString(PyExc_RuntimeError, "an entry hook added inside a block");
+		return NULL;
+	}
+	key = PyLong_FromUnsignedLongLong(pc);
+	if (key == NULL)
+		return NULL;
+	rc = PyDict_SetItem(self->s->entry_fns, key, fn);
+	Py_DECREF(key);
+	if (rc < 0 || map_put(&self->s->entries, pc, 1) < 0)
+		return rc < 0 ? NULL : PyErr_NoMemory();
+	free_blocks(self->s);		/* flags are taken when a translation is first seen */
+	Py_RETURN_NONE;
+}
+
+/* add_precise(pc, size): the block at pc is counted per instruction from its
+ * next translation on -- the code hook's range is moved onto it for that
+ * translation (the caller drops the current one). */
+static PyObject *bc_add_precise(BlockClock *self, PyObject *args)
+{
+	unsigned long long pc;
+	unsigned int size;
+
+	if (!PyArg_ParseTuple(args, "KI:add_precise", &pc, &size))
+		return NULL;
+	if (self->s->range == NULL || size == 0) {
+		PyErr_SetString(PyExc_RuntimeError, "add_precise: no code hook range to move");
+		return NULL;
+	}
+	if (map_put(&self->s->precise, pc, 1) < 0)
+		return PyErr_NoMemory();
+	self->s->range[0] = pc;
+	self->s->range[1] = pc + size - 1;
+	Py_RETURN_NONE;
+}
+
+/* set_hook(address): the per-instruction hook's struct hook (its uc_hook
+ * handle), whose begin and end add_precise moves.  Checked first against what
+ * it was added with -- begin, end, callback, user_data at the offsets of the
+ * pinned Unicorn's struct hook -- and refused otherwise. */
+static PyObject *bc_set_hook(BlockClock *self, PyObject *args)
+{
+	unsigned long long addr, begin, end;
+	uint64_t *h;
+	void **p;
+
+	if (!PyArg_ParseTuple(args, "KKK:set_hook", &addr, &begin, &end))
+		return NULL;
+	h = (uint64_t *)(uintptr_t)(addr + 24);
+	p = (void **)(uintptr_t)(addr + 40);
+	if (addr == 0 || h[0] != begin || h[1] != end || p[0] != (void *)kpemu_icount_hook ||
+	    p[1] != (void *)self->s->c) {
+		PyErr_SetString(PyExc_RuntimeError,
+				"libunicorn's struct hook is not laid out as kpemu expects "
+				"(begin, end, callback, user_data at +24, +32, +40, +48)");
+		return NULL;
+	}
+	self->s->range = h;
+	Py_RETURN_NONE;
+}
+
+/* (pc, size, permanent) of the block the hook stopped before to have it run
+ * per instruction, and forget it; None when it stopped for nothing of the kind. */
+static PyObject *bc_take_want(BlockClock *self, PyObject *unused)
+{
+	struct clock_state *s = self->s;
+	PyObject *res;
+
+	if (s->want_pc == 0)
+		Py_RETURN_NONE;
+	if (s->want_size == 0) {
+		s->want_pc = 0;
+		return PyErr_NoMemory();
+	}
+	res = Py_BuildValue("(KIO)", (unsigned long long)s->want_pc, s->want_size,
+			    s->want_permanent ? Py_True : Py_False);
+	s->want_pc = 0;
+	return res;
+}
+
+/* After emu_start returned, or from a Python hook at an instruction that set
+ * RIP: make `executed` exact there.  sync(drop): drop=True when the rest of the
+ * block will not run. */
+static PyObject *bc_sync(BlockClock *self, PyObject *arg)
+{
+	struct kpemu_icount *c = self->s->c;
+	int drop = PyObject_IsTrue(arg);
+	uint64_t ip = 0;
+
+	if (drop < 0)
+		return NULL;
+	if (c->block != NULL) {
+		self->s->reg_read(self->uc, self->s->ip_id, &ip);
+		clock_sync_at(c, ip, drop);
+	}
+	Py_RETURN_NONE;
+}
+
+/* The running block's state, to put back after a nested emu_start. */
+static PyObject *bc_save(BlockClock *self, PyObject *unused)
+{
+	struct kpemu_icount *c = self->s->c;
+
+	self->s->saved++;
+	return Py_BuildValue("(KKK)", (unsigned long long)c->pending,
+			     (unsigned long long)(uintptr_t)c->block,
+			     (unsigned long long)c->precise);
+}
+
+static PyObject *bc_restore(BlockClock *self, PyObject *args)
+{
+	struct kpemu_icount *c = self->s->c;
+	unsigned long long pending, block, precise;
+
+	if (!PyArg_ParseTuple(args, "(KKK):restore", &pending, &block, &precise))
+		return NULL;
+	self->s->saved -= self->s->saved > 0;
+	c->pending = pending;
+	c->block = (void *)(uintptr_t)block;
+	c->precise = precise;
+	Py_RETURN_NONE;
+}
+
+/* reset(precise): no block running, for a nested run (after save()). */
+static PyObject *bc_reset(BlockClock *self, PyObject *arg)
+{
+	struct kpemu_icount *c = self->s->c;
+	int precise = PyObject_IsTrue(arg);
+
+	if (precise < 0)
+		return NULL;
+	c->pending = 0;
+	c->block = NULL;
+	c->precise = (uint64_t)precise;
+	Py_RETURN_NONE;
+}
+
+static PyObject *bc_clear_cache(BlockClock *self, PyObject *unused)
+{
+	struct kpemu_icount *c = self->s->c;
+
+	if (c->block != NULL) {
+		PyErr_SetString(PyExc_RuntimeError, "the block table cleared inside a block");
+		return NULL;
+	}
+	free_blocks(self->s);
+	Py_RETURN_NONE;
+}
+
+static PyObject *bc_get_max_translations(BlockClock *self, void *closure)
+{
+	return PyLong_FromSize_t(self->s->max_translations);
+}
+
+static int bc_set_max_translations(BlockClock *self, PyObject *value, void *closure)
+{
+	size_t n = value != NULL ? PyLong_AsSize_t(value) : 0;
+
+	if (PyErr_Occurred())
+		return -1;
+	if (n == 0) {
+		PyErr_SetString(PyExc_ValueError, "max_translations must be at least 1");
+		return -1;
+	}
+	self->s->max_translations = n;
+	return 0;
+}
+
+static PyObject *bc_get_user_data(BlockClock *self, void *closure)
+{
+	return PyLong_FromVoidPtr(self->s->c);
+}
+
+static PyObject *bc_get_stats(BlockClock *self, void *closure)
+{
+	struct clock_state *s = self->s;
+
+	return Py_BuildValue("{sKsKsnsn}", "decoded", (unsigned long long)s->decoded,
+			     "blocks", (unsigned long long)s->blocks,
+			     "translations", (Py_ssize_t)s->tbs.used,
+			     "precise", (Py_ssize_t)s->precise.used);
+}
+
+static PyMethodDef bc_methods[] = {
+	{"add_entry", (PyCFunction)bc_add_entry, METH_VARARGS,
+	 "add_entry(pc, fn): call fn() before a block starting at pc runs."},
+	{"add_precise", (PyCFunction)bc_add_precise, METH_VARARGS,
+	 "add_precise(pc, size): count the block at pc per instruction from its next translation."},
+	{"set_hook", (PyCFunction)bc_set_hook, METH_VARARGS,
+	 "set_hook(handle, begin, end): the per-instruction hook whose range add_precise moves."},
+	{"take_want", (PyCFunction)bc_take_want, METH_NOARGS,
+	 "(pc, size, permanent) of the block to run per instruction, or None."},
+	{"sync", (PyCFunction)bc_sync, METH_O,
+	 "sync(drop): make the clock exact at RIP (drop: the block's rest will not run)."},
+	{"save", (PyCFunction)bc_save, METH_NOARGS, "The running block's state."},
+	{"restore", (PyCFunction)bc_restore, METH_VARARGS, "Put back what save() returned."},
+	{"reset", (PyCFunction)bc_reset, METH_O,
+	 "reset(precise): no block running (a nested run, between save and restore)."},
+	{"clear_cache", (PyCFunction)bc_clear_cache, METH_NOARGS,
+	 "Forget every translation (after the translation cache was flushed)."},
+	{NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef bc_getset[] = {
+	{"user_data", (getter)bc_get_user_data, NULL,
+	 "The counter, user_data of both counting hooks (keep this object alive)."},
+	{"stats", (getter)bc_get_stats, NULL,
+	 "Translations decoded, blocks counted whole, table sizes."},
+	{"max_translations", (getter)bc_get_max_translations, (setter)bc_set_max_translations,
+	 "Translations kept before the table starts afresh."},
+	{NULL},
+};
+
+static PyTypeObject BlockClockType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "emu._fastpath.BlockClock",
+	.tp_doc = "The guest clock's block counter and its tables (see _fastpath.c, part 1).",
+	.tp_basicsize = sizeof(BlockClock),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)bc_init,
+	.tp_traverse = (traverseproc)bc_traverse,
+	.tp_clear = (inquiry)bc_clear,
+	.tp_dealloc = (destructor)bc_dealloc,
+	.tp_methods = bc_methods,
+	.tp_getset = bc_getset,
+};
 
 /* -- 2. the interrupt hook ----------------------------------------------- */
 
@@ -236,6 +1043,10 @@ static void kpemu_intr_hook(void *uc, uint32_t intno, void *user_data)
 
 	h->reg_read(uc, h->ip_id, &ip);
 	h->reg_read(uc, h->flags_id, &flags);
+	/* Inside a block counted whole: count it up to the instruction that trapped
+	 * (a fault: RIP is at it; int3, int n, a single-step #DB: those end their
+	 * block, RIP is past it); the rest of the block does not run. */
+	clock_sync_at(h->icount, ip, 1);
 
 	gil = PyGILState_Ensure();
 	h->calls++;
@@ -518,7 +1329,6 @@ static PyObject *reg_name_objs[NREGS];	/* the canonical names, interned */
 
 /* uc_vmem_read / uc_vmem_write: guest virtual memory through the CPU's page tables */
 typedef int (*uc_vmem_fn)(void *uc, uint64_t address, int prot, void *bytes, size_t size);
-#define UC_PROT_READ 1
 #define UC_PROT_WRITE 2
 
 typedef struct {
@@ -1071,6 +1881,11 @@ static PyObject *icount_hook_address(PyObject *self, PyObject *unused)
 	return PyLong_FromVoidPtr((void *)kpemu_icount_hook);
 }
 
+static PyObject *block_hook_address(PyObject *self, PyObject *unused)
+{
+	return PyLong_FromVoidPtr((void *)kpemu_block_hook);
+}
+
 static PyObject *icount_struct_size(PyObject *self, PyObject *unused)
 {
 	return PyLong_FromSize_t(sizeof(struct kpemu_icount));
@@ -1084,6 +1899,9 @@ static PyObject *intr_hook_address(PyObject *self, PyObject *unused)
 static PyMethodDef methods[] = {
 	{"icount_hook_address", icount_hook_address, METH_NOARGS,
 	 "Address of the C UC_HOOK_CODE callback that counts instructions."},
+	{"block_hook_address", block_hook_address, METH_NOARGS,
+	 "Address of the C UC_HOOK_BLOCK callback that counts blocks; user_data is a\n"
+	 "BlockClock's user_data."},
 	{"icount_struct_size", icount_struct_size, METH_NOARGS,
 	 "sizeof(struct kpemu_icount), checked against the ctypes mirror."},
 	{"intr_hook_address", intr_hook_address, METH_NOARGS,
@@ -1102,6 +1920,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
 	PyObject *m, *api;
 
 	if (init_reg_index() < 0 || PyType_Ready(&InterruptHookType) < 0 ||
+	    PyType_Ready(&BlockClockType) < 0 ||
 	    PyType_Ready(&CTrapHandlerType) < 0 ||
 	    PyType_Ready(&RegFileType) < 0 || PyType_Ready(&PtRegsType) < 0)
 		return NULL;
@@ -1109,6 +1928,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
 	if (m == NULL)
 		return NULL;
 	if (PyModule_AddObjectRef(m, "InterruptHook", (PyObject *)&InterruptHookType) < 0 ||
+	    PyModule_AddObjectRef(m, "BlockClock", (PyObject *)&BlockClockType) < 0 ||
 	    PyModule_AddObjectRef(m, "CTrapHandler", (PyObject *)&CTrapHandlerType) < 0 ||
 	    PyModule_AddObjectRef(m, "RegFile", (PyObject *)&RegFileType) < 0 ||
 	    PyModule_AddObjectRef(m, "PtRegs", (PyObject *)&PtRegsType) < 0 ||

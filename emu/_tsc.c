@@ -9,6 +9,9 @@
  * which Linux sets to its CPU (and node) number and reads back in getcpu; it is
  * read from the CPU's MSR, as the instruction does.
  *
+ * rdtsc sets RIP to itself before the callback, so inside a block the clock
+ * counts whole (emu/_fastpath.c) the count is made exact at it first.
+ *
  * A callback returns 1: Unicorn then skips the instruction's own helper (which
  * would read the host TSC).  Nothing is linked against libunicorn: the host
  * passes the addresses of uc_reg_read and uc_reg_write in struct kpemu_tsc.
@@ -38,8 +41,13 @@ struct uc_x86_msr {
 
 static void load_edx_eax(void *uc, const struct kpemu_tsc *t)
 {
-	uint64_t now = t->icount->executed;
-	uint64_t lo = now & 0xffffffffu, hi = now >> 32;
+	uint64_t now, lo, hi;
+
+	if (t->icount->block != NULL)	/* inside a block counted whole */
+		t->icount->sync(uc, t->icount);
+	now = t->icount->executed;
+	lo = now & 0xffffffffu;
+	hi = now >> 32;
 
 	t->reg_write(uc, t->rax_id, &lo);
 	t->reg_write(uc, t->rdx_id, &hi);

@@ -1,6 +1,7 @@
 """The guest clock: instructions executed, and the ledger of work done on the guest's behalf.
 
-The clock is the instruction count (emu/_fastpath.c counts every instruction Unicorn runs).
+The clock is the instruction count (emu/_fastpath.c counts the instructions Unicorn runs, a
+translated block at a time, exact wherever a hook or the guest can look at it).
 Anything the host runs for its own purposes -- a kprobe's int3, a jump out of an instruction
 slot, guest code a handler runs through m.call -- is taken back out with discount() or run
 under frozen(), so a probed run is scheduled exactly like the unprobed one: the same PIT

@@ -1,8 +1,8 @@
 """The Unicorn engine, and the only module in kpemu that imports unicorn.
 
 Owns the Uc object, guest RAM (one host mmap mapped with mem_map_ptr), the C callbacks
-(emu/_fastpath.c: the instruction counter that is the guest clock, and the interrupt hook
-that reads and writes ip and flags natively), one Unicorn hook per event kind with a
+(emu/_fastpath.c: the block and instruction counters that are the guest clock, the
+interrupt hook that reads and writes ip and flags natively), one Unicorn hook per event kind with a
 Python list (or port table) behind it, the capture of exceptions raised inside hooks and
 their re-raise from start(), the register fast path (direct ctypes calls), virtual-memory
 access through uc_vmem_* (which the 2.1.4 binding does not wrap), and the translation-cache
@@ -16,6 +16,8 @@ import ctypes
 import functools
 import mmap
 
+import capstone
+from capstone import x86_const as cs_x86
 from unicorn import Uc, UcError
 from unicorn import unicorn_const as uc_const
 from unicorn import x86_const as x86
@@ -64,10 +66,13 @@ for _f in (uclib.uc_vmem_read, uclib.uc_vmem_write):
 class _ICount(ctypes.Structure):
     """ctypes mirror of struct kpemu_icount (emu/kpemu.h)."""
     _fields_ = [("executed", _u64), ("deadline", _u64), ("emu_stop", ctypes.c_void_p),
-                ("stops", _u64), ("hidden", _u64)]
+                ("stops", _u64), ("hidden", _u64), ("pending", _u64),
+                ("block", ctypes.c_void_p), ("precise", _u64), ("clock", ctypes.c_void_p),
+                ("sync", ctypes.c_void_p)]
 
 
 assert ctypes.sizeof(_ICount) == _fastpath.icount_struct_size()
+_ICOUNT_HOOK = _fastpath.icount_hook_address()
 
 
 # uc_ctl's control word (UC_CTL() of unicorn.h): the control, its argument count, the
@@ -84,7 +89,16 @@ class _Tsc(ctypes.Structure):
 
 
 assert ctypes.sizeof(_Tsc) == _tsc.tsc_struct_size()
-_HOOK_CODE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, _u64, ctypes.c_uint32, ctypes.c_void_p)
+
+# The clock's two ways of counting (emu/_fastpath.c, part 1): "block", a translated block at
+# a time, per instruction only where that is needed to stay exact -- the default; "insn",
+# every instruction by a code hook -- the reference the block clock is tested against.
+CLOCKS = ("block", "insn")
+# What makes a block run per instruction for good: port I/O (its handler may stop the guest
+# right after it, and nothing sets RIP at it) and cpuid (a Python hook).
+_PRECISE_INSNS = (cs_x86.X86_INS_IN, cs_x86.X86_INS_OUT, cs_x86.X86_INS_INSB,
+                  cs_x86.X86_INS_INSW, cs_x86.X86_INS_INSD, cs_x86.X86_INS_OUTSB,
+                  cs_x86.X86_INS_OUTSW, cs_x86.X86_INS_OUTSD, cs_x86.X86_INS_CPUID)
 _HOOK_SYSCALL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 
 # CPU state the 2.1.4 API does not expose, reached through a saved context, whose data is a
@@ -231,7 +245,9 @@ class Engine:
     request_stop() does; start() re-raises it.
     """
 
-    def __init__(self, ram_size):
+    def __init__(self, ram_size, clock="block"):
+        if clock not in CLOCKS:
+            raise MachineError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
         check_private_layout()
         self.uc = Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
         self._uch = self.uc._uch
@@ -241,9 +257,31 @@ class Engine:
         self.uc.mem_map_ptr(0, ram_size, uc_const.UC_PROT_ALL, ctypes.addressof(self._ram_obj))
 
         self._cbs = []  # keep the ctypes callbacks alive
+        self.clock_kind = clock
         self.icount = _ICount(0, NEVER, _address(uclib.uc_emu_stop), 0, 0)
-        self._add_hook(uc_const.UC_HOOK_CODE, ctypes.c_void_p(_fastpath.icount_hook_address()),
-                       ctypes.byref(self.icount))
+        self._clock = _fastpath.BlockClock(
+            self.icount, ctypes.addressof(self.icount),
+            ctypes.cast(self._uch, ctypes.c_void_p).value,
+            _address(uclib.uc_reg_read), ctypes.addressof(self._ram_obj), ram_size,
+            (x86.UC_X86_REG_RIP, x86.UC_X86_REG_CR0, x86.UC_X86_REG_CR3), clock == "insn",
+            _address(capstone._cs.cs_open), _address(capstone._cs.cs_malloc),
+            _address(capstone._cs.cs_disasm_iter), capstone.CS_ARCH_X86, capstone.CS_MODE_64,
+            capstone._cs_insn.id.offset, _PRECISE_INSNS)
+        # The only block hook (entry hooks are called from it): Unicorn then calls it from
+        # the translated code itself, which is what names a translation (part 1).
+        self._add_hook(uc_const.UC_HOOK_BLOCK, ctypes.c_void_p(_fastpath.block_hook_address()),
+                       ctypes.c_void_p(self._clock.user_data))
+        # The per-instruction counter: on all code for "insn"; for "block", on no code
+        # until a block must be counted so, then on that block's range while it is
+        # translated again (its struct hook's range moved in C, after a layout check).
+        begin, end = (1, 0) if clock == "insn" else (NEVER, NEVER)
+        code_hook = self._add_hook(uc_const.UC_HOOK_CODE, ctypes.c_void_p(_ICOUNT_HOOK),
+                                   ctypes.c_void_p(self._clock.user_data), begin, end)
+        if clock == "block":
+            try:
+                self._clock.set_hook(code_hook, begin, end)
+            except RuntimeError as exc:
+                raise MachineError(f"{exc}; refusing to run") from None
 
         self.trap_table = {}           # vector -> [fn(vector, ip, flags)], tried first
         self.on_interrupt = lambda vector, ip, flags: False
@@ -310,6 +348,7 @@ class Engine:
             return handler(port, size)
 
         def invalid(_uc, _ud):
+            self._clock.sync(True)         # #UD: RIP is at it; the block's rest does not run
             return bool(self.on_invalid and self.on_invalid())
 
         def mem_fault(_uc, access, addr, size, _value, _ud):
@@ -346,6 +385,7 @@ class Engine:
                            ctypes.byref(self._tsc), 1, 0, ctypes.c_int(insn))
 
         def syscall(_uc, _ud):
+            self._clock.sync(False)        # RIP is at it (it ends its block)
             if self.on_syscall is not None:
                 self.on_syscall()
 
@@ -376,14 +416,13 @@ class Engine:
 
     def add_entry_hook(self, addr, fn):
         """Call fn() when a translated block starts at `addr` -- a function's entry, which
-        a call or jump always starts a block at -- before its first instruction runs.  A
-        block hook bounded to that one address: the translator emits its call only for
-        blocks starting there, so nothing is paid elsewhere (a code hook would be tried
-        before every instruction).  fn may request_stop(): the CPU then stops with the
-        entry's instruction not run.  For a machine's fixed stop points, added while it is
-        built."""
-        cb = _HOOK_CODE(self._guard(lambda _uc, _addr, _size, _ud: fn()))
-        self._add_hook(uc_const.UC_HOOK_BLOCK, cb, None, addr, addr)
+        a call or jump always starts a block at -- before its first instruction runs.  Called
+        from the clock's block hook (which must stay the only one), for translations it
+        marked when it first saw them: a table lookup when a block is first translated,
+        nothing per block run elsewhere.  fn may request_stop(): the CPU then stops with
+        the entry's instruction not run.  For a machine's fixed stop points, added while
+        it is built (not from inside a hook)."""
+        self._clock.add_entry(addr, self._guard(fn))
 
     # -- CPU state the API does not expose (offsets checked by check_private_layout) --
 
@@ -444,6 +483,15 @@ class Engine:
     def executed(self):
         return self.icount.executed
 
+    def sync_clock(self):
+        """Make icount.executed exact at the instruction at RIP, from a hook inside
+        emu_start.  The clock counts a translated block whole at its start and is
+        behind inside it; every hook the engine dispatches is called with it already
+        exact (see emu/_fastpath.c, part 1): a new hook kind at an instruction that sets
+        RIP (faults, int n, syscall, rdtsc, cpuid) calls this first -- C code calls
+        icount->sync() when icount->block is set."""
+        self._clock.sync(False)
+
     def request_stop(self):
         """Stop the guest before its next instruction (callable from any hook)."""
         self.icount.deadline = self.icount.executed
@@ -459,13 +507,32 @@ class Engine:
     def start(self, begin, until=0, deadline=NEVER):
         """Run from `begin` until `deadline` instructions have been executed in all, `until`
         is reached, the guest halts, or a hook stops it.  Re-raises what a hook raised.
-        Nested calls (from inside a hook) are allowed; the caller restores the clock."""
+        Nested calls (from inside a hook) are allowed; the caller restores the clock.
+
+        The block clock may stop the CPU before a block to have it run per instruction
+        (port I/O, or the deadline falls inside it): the block gets a code hook on its
+        range, its translation is dropped, and the run goes on from there -- invisibly to
+        the caller.  Blocks run so for a deadline stay so (a CPU stepped one instruction
+        at a time, waiting for IF, goes through the same few blocks again and again)."""
         self.icount.deadline = deadline
+        outer = None
+        if self._depth:                 # inside a hook: the outer block is put back after
+            outer = self._clock.save()
+            self._clock.reset(self.clock_kind == "insn")
         self._depth += 1
         try:
-            status = uclib.uc_emu_start(self._uch, begin, until, 0, 0)
+            while True:
+                status = uclib.uc_emu_start(self._uch, begin, until, 0, 0)
+                want = self._clock.take_want()
+                if want is None or status != uc_const.UC_ERR_OK or self._exc is not None:
+                    break
+                self._run_precise(*want)
+                begin = want[0]
         finally:
             self._depth -= 1
+            self._clock.sync(True)
+            if outer is not None:
+                self._clock.restore(outer)
         exc, self._exc = self._exc, None
         intr_exc = self._intr_hook.take_error()    # raised by an interrupt handler
         if exc is None:
@@ -473,6 +540,29 @@ class Engine:
         if exc is not None:
             raise exc
         return status
+
+    def _run_precise(self, pc, size, _permanent):
+        """The block at `pc` (the CPU is stopped before it) is counted per instruction from
+        now on: the code hook's range moved onto it and its translation dropped, so that
+        the next one has a hook call before each instruction."""
+        self._clock.add_precise(pc, size)
+        self.flush_code(pc, size)
+
+    @property
+    def clock_stats(self):
+        """The block clock's counts: translations decoded, blocks counted whole, table
+        sizes (for benchmarks and tests)."""
+        return self._clock.stats
+
+    @property
+    def clock_table_limit(self):
+        """How many translations the block clock keeps what it decoded of before its
+        table starts afresh (2^20; lower only to test that starting afresh is harmless)."""
+        return self._clock.max_translations
+
+    @clock_table_limit.setter
+    def clock_table_limit(self, n):
+        self._clock.max_translations = n
 
     @property
     def nested(self):
@@ -543,8 +633,10 @@ class Engine:
 
     def flush_all_code(self):
         """Drop every translated block (after RAM changed under the whole cache: a
-        restore onto a snapshot other than the one RAM is a view of)."""
+        restore onto a snapshot other than the one RAM is a view of).  The block clock
+        forgets them too: their code addresses will be reused."""
         self.uc.ctl_flush_tb()
+        self._clock.clear_cache()
 
     def flush_tlb(self):
         """Drop the soft TLB (guest virtual -> host pages): after the page tables or the

@@ -4,7 +4,9 @@
  * other without a Python call in between.
  *
  *   struct kpemu_icount   the guest clock's counter (Python face: emu/clock.py,
- *                         ctypes mirror: _ICount in emu/engine.py);
+ *                         ctypes mirror: _ICount in emu/engine.py); C code that
+ *                         reads `executed` inside emu_start calls sync() first
+ *                         when `block` is set (see the struct);
  *   struct kpemu_trap_handler
  *                         a trap handler written in C (in the engine's trap
  *                         table as an emu._fastpath.CTrapHandler);
@@ -34,6 +36,15 @@ struct kpemu_icount {
 	uc_stop_fn emu_stop;	/* uc_emu_stop, filled in by the host */
 	uint64_t stops;		/* how many stops the hook requested */
 	uint64_t hidden;	/* instructions run for the host and taken back out */
+	/* The block clock (emu/_fastpath.c, part 1): a block counted whole is added
+	 * to `executed` at the next block's start; until then `executed` lags. */
+	uint64_t pending;	/* instructions of `block` not yet in `executed` */
+	void *block;		/* the block running, counted whole (NULL: none) */
+	uint64_t precise;	/* the running block is counted instruction by instruction */
+	void *clock;		/* the BlockClock's state */
+	/* Make `executed` exact at the instruction at RIP (counting it), from a
+	 * hook inside emu_start: call it when `block` is not NULL. */
+	void (*sync)(void *uc, struct kpemu_icount *c);
 };
 
 /* What a C trap handler returns -- the same contract as a Python one's

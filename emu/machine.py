@@ -122,9 +122,12 @@ class Machine:
     default, with its guest/host contract: docs/guest-host-contract.md) or a real Linux
     (emu/linux.py; `initrd` is its initramfs, by default the one beside the image).
     `cmdline` None means the image's default (the toy kernel: empty; Linux: the `cmdline`
-    file beside it)."""
+    file beside it).  `clock` is how the instruction clock is counted: "block" (the
+    default: a translated block at a time, per instruction where it must be) or "insn"
+    (every instruction by a code hook: the reference, slower; the same clock at every
+    point the guest or a hook can see -- emu/_fastpath.c, part 1)."""
 
-    def __init__(self, image=None, cmdline=None, echo=None, initrd=None):
+    def __init__(self, image=None, cmdline=None, echo=None, initrd=None, clock="block"):
         self.image = load_image(image if image is not None else DEFAULT_IMAGE,
                                 ram_size=RAM_SIZE)
         is_linux = linux.is_linux(self.image)
@@ -133,7 +136,7 @@ class Machine:
         if initrd is not None and not is_linux:
             raise ImageError(f"{self.image.path}: the toy kernel takes no initrd")
         self.cmdline = cmdline
-        self.engine = Engine(RAM_SIZE)
+        self.engine = Engine(RAM_SIZE, clock=clock)
         self.mem = Memory(self.engine)
         self.clock = Clock(self.engine)
         self.symbols = Symbols()
