@@ -180,6 +180,10 @@ struct clock_state {
 	PyObject *entry_fns;	/* dict: block start -> fn() */
 	PyObject *error_sink;	/* fn(exc) for an exception an entry hook raised */
 	uint64_t last_insn;	/* the instruction the code hook counted last in this block */
+	int boundary;		/* stop at the first block start after boundary_from */
+	int boundary_hit;	/* ... and it did */
+	uint64_t boundary_from;
+	uint64_t prev_last;	/* the last instruction of the block that ran before this one */
 	uint64_t want_pc;	/* a block to run per instruction (0: none) */
 	uint32_t want_size;
 	int want_permanent;
@@ -509,8 +513,14 @@ static void kpemu_block_hook(void *uc, uint64_t pc, uint32_t size, void *user_da
 	struct kpemu_icount *c = user_data;
 	struct clock_state *s = c->clock;
 	uint64_t key = (uint64_t)(uintptr_t)__builtin_return_address(0);
-	struct block *b;
+	struct block *b = c->block;
 
+	/* Which instruction ran last: the machine asks after a stop at a boundary
+	 * (an sti there keeps interrupts blocked for one more instruction). */
+	if (b != NULL)
+		s->prev_last = b->pc + b->starts[b->icount - 1];
+	else
+		s->prev_last = c->precise ? s->last_insn : UINT64_MAX;
 	s->last_insn = UINT64_MAX;
 	if (s->insn_mode) {
 		if (map_find(&s->entries, pc) != NULL)
@@ -530,7 +540,9 @@ static void kpemu_block_hook(void *uc, uint64_t pc, uint32_t size, void *user_da
 	}
 	if (b->flags & B_ENTRY)
 		call_entry(s, pc);
-	if (c->executed >= c->deadline) {
+	if (c->executed >= c->deadline ||
+	    (s->boundary && c->executed > s->boundary_from)) {
+		s->boundary_hit = c->executed < c->deadline;
 		c->stops++;
 		c->emu_stop(uc);
 		return;
@@ -767,6 +779,40 @@ static PyObject *bc_sync(BlockClock *self, PyObject *arg)
 	Py_RETURN_NONE;
 }
 
+/* set_boundary(on, since): stop before the first block that starts once the clock
+ * has passed `since` -- a run of at most one block, whatever its length, counted
+ * whole (a deadline inside it would make it run per instruction). */
+static PyObject *bc_set_boundary(BlockClock *self, PyObject *args)
+{
+	int on;
+	unsigned long long since;
+
+	if (!PyArg_ParseTuple(args, "pK:set_boundary", &on, &since))
+		return NULL;
+	self->s->boundary = on;
+	self->s->boundary_from = since;
+	self->s->boundary_hit = 0;
+	Py_RETURN_NONE;
+}
+
+static PyObject *bc_get_boundary(BlockClock *self, void *closure)
+{
+	return Py_BuildValue("(OK)", self->s->boundary ? Py_True : Py_False,
+			     (unsigned long long)self->s->boundary_from);
+}
+
+static PyObject *bc_get_boundary_hit(BlockClock *self, void *closure)
+{
+	return PyBool_FromLong(self->s->boundary_hit);
+}
+
+static PyObject *bc_get_prev_last(BlockClock *self, void *closure)
+{
+	if (self->s->prev_last == UINT64_MAX)
+		Py_RETURN_NONE;
+	return PyLong_FromUnsignedLongLong(self->s->prev_last);
+}
+
 /* The running block's state, to put back after a nested emu_start. */
 static PyObject *bc_save(BlockClock *self, PyObject *unused)
 {
@@ -863,6 +909,8 @@ static PyMethodDef bc_methods[] = {
 	 "(pc, size, permanent) of the block to run per instruction, or None."},
 	{"sync", (PyCFunction)bc_sync, METH_O,
 	 "sync(drop): make the clock exact at RIP (drop: the block's rest will not run)."},
+	{"set_boundary", (PyCFunction)bc_set_boundary, METH_VARARGS,
+	 "set_boundary(on, since): stop at the first block start after the clock passed since."},
 	{"save", (PyCFunction)bc_save, METH_NOARGS, "The running block's state."},
 	{"restore", (PyCFunction)bc_restore, METH_VARARGS, "Put back what save() returned."},
 	{"reset", (PyCFunction)bc_reset, METH_O,
@@ -873,6 +921,11 @@ static PyMethodDef bc_methods[] = {
 };
 
 static PyGetSetDef bc_getset[] = {
+	{"boundary", (getter)bc_get_boundary, NULL, "(on, since) of set_boundary()."},
+	{"boundary_hit", (getter)bc_get_boundary_hit, NULL,
+	 "The run set_boundary() was last called for stopped at the boundary."},
+	{"prev_last", (getter)bc_get_prev_last, NULL,
+	 "The last instruction of the block that ran before the current one (None: unknown)."},
 	{"user_data", (getter)bc_get_user_data, NULL,
 	 "The counter, user_data of both counting hooks (keep this object alive)."},
 	{"stats", (getter)bc_get_stats, NULL,

@@ -293,6 +293,7 @@ class Engine:
         self.on_mem_fault = None
         self._exc = None
         self._depth = 0
+        self.at_boundary = False        # the last start(boundary=True) stopped there
         self._batches = {}
         self._install_hooks()
         self._private_ctx = self.uc.context_save()
@@ -504,7 +505,7 @@ class Engine:
         self.request_stop()
         self.uc.emu_stop()
 
-    def start(self, begin, until=0, deadline=NEVER):
+    def start(self, begin, until=0, deadline=NEVER, boundary=False):
         """Run from `begin` until `deadline` instructions have been executed in all, `until`
         is reached, the guest halts, or a hook stops it.  Re-raises what a hook raised.
         Nested calls (from inside a hook) are allowed; the caller restores the clock.
@@ -513,12 +514,22 @@ class Engine:
         (port I/O, or the deadline falls inside it): the block gets a code hook on its
         range, its translation is dropped, and the run goes on from there -- invisibly to
         the caller.  Blocks run so for a deadline stay so (a CPU stepped one instruction
-        at a time, waiting for IF, goes through the same few blocks again and again)."""
+        at a time, waiting for IF, goes through the same few blocks again and again).
+
+        boundary=True (the block clock only): also stop at the first block boundary after
+        one instruction -- a run of one block, counted whole.  Nothing can set IF but the
+        last instruction of a block (sti, popf, iret and sysret end theirs), so a CPU
+        waiting for IF runs so a block at a time (`last_insn` names what ran last;
+        `at_boundary` says the run stopped there)."""
+        if boundary and self.clock_kind != "block":
+            raise MachineError("a run to the next block boundary needs the block clock")
         self.icount.deadline = deadline
         outer = None
         if self._depth:                 # inside a hook: the outer block is put back after
             outer = self._clock.save()
             self._clock.reset(self.clock_kind == "insn")
+        outer_boundary = self._clock.boundary
+        self._clock.set_boundary(boundary, self.icount.executed)
         self._depth += 1
         try:
             while True:
@@ -531,6 +542,8 @@ class Engine:
         finally:
             self._depth -= 1
             self._clock.sync(True)
+            self.at_boundary = self._clock.boundary_hit
+            self._clock.set_boundary(*outer_boundary)
             if outer is not None:
                 self._clock.restore(outer)
         exc, self._exc = self._exc, None
@@ -540,6 +553,12 @@ class Engine:
         if exc is not None:
             raise exc
         return status
+
+    @property
+    def last_insn(self):
+        """After a run stopped at a block boundary: the address of the last instruction
+        that ran (None when unknown: the block was left by a fault or interrupt)."""
+        return self._clock.prev_last
 
     def _run_precise(self, pc, size, _permanent):
         """The block at `pc` (the CPU is stopped before it) is counted per instruction from

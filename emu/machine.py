@@ -507,22 +507,28 @@ class Machine:
                 if left <= 0:
                     return self._result("limit", start)
                 limit = now + left
-            step = self.pic.pending()        # pending with IF=0: one instruction at a time
-            deadline = now + 1 if step else min(self.pit.next_deadline(), limit,
-                                                now + RUN_SLICE)
+            # Pending with IF=0: on until IF may have changed -- one instruction (the
+            # reference clock), or one block (nothing but a block's last instruction
+            # sets IF: engine.start(boundary=True)).
+            step = self.pic.pending()
+            by_block = step and eng.clock_kind == "block"
+            deadline = now + 1 if step and not by_block else \
+                min(self.pit.next_deadline(), limit, now + RUN_SLICE)
             rip = eng.reg("ip")
             self._fault = None
-            status = eng.start(rip, 0, deadline)
+            status = eng.start(rip, 0, deadline, boundary=by_block)
             if status and self._stop is None:
                 self._engine_error(status)
                 return self._result("oops", start)
             if self._stop is None:
-                if icount.executed < icount.deadline:
+                if icount.executed < icount.deadline and not (by_block and eng.at_boundary):
                     self._halted_cpu()
-                elif step and eng.reg("flags") & X86_EFLAGS_IF and \
-                        self.text_byte(rip) == 0xFB:
-                    # sti: interrupts stay blocked for one more instruction (its shadow).
-                    eng.start(eng.reg("ip"), 0, icount.executed + 1)
+                elif step and eng.reg("flags") & X86_EFLAGS_IF:
+                    last = eng.last_insn if by_block else rip
+                    if last is not None and self.text_byte(last) == 0xFB:
+                        # sti: interrupts stay blocked for one more instruction (its
+                        # shadow).
+                        eng.start(eng.reg("ip"), 0, icount.executed + 1)
             if self._stop is not None:     # a hook powered off, finished boot or oopsed
                 reason, self._stop = self._stop, None
                 return self._result(reason, start)

@@ -187,3 +187,40 @@ def test_the_table_of_translations_starting_afresh_changes_nothing():
             stats = m.engine.clock_stats
             assert stats["translations"] <= limit + 1 and stats["decoded"] > 4 * limit
     assert runs["block"] == runs["insn"]
+
+
+# A run to the next block boundary (Engine.start(boundary=True)), which the machine uses while
+# an interrupt waits for IF: nothing but a block's last instruction sets IF, so stopping at
+# every block boundary finds the instruction after which IF went up exactly as stepping one
+# instruction at a time did.
+STI = b"\xfb"
+JMP_NEXT = b"\xeb\x00"          # jmp to the next instruction: ends the block
+
+
+def test_a_boundary_run_stops_after_exactly_one_block():
+    e = engine("block", NOP * 3 + JMP_NEXT + NOP * 4 + HLT)
+    e.start(CODE, 0, NEVER, boundary=True)
+    assert (e.executed, e.reg("ip"), e.at_boundary, e.last_insn) == (4, CODE + 5, True,
+                                                                      CODE + 3)
+    e.start(e.reg("ip"), 0, NEVER, boundary=True)      # the rest is one block, ended by hlt
+    assert (e.executed, e.at_boundary) == (9, False)
+
+
+def test_a_boundary_run_ends_right_after_sti_and_names_it():
+    e = engine("block", NOP * 2 + STI + NOP * 5 + HLT)
+    e.start(CODE, 0, NEVER, boundary=True)
+    assert (e.executed, e.reg("ip"), e.last_insn, e.at_boundary) == (3, CODE + 3, CODE + 2,
+                                                                      True)
+    assert e.reg("flags") & 0x200
+
+
+def test_a_deadline_inside_a_boundary_run_still_stops_exactly():
+    e = engine("block", NOP * 8 + HLT)
+    e.start(CODE, 0, 5, boundary=True)
+    assert (e.executed, e.reg("ip"), e.at_boundary) == (5, CODE + 5, False)
+
+
+def test_a_boundary_run_needs_the_block_clock():
+    e = engine("insn", NOP + HLT)
+    with pytest.raises(MachineError, match="block clock"):
+        e.start(CODE, 0, NEVER, boundary=True)
