@@ -135,12 +135,25 @@ def _ctx_field(ctx, offset, ctype):
     return ctype.from_address(base + offset)
 
 
+_SCRATCH_CODE_BUFFER = 1 << 20     # Unicorn's smallest
+
+
+def _scratch_uc():
+    """A CPU for a few instructions of start-up checking, with the smallest code buffer:
+    the default one (1 GiB) would stay mapped until the collector frees it, and the
+    engine's own buffer would be mapped below it, too far from Unicorn's helpers
+    (Engine.__init__ says why that costs)."""
+    uc = Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
+    uc.ctl_set_tcg_buffer_size(_SCRATCH_CODE_BUFFER)
+    return uc
+
+
 @functools.lru_cache(maxsize=1)
 def _cpuid_leaf1():
     """(eax, ebx, ecx, edx) of CPUID leaf 1 on this libunicorn's CPU model: the static part
     of what the CPUID hook answers (OSXSAVE, which mirrors CR4, is put in per call).  The
     same for the whole process: asked once."""
-    uc = Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
+    uc = _scratch_uc()
     uc.mem_map(0x1000, 0x1000)
     uc.mem_write(0x1000, b"\x0f\xa2")                  # cpuid
     uc.reg_write(x86.UC_X86_REG_RAX, 1)
@@ -170,7 +183,7 @@ def check_private_layout():
         raise MachineError(f"libunicorn {major}.{minor}.{patch}: its CPU state layout is not "
                            f"the one kpemu was written for ({what}); refusing to run")
 
-    uc = Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
+    uc = _scratch_uc()
     base = 0x1000
     # mov ax, 0x1234; mov ds, ax; mov ds, ax; mov rax, cr0; nop
     code = b"\x66\xb8\x34\x12\x8e\xd8\x8e\xd8\x0f\x20\xc0\x90"
@@ -251,6 +264,14 @@ class Engine:
         check_private_layout()
         self.uc = Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
         self._uch = self.uc._uch
+        # The translator's code buffer (1 GiB, mmapped when the engine initialises) before
+        # guest RAM: mmap places each new mapping below the last, and translated code calls
+        # Unicorn's helpers and our hooks with a rel32 only within 2 GiB of them; beyond
+        # that every call goes through a constant pool that TCG keeps sorted by insertion
+        # per block -- quadratic in the block's calls, which made translation 60% of a
+        # Linux boot when RAM went first and pushed the buffer down.  Reading the buffer's
+        # size is what initialises it (UC_INIT).
+        self.uc.ctl_get_tcg_buffer_size()
         self.ram_size = ram_size
         self.ram = mmap.mmap(-1, ram_size)
         self._ram_obj = ctypes.c_char.from_buffer(self.ram)
