@@ -131,11 +131,18 @@ def _sized(elf_symbols, regions, module):
     """Turn ELF symbols into kallsyms entries sized up to the next symbol."""
     syms = sorted(elf_symbols, key=lambda s: (s.value, s.name))
     starts = sorted({s.value for s in syms})
+    ordered = sorted(regions)
+    disjoint = all(e <= a for (_, e), (a, _) in zip(ordered, ordered[1:]))
+    region_starts = [a for a, _ in ordered]
     out = []
     for s in syms:
         nxt = bisect.bisect_right(starts, s.value)
         end = starts[nxt] if nxt < len(starts) else None
-        region_end = next((e for a, e in regions if a <= s.value < e), None)
+        if disjoint:        # the one region that can hold it: the last starting at or below
+            i = bisect.bisect_right(region_starts, s.value) - 1
+            region_end = ordered[i][1] if i >= 0 and s.value < ordered[i][1] else None
+        else:
+            region_end = next((e for a, e in regions if a <= s.value < e), None)
         if region_end is not None and (end is None or end > region_end):
             end = region_end
         size = (end - s.value) if end is not None else s.size
