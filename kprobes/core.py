@@ -61,12 +61,16 @@ class Kprobes:
         self.gone = {}
         self.slots = InsnSlots(m.insn_area(), arch.MAX_INSN_SIZE)
         # Traps taken, by the kinds the trap path sees rarely (see `traps`).
-        self.rare_traps = {"fault": 0, "int3-foreign": 0, "int3-vanished": 0}
+        self.rare_traps = {"fault": 0, "int3-foreign": 0, "int3-vanished": 0,
+                           "int3-shared": 0}
         self.curr_kprobe = None     # kprobe_instance: the child whose handler runs in an aggregate
         self._kernel_blacklist = None   # (start, end, why) of the kernel's, found at first use
         self._module_blacklist = None   # the same of the modules loaded now, at first use
         self._enabled = True
         self.arch = arch.arch_init_kprobes(self)
+        # The guest kernel's own kprobes (Linux's), which may share addresses with ours.
+        guest = m.guest_kprobes()
+        self.guest_kprobes = arch.GuestKprobes(self, guest) if guest is not None else None
         m.text_originals.append(self.original_byte)
         self.kretprobes = KretprobeManager(self, kretprobe_design, flush_on_exec)
         m.add_module_notifier(self.module_callback)
@@ -126,6 +130,16 @@ class Kprobes:
                     patched = bytearray(data)
                 patched[a - addr] = self.table[a].opcode
         return data if patched is None else bytes(patched)
+
+    def original_insn_bytes(self, addr, size):
+        """original_bytes(), and where the byte at addr is an armed int3 of the guest
+        kernel's own kprobes (not ours), the opcode that kprobe saved."""
+        data = self.original_bytes(addr, size)
+        if data[0] == 0xCC and addr not in self.armed and self.guest_kprobes is not None:
+            opcode = self.guest_kprobes.linux_opcode(addr)
+            if opcode is not None:
+                data = bytes((opcode,)) + data[1:]
+        return data
 
     def probes(self):
         """Every probe users registered, [GONE] ones included (aggregates expanded into
@@ -270,6 +284,8 @@ class Kprobes:
         else:
             fill_kprobe_addr(p, addr)
             self._register_aggr(old, p)
+        if self.guest_kprobes is not None and self.guest_kprobes.guest.at(addr) is not None:
+            self.guest_kprobes.mark(addr)
         p.nmissed = 0
         p.misses.clear()
         p.owner = self
@@ -308,6 +324,17 @@ class Kprobes:
             self._remove(top)
         p.owner = None
         self.emit("unregister", probe=p, addr=p.addr)
+
+    def reprepare(self, top):
+        """The guest rewrote the instruction under an armed probe (Linux (un)optimized its
+        own kprobe there): copy the instruction the text holds now into a new slot and
+        arm again."""
+        self._armed_discard(top.addr)
+        self.arch.remove(top)
+        self.arch.prepare(top, top.addr)
+        for child in (top.children if top.is_aggregate else ()):
+            child.opcode, child.ainsn = top.opcode, top.ainsn
+        self._arm(top)
 
     def _remove(self, top):
         if top.addr in self.armed:

@@ -3,21 +3,19 @@ boot-time `kprobe_event=` command line (trace_kprobe.c enables them at boot); wh
 optimization is possible Linux turns its int3 into a jmp to an optprobe detour, elsewhere
 (a function's last instruction: no room for the jmp) it stays an int3.
 
-  * Linux's int3 is not kpemu's: it goes to Linux's #BP handler, and kpemu refuses to put
-    a probe of its own on it (EINVAL, as Linux refuses a foreign int3);
+  * Linux's int3 can carry a kpemu probe too: kpemu's pre_handler runs, then Linux's #BP
+    handler takes the trap (the rule for two int3s at one address);
   * Linux's optimized probe (its jmp) can carry a kpemu probe: kpemu's copy of the jmp runs
     out of line and lands in Linux's detour, so both see every hit;
   * neither changes the run: it is the run with Linux's probe alone (console, count, clock).
-docs/linux-kprobes.md has the rule for the int3 case kpemu does not handle yet."""
-
-import errno
+docs/linux-kprobes.md has the rule for two int3s at one address; both cases follow it."""
 
 import pytest
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
 from emu import Machine
 from emu.linux import default_cmdline
-from kprobes import Kprobe, KprobeError, Kprobes
+from kprobes import Kprobe, Kprobes
 from tests.kprobes_linux.test_linux_kprobes import OPENS
 from tests.linux import LINUX_IMAGE
 
@@ -53,7 +51,12 @@ def last_insn(m, name):
                                                    sym.addr))[-1]
 
 
-def test_linuxs_int3_kprobe_goes_to_linux_and_kpemu_keeps_off_it():
+def test_kpemu_probe_on_linuxs_int3_both_see_every_hit_kpemu_first():
+    """Rule step 2 with kpemu's probe put on Linux's armed int3 (Linux's own probe at a
+    function's last instruction, where it stays an int3): kpemu prepares from the opcode
+    Linux saved, its pre_handler runs first, then Linux's #BP handler takes the trap (a
+    "shared" miss of kpemu's, no post_handler); kpemu's unregister leaves Linux's int3 in
+    place; the run is the run with Linux's probe alone."""
     m0 = Machine(LINUX_IMAGE)
     ret = last_insn(m0, "do_sys_openat2")
     assert ret.mnemonic == "ret"
@@ -62,20 +65,20 @@ def test_linuxs_int3_kprobe_goes_to_linux_and_kpemu_keeps_off_it():
     assert m.read(ret.address, 1) == b"\xcc"          # Linux's, not optimized
     reference = unprobed(m, snap)
     k = Kprobes(m)
-    with pytest.raises(KprobeError) as exc:
-        k.register_kprobe(Kprobe(addr=ret.address))
-    assert exc.value.errno == errno.EINVAL and "not a kprobe's" in str(exc.value)
-    hits = []
-    k.register_kprobe(Kprobe(symbol_name="do_sys_openat2",
-                             pre_handler=lambda p, regs: hits.append(regs.ip) and 0))
-    to_linux = []                 # the machine's deliveries to Linux's IDT of an int3
-    m.observers.append(lambda e: to_linux.append(e.ip) if e.kind == "trap" and
+    order = []
+    m.observers.append(lambda e: order.append("linux") if e.kind == "trap" and
                        e.vector == 3 else None)
+    kp = Kprobe(addr=ret.address, pre_handler=lambda p, regs: order.append(regs.ip) and 0,
+                post_handler=lambda p, regs, flags: order.append("post"))
+    k.register_kprobe(kp)
+    assert kp.opcode == 0xC3 and kp.ainsn.text == "ret"   # Linux's saved opcode
     result = m.run()
     assert (m.console, result.insns, m.clock.now, result.exit_code) == reference
-    assert len(hits) == len(OPENS)
-    assert k.traps["int3-foreign"] == len(to_linux) == len(OPENS)
-    assert set(to_linux) == {ret.address + 1}
+    assert order == [ret.address + 1, "linux"] * len(OPENS)
+    assert (kp.nmissed, dict(kp.misses)) == (len(OPENS), {"shared": len(OPENS)})
+    assert k.traps["int3-shared"] == len(OPENS) and k.traps["int3-foreign"] == 0
+    k.unregister_kprobe(kp)
+    assert m.read(ret.address, 1) == b"\xcc"          # Linux's int3 stays
 
 
 def test_kpemu_probe_on_linuxs_optimized_probe_both_see_every_hit():
