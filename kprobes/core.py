@@ -61,8 +61,7 @@ class Kprobes:
         self.gone = {}
         self.slots = InsnSlots(m.insn_area(), arch.MAX_INSN_SIZE)
         # Traps taken, by the kinds the trap path sees rarely (see `traps`).
-        self.rare_traps = {"fault": 0, "int3-foreign": 0, "int3-vanished": 0,
-                           "int3-shared": 0}
+        self.rare_traps = {"fault": 0, "int3-foreign": 0, "int3-vanished": 0}
         self.curr_kprobe = None     # kprobe_instance: the child whose handler runs in an aggregate
         self._kernel_blacklist = None   # (start, end, why) of the kernel's, found at first use
         self._module_blacklist = None   # the same of the modules loaded now, at first use
@@ -71,6 +70,8 @@ class Kprobes:
         # The guest kernel's own kprobes (Linux's), which may share addresses with ours.
         guest = m.guest_kprobes()
         self.guest_kprobes = arch.GuestKprobes(self, guest) if guest is not None else None
+        if guest is not None:       # hits handed on to the guest's own kprobes
+            self.rare_traps["int3-shared"] = 0
         m.text_originals.append(self.original_byte)
         self.kretprobes = KretprobeManager(self, kretprobe_design, flush_on_exec)
         m.add_module_notifier(self.module_callback)
@@ -82,7 +83,8 @@ class Kprobes:
         """Traps taken, by kind: "int3" and "debug" are the two of each probe hit (counted
         by the per-CPU state, in C on the plain hit), "fault" a fault while kprobes ran,
         "int3-foreign" an int3 that is not a probe's, "int3-vanished" one whose probe was
-        removed after the CPU trapped on it."""
+        removed after the CPU trapped on it; on a guest with kprobes of its own (Linux),
+        "int3-shared" a hit handed on to the guest's kprobe at the same address."""
         kcb = self.arch.kcb
         return {"int3": kcb.n_int3, "debug": kcb.n_debug, **self.rare_traps}
 

@@ -97,3 +97,38 @@ def test_kpemu_probe_on_linuxs_optimized_probe_both_see_every_hit():
     assert k.traps["int3"] == k.traps["debug"] == len(linux_hits) == len(OPENS)
     k.unregister_kprobe(kp)
     assert m.read(addr, 5) == linux_jmp              # Linux's jmp back, byte for byte
+
+
+def test_linux_registers_under_kpemus_probes_on_the_original_text():
+    """Rule steps 1, 4 and 2 with kpemu first: kpemu's probes on do_sys_openat2's first
+    four instructions are armed from power-on, and Linux registers its own at the entry
+    at boot.  Linux's can_probe() decodes the function from its start and copies the
+    instruction: it does so on the original text (kpemu's int3s lent back while it
+    prepares), so its registration succeeds and it saves the image's opcode; it does not
+    optimize under kpemu's probes (its jmp would cover them); every hit of the entry goes
+    to both, kpemu's pre_handler first."""
+    base = default_cmdline(Machine(LINUX_IMAGE).image)
+    m = Machine(LINUX_IMAGE, cmdline=f"{base} kprobe_event=p:lx,do_sys_openat2")
+    k = Kprobes(m)
+    fn = m.symbols.get("do_sys_openat2")
+    addrs = [i.address for i in Cs(CS_ARCH_X86, CS_MODE_64).disasm(
+        m.read_image(fn.addr, fn.size), fn.addr)][:4]
+    hits = {a: 0 for a in addrs}
+
+    def pre(p, regs):
+        hits[p.addr] += 1
+        return 0
+    probes = [Kprobe(addr=a, pre_handler=pre) for a in addrs]
+    k.register_kprobes(probes)
+    m.boot()
+    linux = k.guest_kprobes.guest.at(fn.addr)
+    assert linux is not None and linux.enabled and not linux.optimized
+    assert linux.opcode == m.read_image(fn.addr, 1)[0]
+    assert k.guest_kprobes.refused_optimizations == 1
+    assert all(m.read(a, 1) == b"\xcc" for a in addrs)
+    linux_hits = counting(m, "kprobe_dispatcher")
+    result = m.run()
+    assert (result.reason, result.exit_code) == ("halt", 0)
+    assert hits == {a: len(OPENS) for a in addrs}
+    assert len(linux_hits) == len(OPENS)
+    assert [dict(p.misses) for p in probes] == [{"shared": len(OPENS)}, {}, {}, {}]
