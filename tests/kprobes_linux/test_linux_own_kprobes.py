@@ -15,9 +15,11 @@ from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
 from emu import Machine
 from emu.linux import default_cmdline
-from kprobes import Kprobe, Kprobes
+from kprobes import Kprobe, Kprobes, Kretprobe
 from tests.kprobes_linux.test_linux_kprobes import OPENS
 from tests.linux import LINUX_IMAGE
+from tests.linux.guest import KUNIT_SWITCH, cmdline_with
+from tests.linux.test_linux_kunit import check_kprobes_suite_passed
 
 pytestmark = pytest.mark.slow
 
@@ -132,3 +134,31 @@ def test_linux_registers_under_kpemus_probes_on_the_original_text():
     assert hits == {a: len(OPENS) for a in addrs}
     assert len(linux_hits) == len(OPENS)
     assert [dict(p.misses) for p in probes] == [{"shared": len(OPENS)}, {}, {}, {}]
+
+
+def test_linuxs_kunit_kprobes_suite_passes_with_kpemus_probes_on_its_targets():
+    """Linux's kprobes KUnit suite (6 cases) with kpemu's own kprobe on kprobe_target and
+    kretprobe on kprobe_target2 -- the functions the suite probes -- armed from power-on:
+    every case still passes (Linux registers, optimizes never, disarms and unregisters
+    under kpemu's probes), and kpemu sees every call of its targets, each a hit Linux's
+    probe shares (while the suite has one there)."""
+    m = Machine(LINUX_IMAGE, cmdline=cmdline_with(KUNIT_SWITCH))
+    k = Kprobes(m)
+    returns = []
+    kp = Kprobe(symbol_name="kprobe_target", pre_handler=lambda p, regs: 0)
+    rp = Kretprobe(symbol_name="kprobe_target2",
+                   handler=lambda ri, regs: returns.append(regs.ax) and 0)
+    k.register_kprobe(kp)
+    k.register_kretprobe(rp)
+    result = m.run()
+    assert (result.reason, result.exit_code) == ("halt", 0)
+    check_kprobes_suite_passed(m.console)
+    assert (kp.nmissed, dict(kp.misses)) == (4, {"shared": 4})
+    assert (rp.kp.nmissed, dict(rp.kp.misses), len(returns), rp.nmissed) == \
+        (2, {"shared": 2}, 2, 0)
+    assert k.traps["int3-shared"] == 6
+    rule = k.guest_kprobes
+    assert (rule.rearmed, rule.reprepared, rule.refused_optimizations) == (6, 0, 12)
+    for name in ("kprobe_target", "kprobe_target2"):     # the suite unregistered its own
+        addr = m.symbols.lookup_name(name)
+        assert rule.guest.at(addr) is None and m.read(addr, 1) == b"\xcc"
