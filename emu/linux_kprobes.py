@@ -86,20 +86,23 @@ class LinuxKprobes:
         self._preparing = []            # (p->addr, sp at return) of arch_prepare_kprobe calls
         self._vetoing = []              # (allow_optimization before, sp at return)
         self.allow_optimization = sym("kprobes_allow_optimization")
-        eng = machine.engine
-        eng.add_entry_hook(sym("arch_prepare_kprobe"), self._prepare_entered)
-        self.prepare_returns = sorted({site for caller in PREPARE_CALLERS
-                                       for site in call_sites(machine, caller,
-                                                              "arch_prepare_kprobe")})
-        for site in self.prepare_returns:
-            eng.add_entry_hook(site, self._prepare_returned)
-        eng.add_entry_hook(sym("text_poke_sync"), self._text_synced)
-        eng.add_entry_hook(sym("optimize_kprobe"), self._optimize_entered)
-        self.optimize_returns = sorted({site for caller in OPTIMIZE_CALLERS
-                                        for site in call_sites(machine, caller,
-                                                               "optimize_kprobe")})
-        for site in self.optimize_returns:
-            eng.add_entry_hook(site, self._optimize_returned)
+        self.prepare_returns = self._hook_call("arch_prepare_kprobe", PREPARE_CALLERS,
+                                               self._prepare_entered, self._prepare_returned)
+        self.optimize_returns = self._hook_call("optimize_kprobe", OPTIMIZE_CALLERS,
+                                                self._optimize_entered,
+                                                self._optimize_returned)
+        machine.engine.add_entry_hook(sym("text_poke_sync"), self._text_synced)
+
+    def _hook_call(self, callee, callers, entered, returned):
+        """Hooks at the entry of `callee` and at the return site of each of its calls in
+        `callers`; the return sites, in order."""
+        eng = self.m.engine
+        eng.add_entry_hook(self.m.symbols.lookup_name(callee), entered)
+        sites = sorted({site for caller in callers
+                        for site in call_sites(self.m, caller, callee)})
+        for site in sites:
+            eng.add_entry_hook(site, returned)
+        return sites
 
     # -- reading Linux's table --------------------------------------------------------
 

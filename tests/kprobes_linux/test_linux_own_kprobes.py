@@ -162,3 +162,27 @@ def test_linuxs_kunit_kprobes_suite_passes_with_kpemus_probes_on_its_targets():
     for name in ("kprobe_target", "kprobe_target2"):     # the suite unregistered its own
         addr = m.symbols.lookup_name(name)
         assert rule.guest.at(addr) is None and m.read(addr, 1) == b"\xcc"
+
+
+def test_the_rules_hooks_are_at_every_call_of_the_functions_it_watches():
+    """The return hooks of the rule (emu/linux_kprobes.py) sit at every call of
+    arch_prepare_kprobe and optimize_kprobe in the image: each is a `call` from the
+    callers it names and from nowhere else (a capstone scan of the whole text)."""
+    m = Machine(LINUX_IMAGE)
+    md = Cs(CS_ARCH_X86, CS_MODE_64)
+    calls = {"arch_prepare_kprobe": set(), "optimize_kprobe": set()}
+    targets = {m.symbols.lookup_name(name): name for name in calls}
+    for fn in m.symbols.functions():
+        code = m.read_image(fn.addr, fn.size) if fn.elf_size > 0 else None
+        if not code or not m.is_kernel_text(fn.addr):
+            continue
+        for insn in md.disasm(code, fn.addr):
+            if insn.mnemonic in ("call", "jmp") and insn.op_str.startswith("0x") and \
+                    int(insn.op_str, 16) in targets:
+                assert insn.mnemonic == "call"
+                calls[targets[int(insn.op_str, 16)]].add(insn.address + insn.size)
+    guest = m.guest_kprobes()
+    assert sorted(calls["arch_prepare_kprobe"]) == guest.prepare_returns and \
+        len(guest.prepare_returns) == 2
+    assert sorted(calls["optimize_kprobe"]) == guest.optimize_returns and \
+        len(guest.optimize_returns) == 6
