@@ -47,6 +47,7 @@ import capstone
 from emu.errors import ImageError, MachineError, MemoryFault
 from emu.image import HVM_START_MAGIC, build_boot_info
 from emu.interrupts import gdt_flags
+from emu.linux_kprobes import LinuxKprobes
 from emu.memory import PAGE_SIZE, PTE_ADDR, PTE_PRESENT, PTE_PSE, START_KERNEL_MAP
 from emu.module_area import ModuleArea
 from emu.oops import REG_ORDER
@@ -180,6 +181,7 @@ class LinuxLayout:
             self.stack = task["stack"]
             self.tasks = task["tasks"]
             self.thread_rsp = task["thread.sp"]
+            self.kprobe = data["structs"]["kprobe"]
             self.pt_regs = {n: off for n, off in data["structs"]["pt_regs"].items()
                             if n in REG_ORDER}
             self.state_names = [s.split("(", 1)[1].rstrip(")") for s in data["task_state_array"]]
@@ -325,6 +327,7 @@ class LinuxGuest:
         eng.add_entry_hook(sym("emergency_restart"), self._emergency_restart)
         eng.add_entry_hook(sym("oops_end"), self._oops_end)
         eng.on_syscall = self._syscall
+        self.kprobes = LinuxKprobes(machine, self.layout.kprobe)
 
     # -- power-on ---------------------------------------------------------------------
 

@@ -766,6 +766,12 @@ class Machine:
                 return not (init and self.booted and init[0] <= addr < init[1])
         return self._in_module_text(addr)
 
+    def guest_kprobes(self):
+        """The guest kernel's own kprobes as the host sees them (emu/linux_kprobes.py
+        LinuxKprobes: its table, and hooks where it reads and writes text for them), or
+        None for a kernel without kprobes of its own (the toy kernel)."""
+        return getattr(self.guest, "kprobes", None) if self.guest is not None else None
+
     def guest_patched_text(self):
         """(start, end, what) of the text the guest kernel itself patches at run time
         (Linux: its jump labels and static call sites); none for the toy kernel."""

@@ -67,6 +67,11 @@ class Kprobes:
         self._module_blacklist = None   # the same of the modules loaded now, at first use
         self._enabled = True
         self.arch = arch.arch_init_kprobes(self)
+        # The guest kernel's own kprobes (Linux's), which may share addresses with ours.
+        guest = m.guest_kprobes()
+        self.guest_kprobes = arch.GuestKprobes(self, guest) if guest is not None else None
+        if guest is not None:       # hits handed on to the guest's own kprobes
+            self.rare_traps["int3-shared"] = 0
         m.text_originals.append(self.original_byte)
         self.kretprobes = KretprobeManager(self, kretprobe_design, flush_on_exec)
         m.add_module_notifier(self.module_callback)
@@ -78,7 +83,8 @@ class Kprobes:
         """Traps taken, by kind: "int3" and "debug" are the two of each probe hit (counted
         by the per-CPU state, in C on the plain hit), "fault" a fault while kprobes ran,
         "int3-foreign" an int3 that is not a probe's, "int3-vanished" one whose probe was
-        removed after the CPU trapped on it."""
+        removed after the CPU trapped on it; on a guest with kprobes of its own (Linux),
+        "int3-shared" a hit handed on to the guest's kprobe at the same address."""
         kcb = self.arch.kcb
         return {"int3": kcb.n_int3, "debug": kcb.n_debug, **self.rare_traps}
 
@@ -126,6 +132,16 @@ class Kprobes:
                     patched = bytearray(data)
                 patched[a - addr] = self.table[a].opcode
         return data if patched is None else bytes(patched)
+
+    def original_insn_bytes(self, addr, size):
+        """original_bytes(), and where the byte at addr is an armed int3 of the guest
+        kernel's own kprobes (not ours), the opcode that kprobe saved."""
+        data = self.original_bytes(addr, size)
+        if data[0] == 0xCC and addr not in self.armed and self.guest_kprobes is not None:
+            opcode = self.guest_kprobes.linux_opcode(addr)
+            if opcode is not None:
+                data = bytes((opcode,)) + data[1:]
+        return data
 
     def probes(self):
         """Every probe users registered, [GONE] ones included (aggregates expanded into
@@ -270,6 +286,8 @@ class Kprobes:
         else:
             fill_kprobe_addr(p, addr)
             self._register_aggr(old, p)
+        if self.guest_kprobes is not None and self.guest_kprobes.guest.at(addr) is not None:
+            self.guest_kprobes.mark(addr)
         p.nmissed = 0
         p.misses.clear()
         p.owner = self
@@ -308,6 +326,17 @@ class Kprobes:
             self._remove(top)
         p.owner = None
         self.emit("unregister", probe=p, addr=p.addr)
+
+    def reprepare(self, top):
+        """The guest rewrote the instruction under an armed probe (Linux (un)optimized its
+        own kprobe there): copy the instruction the text holds now into a new slot and
+        arm again."""
+        self._armed_discard(top.addr)
+        self.arch.remove(top)
+        self.arch.prepare(top, top.addr)
+        for child in (top.children if top.is_aggregate else ()):
+            child.opcode, child.ainsn = top.opcode, top.ainsn
+        self._arm(top)
 
     def _remove(self, top):
         if top.addr in self.armed:

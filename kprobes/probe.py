@@ -33,6 +33,9 @@ class Kprobe:
     resume_in_post_handler = False
     kind = "k"
     disabled = False    # what the user asked (disable_kprobe); an aggregate derives it
+    # The guest kernel's own kprobes have (had) a probe at this address: every hit takes
+    # the Python trap path, which asks Linux's table (kprobes/arch/x86_64/guest_kprobes.py).
+    guest_shared = False
     # KPROBE_FLAG_GONE: the module holding its text was unloaded; it stays registered (and
     # listed) until unregistered, never armed or written again.
     gone = False

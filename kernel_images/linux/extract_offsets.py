@@ -5,7 +5,9 @@ numbers typed by hand.
 
 Only the compilation units that define what is wanted are read (the whole vmlinux's DWARF
 would take minutes): kernel/fork.c has task_struct, mm_struct and pt_regs complete, and
-fs/proc/array.c has task_state_array, whose strings name the task states.  THREAD_SIZE is
+fs/proc/array.c has task_state_array, whose strings name the task states; kernel/kprobes.c
+has struct kprobe, whose table (kprobe_table) kpemu reads where Linux's kprobes and its own
+share an address (docs/linux-kprobes.md).  THREAD_SIZE is
 what the linker script reserves for the init task's stack (__start_init_task ..
 __end_init_task, INIT_TASK_DATA), the one place the size is laid out.
 
@@ -17,12 +19,13 @@ import sys
 
 from elftools.elf.elffile import ELFFile
 
-WANTED_UNITS = ("kernel/fork.c", "fs/proc/array.c")
+WANTED_UNITS = ("kernel/fork.c", "fs/proc/array.c", "kernel/kprobes.c")
 # struct -> the members wanted ("a.b" descends into member a's type)
 STRUCTS = {
     "task_struct": ("__state", "flags", "pid", "tgid", "comm", "stack", "mm", "active_mm",
                     "tasks", "exit_code", "exit_state", "real_parent", "thread.sp"),
     "mm_struct": ("pgd",),
+    "kprobe": ("hlist", "addr", "opcode", "flags"),
     "list_head": ("next", "prev"),
     "pt_regs": ("r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx",
                 "dx", "si", "di", "orig_ax", "ip", "cs", "flags", "sp", "ss"),

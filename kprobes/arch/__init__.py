@@ -11,7 +11,7 @@ core reaches them through what this package exports and carries their data opaqu
                          works on it natively
 """
 
-from kprobes.arch.x86_64 import (MAX_INSN_SIZE, ArchKretprobes, KretprobeInstance,
-                                 arch_init_kprobes)
+from kprobes.arch.x86_64 import (MAX_INSN_SIZE, ArchKretprobes, GuestKprobes,
+                                 KretprobeInstance, arch_init_kprobes)
 
-__all__ = ["MAX_INSN_SIZE", "ArchKretprobes", "KretprobeInstance", "arch_init_kprobes"]
+__all__ = ["MAX_INSN_SIZE", "ArchKretprobes", "GuestKprobes", "KretprobeInstance", "arch_init_kprobes"]

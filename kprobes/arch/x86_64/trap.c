@@ -164,8 +164,8 @@ typedef struct {
 	struct seen_probe seen[SEEN_SIZE];	/* by probe address */
 } KprobeCtlblk;
 
-static PyObject *s_disabled, *s_ainsn, *s_slot, *s_if_modifier, *s_resume, *s_pre_handler,
-	*s_post_handler, *s_resume_in_post_handler, *zero, *one;
+static PyObject *s_disabled, *s_guest_shared, *s_ainsn, *s_slot, *s_if_modifier, *s_resume,
+	*s_pre_handler, *s_post_handler, *s_resume_in_post_handler, *zero, *one;
 static PyObject *s_kretprobe, *s_entry_handler, *s_free_instances, *s_used_instances,
 	*s_entries, *s_returns, *s_handler, *s_handling, *s_data_size, *s_no_instance, *s_kp,
 	*s_symbol_name, *s_orphans_returned, *s_misses, *s_orphaned;
@@ -1376,6 +1376,8 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 	}
 	Py_INCREF(p);
 	disabled = attr_true(p, s_disabled);
+	if (disabled == 0)	/* an address Linux's own kprobes share: Python decides */
+		disabled = attr_true(p, s_guest_shared);
 	if (disabled != 0) {
 		Py_DECREF(p);
 		return disabled < 0 ? -1 : to_python(s->slow_int3, vector, ip, flags);
@@ -1791,8 +1793,9 @@ PyMODINIT_FUNC PyInit__trap(void)
 {
 	PyObject *m, *errors;
 
-	if (intern(&s_disabled, "disabled") || intern(&s_ainsn, "ainsn") ||
-	    intern(&s_slot, "slot") || intern(&s_if_modifier, "if_modifier") ||
+	if (intern(&s_disabled, "disabled") || intern(&s_guest_shared, "guest_shared") ||
+	    intern(&s_ainsn, "ainsn") || intern(&s_slot, "slot") ||
+	    intern(&s_if_modifier, "if_modifier") ||
 	    intern(&s_resume, "resume") || intern(&s_pre_handler, "pre_handler") ||
 	    intern(&s_post_handler, "post_handler") ||
 	    intern(&s_resume_in_post_handler, "resume_in_post_handler") ||

@@ -190,6 +190,15 @@ class ArchKprobes:
                         sym.addr, addr)):
                     raise KprobeError(_errno.EILSEQ, f"{m.symbols.format(addr)}: not an "
                                       "instruction boundary")
+            guest = self.core.guest_kprobes
+            if guest is not None and not probed:
+                kp = guest.guest.at(addr)
+                if kp is not None and kp.optimized and m.mem.read(addr, 1)[0] == \
+                        BREAKPOINT_INSTRUCTION:
+                    raise KprobeError(_errno.EBUSY, f"{m.symbols.format(addr)}: Linux's own "
+                                      "kprobe there is being optimized (its jmp is queued)")
+                if guest.shared_at(addr) is not None:
+                    probed = True       # Linux's armed int3: shared (guest_kprobes.py)
             if not probed and m.mem.read(addr, 1)[0] == BREAKPOINT_INSTRUCTION:
                 raise KprobeError(_errno.EINVAL, f"{m.symbols.format(addr)}: an int3 is "
                                   "already there and it is not a kprobe's")
@@ -217,10 +226,14 @@ class ArchKprobes:
         if checked is not None and checked[0] == addr and checked[1] is not None:
             insns = checked[1]         # can_probe() just read and decoded the function
             code = insns.code[addr - insns.start:addr - insns.start + MAX_INSN_SIZE]
+            if code[0] == BREAKPOINT_INSTRUCTION and self.core.guest_kprobes is not None:
+                # Linux's int3 (the function was decoded with it): decode what it covers
+                code = self.core.original_insn_bytes(addr, MAX_INSN_SIZE)
+                insns = None
         else:
             # A function's entry (can_probe() decoded nothing): decode() finds the
             # instruction's length from these bytes itself.
-            code = self.core.original_bytes(addr, MAX_INSN_SIZE)
+            code = self.core.original_insn_bytes(addr, MAX_INSN_SIZE)
             insns = None
         known = insns.at(addr) if insns is not None else None
         slot = None
@@ -241,6 +254,9 @@ class ArchKprobes:
         self.m.text_poke(p.addr, bytes((BREAKPOINT_INSTRUCTION,)))
 
     def disarm(self, p):
+        guest = self.core.guest_kprobes
+        if guest is not None and guest.shared_at(p.addr) is not None:
+            return              # Linux's own int3 stays (guest_kprobes.py)
         self.m.text_poke(p.addr, bytes((p.opcode,)))
 
     def remove(self, p):
@@ -323,6 +339,8 @@ class ArchKprobes:
             core.emit("trap", vector=INT3_VECTOR, ip=addr, probe=p)
         if p.disabled:
             core.missed_all(p, "disabled")
+            if p.guest_shared and core.guest_kprobes.shared_at(addr) is not None:
+                return self._to_guest(p, ip, flags, None)
         elif kcb.resume_hit is not None and self.m.call_depth == 0 and \
                 kcb.resume_hit == (addr, self._read_sp()):
             kcb.resume_hit = None        # the hit a raising pre_handler stopped goes on
@@ -343,9 +361,25 @@ class ArchKprobes:
                 # per-CPU state here; 2.6.13 left it to the handler).
                 kcb.unlock()
                 return ip, flags
+        if p.guest_shared and core.guest_kprobes.shared_at(addr) is not None:
+            return self._to_guest(p, ip, flags)
         resume = self.prepare_singlestep(p, flags)
         kcb.status = KPROBE_HIT_SS
         return resume
+
+    def _to_guest(self, p, ip, flags, miss="shared"):
+        """Rule step 2: Linux's own kprobe is armed at this address too; kpemu's
+        pre_handler has run, and the #BP goes to Linux's handler, which steps or emulates
+        the instruction as it does.  The int3 is the guest's: its count stays on the
+        guest's clock.  kpemu's post_handler is not called (there is no step of kpemu's
+        to end) and the hit counts a miss "shared"."""
+        self.clock.discount(-1)
+        self.core.rare_traps["int3-shared"] += 1
+        if miss is not None:
+            self.core.missed_all(p, miss)
+        self.kcb.unlock()
+        self.engine.set_regs(_IP_FLAGS, (ip, flags))
+        return False
 
     def _singlestep(self, p, flags):
         resume = self.prepare_singlestep(p, flags)
