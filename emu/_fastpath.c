@@ -116,6 +116,14 @@ typedef int (*uc_reg_fn)(void *uc, int regid, void *value);
  * The code hook is the only one, so Unicorn calls it straight from the
  * translated code too, and counts nothing where it was not translated in.
  *
+ * A run can also stop at the next block boundary (set_boundary: the first block
+ * start once the clock has passed where the run began), with no deadline inside
+ * a block and so nothing run per instruction.  The machine runs so while an
+ * interrupt waits for IF: only a block's last instruction can set IF (sti,
+ * popf, iret and sysret end their blocks), so a block at a time finds the same
+ * instruction one at a time would.  `prev_last` names the last instruction of
+ * the block that ran (an sti's shadow holds interrupts one instruction more).
+ *
  * What the hook knows of a block -- its instruction count, where each
  * instruction starts, whether it does port I/O -- is decoded once per
  * translation (capstone, through the library the capstone package loaded) and
