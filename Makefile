@@ -54,10 +54,11 @@ FUZZ_EXAMPLES ?= 5000
 fuzz: $(STAMP)
 	KPEMU_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz
 
-images:
+# The Linux image's offsets are read from its DWARF with pyelftools, which is in the venv.
+images: $(STAMP)
 	$(MAKE) -C kernel_images/toykernel
 	$(MAKE) -C kernel_images/lessons
-	$(MAKE) -C kernel_images/linux
+	$(MAKE) -C kernel_images/linux PYTHON=$(abspath $(PY))
 
 # The demos' committed transcripts (demos/NAME_example.txt), golden lesson traces
 # (tests/demos/golden) and index (docs/demos.md), re-generated from the demos; the tests
