@@ -194,7 +194,6 @@ struct clock_state {
 	uint64_t prev_last;	/* the last instruction of the block that ran before this one */
 	uint64_t want_pc;	/* a block to run per instruction (0: none) */
 	uint32_t want_size;
-	int want_permanent;
 	int saved;		/* outer blocks kept by save() for a nested run */
 	size_t max_translations;	/* MAX_TRANSLATIONS, lower in tests */
 	uint64_t decoded;	/* translations decoded */
@@ -563,7 +562,6 @@ static void kpemu_block_hook(void *uc, uint64_t pc, uint32_t size, void *user_da
 	    map_find(&s->precise, pc) != NULL) {
 		s->want_pc = pc;
 		s->want_size = size;
-		s->want_permanent = (b->flags & B_IO) != 0;
 		c->emu_stop(uc);
 		return;
 	}
@@ -763,8 +761,7 @@ static PyObject *bc_take_want(BlockClock *self, PyObject *unused)
 		s->want_pc = 0;
 		return PyErr_NoMemory();
 	}
-	res = Py_BuildValue("(KIO)", (unsigned long long)s->want_pc, s->want_size,
-			    s->want_permanent ? Py_True : Py_False);
+	res = Py_BuildValue("(KI)", (unsigned long long)s->want_pc, s->want_size);
 	s->want_pc = 0;
 	return res;
 }
@@ -914,7 +911,7 @@ static PyMethodDef bc_methods[] = {
 	{"set_hook", (PyCFunction)bc_set_hook, METH_VARARGS,
 	 "set_hook(handle, begin, end): the per-instruction hook whose range add_precise moves."},
 	{"take_want", (PyCFunction)bc_take_want, METH_NOARGS,
-	 "(pc, size, permanent) of the block to run per instruction, or None."},
+	 "(pc, size) of the block to run per instruction, or None."},
 	{"sync", (PyCFunction)bc_sync, METH_O,
 	 "sync(drop): make the clock exact at RIP (drop: the block's rest will not run)."},
 	{"set_boundary", (PyCFunction)bc_set_boundary, METH_VARARGS,

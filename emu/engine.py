@@ -581,7 +581,7 @@ class Engine:
         that ran (None when unknown: the block was left by a fault or interrupt)."""
         return self._clock.prev_last
 
-    def _run_precise(self, pc, size, _permanent):
+    def _run_precise(self, pc, size):
         """The block at `pc` (the CPU is stopped before it) is counted per instruction from
         now on: the code hook's range moved onto it and its translation dropped, so that
         the next one has a hook call before each instruction."""

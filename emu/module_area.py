@@ -54,6 +54,15 @@ class ModuleArea:
     def contains(self, va):
         return self.start <= va < self.end
 
+    def state(self):
+        """What is free and what is used, a copy (for a snapshot)."""
+        return list(self._free), dict(self._used)
+
+    def set_state(self, state):
+        """Back to what state() returned (a snapshot's restore); the state stays reusable."""
+        free, used = state
+        self._free, self._used = list(free), dict(used)
+
     @property
     def used_bytes(self):
         return sum(self._used.values())

@@ -101,11 +101,10 @@ class Snapshot:
         self.run = {f: getattr(m, f) for f in _RUN_FIELDS}
         self.kernel_map_checked = m.mem.kernel_map_checked
         area = m.module_area
-        self.area = None if area is None else (list(area._free), dict(area._used))
+        self.area = None if area is None else area.state()
         # a Linux guest's run state: the report of a panic in progress, kpemu's area
-        self.guest = None if m.guest is None else (
-            m.guest.panic_oops, list(m.guest.area.allocator._free),
-            dict(m.guest.area.allocator._used))
+        self.guest = None if m.guest is None else (m.guest.panic_oops,
+                                                   m.guest.area.allocator.state())
         # kallsyms rebinds its sorted lists when a module comes or goes and never edits
         # them in place: they are shared, its dicts copied.
         self.symbols_ref = m.symbols._syms
@@ -201,11 +200,10 @@ def restore(m, snap):
     m.mem.kernel_map_checked = snap.kernel_map_checked
     # 4. The host's view of the kernel.
     if snap.area is not None:
-        m.module_area._free = list(snap.area[0])
-        m.module_area._used = dict(snap.area[1])
+        m.module_area.set_state(snap.area)
     if m.guest is not None:
-        m.guest.panic_oops, free, used = snap.guest
-        m.guest.area.allocator._free, m.guest.area.allocator._used = list(free), dict(used)
+        m.guest.panic_oops, area = snap.guest
+        m.guest.area.allocator.set_state(area)
     if m.symbols._syms is not snap.symbols_ref:      # rebuilt since: a module came or went
         for k, v in snap.symbols.items():
             setattr(m.symbols, k, v if isinstance(v, list) else copy.copy(v))
