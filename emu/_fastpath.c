@@ -969,6 +969,10 @@ typedef struct {
 	int ip_id;			/* UC_X86_REG_RIP */
 	int flags_id;			/* UC_X86_REG_EFLAGS */
 	unsigned long long calls;	/* interrupts seen */
+	/* table[vector] for the exception vectors, kept while the dict's version
+	 * (PEP 509) is `version[vector]` (0: not kept); borrowed: the table holds it */
+	PyObject *handlers[32];
+	uint64_t version[32];
 } InterruptHook;
 
 /* Keep the pending exception (the first one wins) and stop the guest before its
@@ -1052,13 +1056,27 @@ static int dispatch(InterruptHook *h, unsigned int intno, uint64_t *ip, uint64_t
 		PyErr_SetString(PyExc_RuntimeError, "kpemu: interrupt hook used after its engine");
 		return -1;
 	}
-	key = PyLong_FromUnsignedLong(intno);
-	if (key == NULL)
-		return -1;
-	handlers = PyDict_GetItemWithError(h->table, key);
-	Py_DECREF(key);
-	if (handlers == NULL && PyErr_Occurred())
-		return -1;
+#if PY_VERSION_HEX < 0x030C0000
+	if (intno < 32 && h->version[intno] != 0 &&
+	    h->version[intno] == ((PyDictObject *)h->table)->ma_version_tag) {
+		handlers = h->handlers[intno];
+	} else
+#endif
+	{
+		key = PyLong_FromUnsignedLong(intno);
+		if (key == NULL)
+			return -1;
+		handlers = PyDict_GetItemWithError(h->table, key);
+		Py_DECREF(key);
+		if (handlers == NULL && PyErr_Occurred())
+			return -1;
+#if PY_VERSION_HEX < 0x030C0000
+		if (intno < 32) {
+			h->handlers[intno] = handlers;
+			h->version[intno] = ((PyDictObject *)h->table)->ma_version_tag;
+		}
+#endif
+	}
 	if (handlers != NULL && PyList_Check(handlers)) {
 		Py_INCREF(handlers);
 		/* Like a Python for loop: the list may change under a handler. */
@@ -1264,6 +1282,7 @@ static int ih_init(InterruptHook *self, PyObject *args, PyObject *kwds)
 	}
 	Py_INCREF(table);
 	Py_XSETREF(self->table, table);
+	memset(self->version, 0, sizeof(self->version));
 	Py_INCREF(fallback);
 	Py_XSETREF(self->fallback, fallback);
 	Py_INCREF(owner);
@@ -1657,11 +1676,14 @@ static int pr_setattro(PyObject *r, PyObject *name, PyObject *value)
 
 static void pr_write_dirty(PtRegsObject *r)
 {
-	int i;
+	uint32_t dirty = r->dirty;	/* most handlers write nothing */
 
-	for (i = 0; i < NREGS; i++)
-		if (r->dirty & (1u << i))
-			r->rf->reg_write(r->rf->uc, r->rf->ids[i], &r->val[i]);
+	while (dirty) {
+		int i = __builtin_ctz(dirty);
+
+		r->rf->reg_write(r->rf->uc, r->rf->ids[i], &r->val[i]);
+		dirty &= dirty - 1;
+	}
 	r->dirty = 0;
 }
 
@@ -1796,6 +1818,21 @@ static PyObject *api_regs_at_trap(PyObject *regfile, uint64_t ip, uint64_t flags
 	return (PyObject *)r;
 }
 
+static PyObject *api_regs_again(PyObject *regfile, PyObject *regs, uint64_t ip,
+				uint64_t flags)
+{
+	PtRegsObject *r = (PtRegsObject *)regs;
+
+	if (!Py_IS_TYPE(regs, &PtRegsType) || Py_REFCNT(regs) != 1 ||
+	    (PyObject *)r->rf != regfile)
+		return NULL;
+	r->val[REG_IP] = ip;
+	r->val[REG_FLAGS] = flags;
+	r->valid = (1u << REG_IP) | (1u << REG_FLAGS);
+	r->dirty = 0;
+	return Py_NewRef(regs);
+}
+
 static int api_regs_trap_return(PyObject *regs, uint64_t *ip, uint64_t *flags)
 {
 	PtRegsObject *r = (PtRegsObject *)regs;
@@ -1845,6 +1882,7 @@ static int api_vmem_write_u64(PyObject *regfile, uint64_t va, uint64_t value)
 
 static struct kpemu_api c_api = {
 	.regs_at_trap = api_regs_at_trap,
+	.regs_again = api_regs_again,
 	.regs_trap_return = api_regs_trap_return,
 	.trap_result = python_result,
 	.reg_read = api_reg_read,

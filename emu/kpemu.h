@@ -72,6 +72,12 @@ struct kpemu_api {
 	/* PtRegs.at_trap(): a new view of the CPU behind `regfile` (the engine's
 	 * RegFile) with ip and flags as trapped; NULL with an exception set. */
 	PyObject *(*regs_at_trap)(PyObject *regfile, uint64_t ip, uint64_t flags);
+	/* The same for a view regs_at_trap() made earlier that nobody else holds
+	 * now (the caller's is its only reference): that object again, as new --
+	 * nothing read, nothing to write -- a new reference.  NULL, no exception
+	 * set, when someone else holds it (a handler kept it) or it is not a view
+	 * of `regfile`: the caller makes a new one. */
+	PyObject *(*regs_again)(PyObject *regfile, PyObject *regs, uint64_t ip, uint64_t flags);
 	/* PtRegs.trap_return(): write the changed registers other than ip and
 	 * flags and give those two back; -1 with an exception set. */
 	int (*regs_trap_return)(PyObject *regs, uint64_t *ip, uint64_t *flags);

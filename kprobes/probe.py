@@ -27,15 +27,16 @@ class Kprobe:
     fault_handler(p, regs, trapnr) -> int   non-zero: fault handled
     """
 
+    # What every hit reads is kept in slots, which the C trap path (trap.c) reads at their
+    # offsets instead of looking each up by name; the rest is in the __dict__ as usual.
+    __slots__ = ("pre_handler", "post_handler", "ainsn", "disabled", "guest_shared",
+                 "__dict__", "__weakref__")
+
     is_aggregate = False
     internal = False
     kretprobe = None
     resume_in_post_handler = False
     kind = "k"
-    disabled = False    # what the user asked (disable_kprobe); an aggregate derives it
-    # The guest kernel's own kprobes have (had) a probe at this address: every hit takes
-    # the Python trap path, which asks Linux's table (kprobes/arch/x86_64/guest_kprobes.py).
-    guest_shared = False
     # KPROBE_FLAG_GONE: the module holding its text was unloaded; it stays registered (and
     # listed) until unregistered, never armed or written again.
     gone = False
@@ -48,6 +49,11 @@ class Kprobe:
         self.pre_handler = pre_handler
         self.post_handler = post_handler
         self.fault_handler = fault_handler
+        self.disabled = False        # what the user asked (disable_kprobe); an aggregate
+                                     # derives it
+        # The guest kernel's own kprobes have (had) a probe at this address: every hit
+        # takes the Python trap path, which asks Linux's table (arch's guest_kprobes.py).
+        self.guest_shared = False
         self.nmissed = 0
         self.misses = Counter()      # nmissed by cause
         self.opcode = None           # the byte the int3 replaced
@@ -142,6 +148,12 @@ class AggrKprobe(Kprobe):
     @property
     def disabled(self):
         return all(c.disabled for c in self.children)
+
+    @disabled.setter
+    def disabled(self, value):
+        # Only Kprobe.__init__'s default comes here: an aggregate has no flag of its own.
+        if value:
+            raise AttributeError("an aggregate is disabled by disabling all its children")
 
     def aggr_pre_handler(self, _p, regs):
         core = self.core

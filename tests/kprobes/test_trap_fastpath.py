@@ -257,3 +257,126 @@ def test_an_aggregate_counts_a_miss_on_every_child(km):
     k.register_kprobes([a, b])
     k.missed_all(k.table[a.addr], "reentered")
     assert (a.nmissed, b.nmissed) == (1, 1) and a.misses == b.misses == {"reentered": 1}
+
+
+def test_what_a_hit_reads_of_a_probe_is_read_at_each_hit(km, trap_path):
+    """trap.c reads a probe's handlers and flags from its slots at each hit and keeps the
+    table's answer only while the table is unchanged: a handler replaced or deleted, the
+    probe disabled and enabled, another probe at its address -- each is seen at the very
+    next hit."""
+    m, k = km
+    log = []
+    p = Kprobe(symbol_name="fib", pre_handler=lambda p, r: log.append("a") or 0)
+    k.register_kprobe(p)
+    assert m.call("fib", 1) == 1 and m.call("fib", 1) == 1 and log == ["a", "a"]
+    p.pre_handler = lambda p, r: log.append("b") or 0
+    p.post_handler = lambda p, r, f: log.append("post")
+    assert m.call("fib", 1) == 1 and log[2:] == ["b", "post"]
+    del p.post_handler              # Kprobe's class has none: the instance's was the one
+    with pytest.raises(AttributeError):
+        p.post_handler
+    p.post_handler = None
+    k.disable_kprobe(p)
+    assert m.call("fib", 1) == 1 and log[4:] == []
+    k.enable_kprobe(p)
+    assert m.call("fib", 1) == 1 and log[4:] == ["b"]
+    k.register_kprobe(Kprobe(symbol_name="sys_mkdir"))   # the table changes elsewhere
+    assert m.call("fib", 1) == 1 and log[5:] == ["b"]
+    k.unregister_kprobe(p)
+    k.register_kprobe(Kprobe(symbol_name="fib", pre_handler=lambda p, r: log.append("q") or 0))
+    assert m.call("fib", 1) == 1 and log[6:] == ["q"]
+    assert k.arch.fast_hits == (6 if trap_path == "c-path" else 0)
+
+
+def test_a_pre_handler_that_changes_its_probe_is_seen_by_its_own_step(km, trap_path):
+    """The #DB of a hit uses what its int3 read unless a handler changed something in
+    between: a post_handler the pre_handler installs is called at that very step."""
+    m, k = km
+    log = []
+
+    def pre(p, regs):
+        p.post_handler = lambda p, r, f: log.append(("post", r.di))
+        return 0
+
+    k.register_kprobe(Kprobe(symbol_name="fib", pre_handler=pre))
+    assert m.call("fib", 2) == 1
+    assert log == [("post", 2), ("post", 1), ("post", 0)]
+
+
+def test_a_probe_class_changed_between_hits(km, trap_path):
+    """A handler the probe's class gives instead of the slot: replacing it on the class
+    (which gives the type a new version tag) is seen at the next hit."""
+    m, k = km
+    log = []
+
+    class ClassHandled(Kprobe):
+        def pre_handler(self, p, regs):
+            log.append("method")
+            return 0
+
+    p = ClassHandled(symbol_name="fib")
+    del p.pre_handler               # __init__ set None on the instance: the class's now
+    k.register_kprobe(p)
+    assert m.call("fib", 1) == 1 and log == ["method"]
+    ClassHandled.pre_handler = lambda self, p, regs: log.append("replaced") or 0
+    assert m.call("fib", 1) == 1 and log == ["method", "replaced"]
+    assert k.arch.fast_hits == (2 if trap_path == "c-path" else 0)
+
+
+def test_a_probe_whose_handler_is_computed_is_asked_at_every_hit(km, trap_path):
+    """A property for a handler may answer differently with nothing set on the probe:
+    trap.c reads such an attribute by name at each hit (as it does an aggregate's
+    `disabled`, its children's), not at the slot's offset."""
+    m, k = km
+    log = []
+
+    class Switching(Kprobe):
+        which = 0
+        handlers = (lambda p, r: log.append(0) or 0, lambda p, r: log.append(1) or 0)
+
+        @property
+        def pre_handler(self):
+            return self.handlers[self.which]
+
+        @pre_handler.setter
+        def pre_handler(self, value):
+            pass
+
+    p = Switching(symbol_name="fib")
+    k.register_kprobe(p)
+    assert m.call("fib", 1) == 1
+    object.__setattr__(p, "which", 1)       # not even through Kprobe.__setattr__
+    assert m.call("fib", 1) == 1 and log == [0, 1]
+
+
+def test_a_regs_view_a_handler_keeps_is_never_reused(km, trap_path):
+    """trap.c hands the next trap the view the last one made when nobody kept it; one a
+    handler kept stays what it was."""
+    m, k = km
+    kept = []
+
+    def pre(p, regs):
+        regs.di                 # read now, kept in the view
+        kept.append(regs)
+        return 0
+
+    k.register_kprobe(Kprobe(symbol_name="fib", pre_handler=pre,
+                             post_handler=lambda p, r, f: r.ip))
+    assert m.call("fib", 3) == 2
+    assert len({id(r) for r in kept}) == len(kept) == 5
+    assert [r.di for r in kept] == [3, 2, 1, 0, 1]
+
+
+
+def test_an_aggregate_is_disabled_only_through_its_children(km):
+    m, k = km
+    a, b = Kprobe(symbol_name="fib"), Kprobe(symbol_name="fib")
+    k.register_kprobes([a, b])
+    top = k.table[a.addr]
+    assert top.is_aggregate and top.disabled is False
+    top.disabled = False                    # Kprobe.__init__'s default: nothing to do
+    with pytest.raises(AttributeError, match="disabling all its children"):
+        top.disabled = True
+    k.disable_kprobe(a)
+    k.disable_kprobe(b)
+    assert top.disabled is True and a.addr not in k.armed

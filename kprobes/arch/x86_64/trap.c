@@ -123,6 +123,22 @@ static void seen_clear(struct seen_probe *seen)
 	Py_CLEAR(seen->kretprobe);
 }
 
+/* What every hit reads of a probe by name: Kprobe keeps these in slots
+ * (kprobes/probe.py), and a hit reads a slot at its offset in the object --
+ * live, nothing kept -- when the probe's type gives the attribute by that slot
+ * (a subclass may give it otherwise: an aggregate's `disabled` is a property).
+ * What a type gives is found once per type and version tag (a class changed
+ * gets a new tag). */
+enum { HS_PRE, HS_POST, HS_AINSN, HS_DISABLED, HS_GUEST_SHARED, HS_N };
+static PyObject *hs_names[HS_N];
+
+struct hit_layout {
+	PyTypeObject *tp;		/* compared only, with its version tag */
+	unsigned int version;
+	Py_ssize_t off[HS_N];		/* the slot's offset, or -1: by name */
+};
+#define LAYOUTS 4
+
 typedef struct {
 	PyObject_HEAD
 	/* the per-CPU state of 2.6.13, shared with the Python trap path */
@@ -162,6 +178,14 @@ typedef struct {
 	int krp_gs_id;			/* Unicorn ids of gs_base and rsp */
 	int krp_sp_id;
 	struct seen_probe seen[SEEN_SIZE];	/* by probe address */
+	struct seen_address {		/* the table's answer for an address ... */
+		uint64_t addr;
+		PyObject *probe;	/* borrowed: the table holds it ... */
+		uint64_t version;	/* ... while the table's version is this */
+	} addrs[SEEN_SIZE];
+	struct hit_layout layouts[LAYOUTS];	/* the probe types seen last */
+	unsigned int next_layout;
+	PyObject *spare_regs;		/* the last pt_regs view made, for the next trap */
 } KprobeCtlblk;
 
 static PyObject *s_disabled, *s_guest_shared, *s_ainsn, *s_slot, *s_if_modifier, *s_resume,
@@ -238,6 +262,107 @@ static int attr_true(PyObject *obj, PyObject *name)
 	r = PyObject_IsTrue(v);
 	Py_DECREF(v);
 	return r;
+}
+
+/* The probe the table has at `addr` (borrowed), or NULL (an exception set, or
+ * none).  The table's answer is kept while the dict is unchanged: CPython
+ * versions every dict (PEP 509's ma_version_tag, for caches like this one;
+ * deprecated from 3.12, where every hit asks the table). */
+static PyObject *table_probe(KprobeCtlblk *s, uint64_t addr)
+{
+	struct seen_address *a = &s->addrs[addr % SEEN_SIZE];
+	PyObject *key, *p;
+
+#if PY_VERSION_HEX < 0x030C0000
+	if (a->probe != NULL && a->addr == addr &&
+	    a->version == ((PyDictObject *)s->table)->ma_version_tag)
+		return a->probe;
+#endif
+	key = PyLong_FromUnsignedLongLong(addr);
+	if (key == NULL)
+		return NULL;
+	p = PyDict_GetItemWithError(s->table, key);
+	Py_DECREF(key);
+	a->probe = NULL;
+#if PY_VERSION_HEX < 0x030C0000
+	if (p != NULL) {
+		a->addr = addr;
+		a->probe = p;
+		a->version = ((PyDictObject *)s->table)->ma_version_tag;
+	}
+#endif
+	return p;
+}
+
+/* How `p`'s type gives the hit-state attributes, or NULL: by name this time (a
+ * type without a valid version tag). */
+static const struct hit_layout *hit_layout(KprobeCtlblk *s, PyObject *p)
+{
+	PyTypeObject *tp = Py_TYPE(p);
+	struct hit_layout *l;
+	int i;
+
+	for (i = 0; i < LAYOUTS; i++) {
+		l = &s->layouts[i];
+		if (l->tp == tp && PyType_HasFeature(tp, Py_TPFLAGS_VALID_VERSION_TAG) &&
+		    tp->tp_version_tag == l->version)
+			return l;
+	}
+	l = &s->layouts[s->next_layout++ % LAYOUTS];
+	l->tp = NULL;
+	for (i = 0; i < HS_N; i++) {
+		/* what the instance's attribute lookup finds first: a data descriptor */
+		PyObject *d = _PyType_Lookup(tp, hs_names[i]);
+
+		l->off[i] = -1;
+		if (tp->tp_getattro == PyObject_GenericGetAttr && d != NULL &&
+		    Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+		    ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX)
+			l->off[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+	}
+	if (!PyType_HasFeature(tp, Py_TPFLAGS_VALID_VERSION_TAG))
+		return NULL;
+	l->tp = tp;
+	l->version = tp->tp_version_tag;
+	return l;
+}
+
+/* p's hit-state attribute `i`: a new reference, or NULL with an exception. */
+static PyObject *hit_attr(PyObject *p, const struct hit_layout *l, int i)
+{
+	if (l != NULL && l->off[i] >= 0) {
+		PyObject *v = *(PyObject **)((char *)p + l->off[i]);
+
+		if (v != NULL)
+			return Py_NewRef(v);
+	}
+	return PyObject_GetAttr(p, hs_names[i]);	/* (an empty slot: its AttributeError) */
+}
+
+static int hit_true(PyObject *p, const struct hit_layout *l, int i)
+{
+	PyObject *v = hit_attr(p, l, i);
+	int truth;
+
+	if (v == NULL)
+		return -1;
+	truth = v == Py_False ? 0 : v == Py_True ? 1 : PyObject_IsTrue(v);
+	Py_DECREF(v);
+	return truth;
+}
+
+/* A pt_regs view for a trap: the last one made again when nobody kept it. */
+static PyObject *trap_regs(KprobeCtlblk *s, uint64_t ip, uint64_t flags)
+{
+	PyObject *regs;
+
+	if (s->spare_regs != NULL &&
+	    (regs = api->regs_again(s->regfile, s->spare_regs, ip, flags)) != NULL)
+		return regs;
+	regs = api->regs_at_trap(s->regfile, ip, flags);
+	if (regs != NULL)
+		Py_XSETREF(s->spare_regs, Py_NewRef(regs));
+	return regs;
 }
 
 static void unlock(KprobeCtlblk *s)
@@ -1355,7 +1480,8 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 {
 	KprobeCtlblk *s = (KprobeCtlblk *)owner;
 	uint64_t addr = *ip - 1, slot;
-	PyObject *key, *p, *ainsn = NULL, *pre = NULL, *regs = NULL, *res = NULL;
+	PyObject *p, *ainsn = NULL, *pre = NULL, *regs = NULL, *res = NULL;
+	const struct hit_layout *layout;
 	struct seen_probe *seen;
 	long resume = -1;
 	int disabled, if_modifier, in_post, changed, code = -1;
@@ -1364,25 +1490,22 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 		return -1;
 	if (!s->fastpath || s->running || observed(s) || s->resume_hit != Py_None)
 		return to_python(s->slow_int3, vector, ip, flags);
-	key = PyLong_FromUnsignedLongLong(addr);
-	if (key == NULL)
-		return -1;
-	p = PyDict_GetItemWithError(s->table, key);
-	Py_DECREF(key);
+	p = table_probe(s, addr);
 	if (p == NULL) {
 		if (PyErr_Occurred())
 			return -1;
 		return to_python(s->slow_int3, vector, ip, flags);	/* not ours */
 	}
 	Py_INCREF(p);
-	disabled = attr_true(p, s_disabled);
+	layout = hit_layout(s, p);
+	disabled = hit_true(p, layout, HS_DISABLED);
 	if (disabled == 0)	/* an address Linux's own kprobes share: Python decides */
-		disabled = attr_true(p, s_guest_shared);
+		disabled = hit_true(p, layout, HS_GUEST_SHARED);
 	if (disabled != 0) {
 		Py_DECREF(p);
 		return disabled < 0 ? -1 : to_python(s->slow_int3, vector, ip, flags);
 	}
-	ainsn = PyObject_GetAttr(p, s_ainsn);
+	ainsn = hit_attr(p, layout, HS_AINSN);
 	if (ainsn == NULL)
 		goto out;
 	seen = &s->seen[addr % SEEN_SIZE];
@@ -1413,7 +1536,7 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 		code = to_python(s->slow_int3, vector, ip, flags);
 		goto out;
 	}
-	if ((pre = PyObject_GetAttr(p, s_pre_handler)) == NULL)
+	if ((pre = hit_attr(p, layout, HS_PRE)) == NULL)
 		goto out;
 
 	/* The hit is ours from here on: the state the Python path sets up. */
@@ -1465,7 +1588,7 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 	if (pre != Py_None) {
 		PyObject *argv[2];
 
-		regs = api->regs_at_trap(s->regfile, *ip, *flags);
+		regs = trap_regs(s, *ip, *flags);
 		if (regs == NULL)
 			goto out;
 		argv[0] = p;
@@ -1506,6 +1629,7 @@ static int ts_debug(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t
 {
 	KprobeCtlblk *s = (KprobeCtlblk *)owner;
 	PyObject *p, *post = NULL, *regs = NULL, *res;
+	const struct hit_layout *layout;
 	int disabled, code = -1;
 
 	if (check_entry(s, "the debug handler", vector, 1) < 0)
@@ -1519,8 +1643,9 @@ static int ts_debug(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t
 		return to_python(s->slow_debug, vector, ip, flags);
 	p = s->hit_probe;
 	Py_INCREF(p);
-	if ((post = PyObject_GetAttr(p, s_post_handler)) == NULL ||
-	    (disabled = attr_true(p, s_disabled)) < 0)
+	layout = hit_layout(s, p);
+	if ((post = hit_attr(p, layout, HS_POST)) == NULL ||
+	    (disabled = hit_true(p, layout, HS_DISABLED)) < 0)
 		goto out;
 
 	s->n_debug++;
@@ -1529,7 +1654,7 @@ static int ts_debug(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t
 		PyObject *argv[3];
 
 		s->status = KPROBE_HIT_SSDONE;
-		regs = api->regs_at_trap(s->regfile, *ip, *flags);
+		regs = trap_regs(s, *ip, *flags);
 		if (regs == NULL)
 			goto out;
 		argv[0] = p;
@@ -1629,6 +1754,7 @@ static int kcb_traverse(KprobeCtlblk *s, visitproc visit, void *arg)
 	Py_VISIT(s->krp_table);
 	Py_VISIT(s->krp_tramp_probe);
 	Py_VISIT(s->krp_manager);
+	Py_VISIT(s->spare_regs);
 	for (int i = 0; i < SEEN_SIZE; i++) {
 		Py_VISIT(s->seen[i].probe);
 		Py_VISIT(s->seen[i].ainsn);
@@ -1652,6 +1778,7 @@ static int kcb_clear(KprobeCtlblk *s)
 	Py_CLEAR(s->krp_table);
 	Py_CLEAR(s->krp_tramp_probe);
 	Py_CLEAR(s->krp_manager);
+	Py_CLEAR(s->spare_regs);
 	for (int i = 0; i < SEEN_SIZE; i++)
 		seen_clear(&s->seen[i]);
 	/* counter_owner is kept: the counter must outlive any late trap */
@@ -1814,6 +1941,11 @@ PyMODINIT_FUNC PyInit__trap(void)
 	    intern(&s_popleft, "popleft") || intern(&s_append, "append") ||
 	    (zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL)
 		return NULL;
+	hs_names[HS_PRE] = s_pre_handler;
+	hs_names[HS_POST] = s_post_handler;
+	hs_names[HS_AINSN] = s_ainsn;
+	hs_names[HS_DISABLED] = s_disabled;
+	hs_names[HS_GUEST_SHARED] = s_guest_shared;
 	api = PyCapsule_Import(KPEMU_API_CAPSULE, 0);
 	if (api == NULL)
 		return NULL;
