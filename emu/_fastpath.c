@@ -66,6 +66,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +137,33 @@ typedef int (*uc_reg_fn)(void *uc, int regid, void *value);
  * The block hook also calls the engine's entry hooks (a Python fn() for a
  * block starting at a given address), so that it stays the only block hook:
  * Unicorn calls a block hook from the translated code only when it is alone.
+ *
+ * Guest stores, and code pages.  A store goes through Unicorn's fast path
+ * (inline, no call) once its TLB entry is "dirty"; until then each store calls
+ * notdirty_write(), which drops the translations the store overlaps and makes
+ * the entry dirty -- but only if no memory hook's range covers the physical
+ * address and the entry is not executable (Unicorn 2.1.4 stubs out QEMU's
+ * dirty bitmap, so nothing else decides).  When a translation is made,
+ * Unicorn un-dirties only the entries of the virtual page it was made from.
+ * So a page of code written through another, non-executable mapping (a
+ * page-cache page of a program, which the kernel writes through its direct
+ * map; a JIT's second mapping) would, once that entry is dirty, be written
+ * with no translation dropped: stale code.  QEMU keeps code pages' entries
+ * un-dirty by physical page.  kpemu does the same here: the first time a
+ * translation of a physical page is seen, the page is "guarded" -- put in
+ * the range of one of a fixed set of memory hooks (UC_HOOK_MEM_FETCH_UNMAPPED,
+ * which never fires for RAM: their one effect is that notdirty_write leaves
+ * the page's entries un-dirty) -- and every dirty entry mapping it is made
+ * un-dirty (tlb_reset_dirty, by host address: all its mappings).  Every store
+ * to a code page then drops what it overwrites, as on QEMU and on the CPU;
+ * stores to other pages go the fast path.  A page stays guarded.  The hook
+ * ranges are the struct hooks' begin and end, moved in C (private offsets,
+ * checked at set_guards()); a page near a guarded range widens it, and once
+ * every hook is in use the nearest range is widened (more pages guarded: a
+ * slower store there, never a wrong one).  One gap remains: a translation is
+ * seen at its first run, and a store through a dirty second mapping between
+ * its making and that run (an interrupt handler taken in between rewriting
+ * the very code it returns to, through another mapping) would not drop it.
  */
 
 #define B_IO		1u	/* has port I/O or cpuid: run per instruction */
@@ -145,6 +173,9 @@ typedef int (*uc_reg_fn)(void *uc, int regid, void *value);
 #define MAX_BLOCK_BYTES	8192
 #define MAX_TRANSLATIONS (1u << 20)	/* then the table starts afresh (code retranslated
 					 * again and again: probes armed and disarmed) */
+#define GUARDS		128	/* memory hooks that guard code pages */
+#define GUARD_GAP	(32ull << 12)	/* a page this near a guarded range widens it */
+#define NEVER		UINT64_MAX
 
 struct block {
 	uint64_t key;		/* the address in the translation the hook returns to */
@@ -198,6 +229,13 @@ struct clock_state {
 	size_t max_translations;	/* MAX_TRANSLATIONS, lower in tests */
 	uint64_t decoded;	/* translations decoded */
 	uint64_t blocks;	/* blocks counted whole */
+	/* code pages (see the top of this part); n_guards 0: not set up */
+	uint8_t *guarded;	/* a bit per RAM page */
+	uint64_t *guards[GUARDS];	/* begin, end of each guard hook (struct hook) */
+	int n_guards, guards_used;
+	void *cpu;		/* Unicorn's CPUState */
+	void (*reset_dirty)(void *cpu, uintptr_t start, uintptr_t length);	/* tlb_reset_dirty */
+	uint64_t guarded_pages;	/* pages guarded (stats) */
 	uint8_t buf[MAX_BLOCK_BYTES];
 };
 
@@ -400,6 +438,65 @@ static void block_set_flags(struct clock_state *s, struct block *b)
 		b->flags |= B_ENTRY;
 }
 
+static int page_guarded(struct clock_state *s, uint64_t pa)
+{
+	return s->guarded[pa >> 15] & (1u << ((pa >> 12) & 7));
+}
+
+/* Guard the RAM pages [lo, hi] (page addresses, hi >= lo): in the bitmap, in a
+ * guard hook's range, and no dirty TLB entry left for them. */
+static void guard_range(struct clock_state *s, uint64_t lo, uint64_t hi)
+{
+	uint64_t *g = NULL, best = NEVER, pa;
+	int i;
+
+	for (i = 0; i < s->guards_used; i++) {	/* the nearest range */
+		uint64_t *r = s->guards[i];
+		uint64_t d = hi < r[0] ? r[0] - hi : lo > r[1] ? lo - r[1] : 0;
+
+		if (d < best) {
+			best = d;
+			g = r;
+		}
+	}
+	if (g != NULL && (best <= GUARD_GAP || s->guards_used == s->n_guards)) {
+		if (lo > g[1])		/* what widening covers is guarded too */
+			lo = g[1] + 1;
+		if (hi < g[0])
+			hi = g[0] - 0x1000;
+		if (lo < g[0])
+			g[0] = lo;
+		if (hi + 0xfff > g[1])
+			g[1] = hi + 0xfff;
+	} else {
+		g = s->guards[s->guards_used++];
+		g[0] = lo;
+		g[1] = hi + 0xfff;
+	}
+	for (pa = lo; pa <= hi; pa += 0x1000) {
+		if (!page_guarded(s, pa)) {
+			s->guarded[pa >> 15] |= 1u << ((pa >> 12) & 7);
+			s->guarded_pages++;
+		}
+	}
+	s->reset_dirty(s->cpu, (uintptr_t)s->ram + lo, hi + 0x1000 - lo);
+}
+
+/* A translation of [pc, pc+size) was just seen: guard its physical pages. */
+static void guard_code(struct clock_state *s, void *uc, uint64_t pc, uint32_t size)
+{
+	uint64_t cr0 = 0, cr3 = 0, va;
+
+	s->reg_read(uc, s->cr0_id, &cr0);
+	s->reg_read(uc, s->cr3_id, &cr3);
+	for (va = pc & ~0xfffull; va < pc + (size ? size : 1); va += 0x1000) {
+		uint64_t pa = walk(s, cr0, cr3, va);
+
+		if (pa != ~0ull && pa < s->ram_size && !page_guarded(s, pa & ~0xfffull))
+			guard_range(s, pa & ~0xfffull, pa & ~0xfffull);
+	}
+}
+
 static struct block *lookup_block(struct clock_state *s, void *uc, uint64_t key, uint64_t pc,
 				  uint32_t size)
 {
@@ -414,6 +511,8 @@ static struct block *lookup_block(struct clock_state *s, void *uc, uint64_t key,
 	if (slot == NULL && s->tbs.used >= s->max_translations && s->saved == 0 &&
 	    s->c->block == NULL)
 		free_blocks(s);		/* nothing points into it now */
+	if (s->n_guards > 0)
+		guard_code(s, uc, pc, size);
 	b = decode_block(s, uc, key, pc, size);
 	if (b == NULL)
 		return NULL;
@@ -673,6 +772,7 @@ static void bc_dealloc(BlockClock *self)
 		free_blocks(self->s);
 		map_free(&self->s->precise);
 		map_free(&self->s->entries);
+		free(self->s->guarded);
 		free(self->s);
 	}
 	Py_CLEAR(self->icount_owner);
@@ -745,6 +845,73 @@ static PyObject *bc_set_hook(BlockClock *self, PyObject *args)
 		return NULL;
 	}
 	self->s->range = h;
+	Py_RETURN_NONE;
+}
+
+/* A guard hook's callback: never called for RAM, which is mapped. */
+static bool kpemu_guard_hook(void *uc, int type, uint64_t address, int size, int64_t value,
+			     void *user_data)
+{
+	(void)uc, (void)type, (void)address, (void)size, (void)value, (void)user_data;
+	return false;
+}
+
+/* set_guards(handles, get_cpu, reset_dirty): the guard hooks (uc_hook handles
+ * of hooks added with kpemu_guard_hook, this clock's user data and the range
+ * [NEVER, NEVER]), checked as set_hook() checks, and Unicorn's qemu_get_cpu
+ * (its one CPU has no index: -1) and tlb_reset_dirty. */
+static PyObject *bc_set_guards(BlockClock *self, PyObject *args)
+{
+	struct clock_state *s = self->s;
+	unsigned long long get_cpu, reset_dirty;
+	PyObject *handles;
+	Py_ssize_t i, n;
+
+	if (!PyArg_ParseTuple(args, "OKK:set_guards", &handles, &get_cpu, &reset_dirty))
+		return NULL;
+	handles = PySequence_Fast(handles, "handles must be a sequence");
+	if (handles == NULL)
+		return NULL;
+	n = PySequence_Fast_GET_SIZE(handles);
+	if (n == 0 || n > GUARDS || !get_cpu || !reset_dirty || s->n_guards) {
+		Py_DECREF(handles);
+		PyErr_SetString(PyExc_ValueError, "set_guards: 1 to 128 hooks, once, and two functions");
+		return NULL;
+	}
+	s->guarded = calloc((s->ram_size >> 15) + 1, 1);
+	if (s->guarded == NULL) {
+		Py_DECREF(handles);
+		return PyErr_NoMemory();
+	}
+	for (i = 0; i < n; i++) {
+		uintptr_t addr = (uintptr_t)PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(handles, i));
+		uint64_t *h = (uint64_t *)(addr + 24);
+		void **p = (void **)(addr + 40);
+
+		if (PyErr_Occurred() || addr == 0 || h[0] != NEVER || h[1] != NEVER ||
+		    p[0] != (void *)kpemu_guard_hook || p[1] != (void *)s->c) {
+			Py_DECREF(handles);
+			free(s->guarded);
+			s->guarded = NULL;
+			if (!PyErr_Occurred())
+				PyErr_SetString(PyExc_RuntimeError,
+						"libunicorn's struct hook is not laid out as kpemu "
+						"expects (begin, end, callback, user_data at +24, +32, "
+						"+40, +48)");
+			return NULL;
+		}
+		s->guards[i] = h;
+	}
+	Py_DECREF(handles);
+	s->cpu = ((void *(*)(void *, int))(uintptr_t)get_cpu)(self->uc, -1);
+	if (s->cpu == NULL) {
+		free(s->guarded);
+		s->guarded = NULL;
+		PyErr_SetString(PyExc_RuntimeError, "libunicorn's qemu_get_cpu(uc, -1) found no CPU");
+		return NULL;
+	}
+	s->reset_dirty = (void (*)(void *, uintptr_t, uintptr_t))(uintptr_t)reset_dirty;
+	s->n_guards = (int)n;
 	Py_RETURN_NONE;
 }
 
@@ -897,10 +1064,12 @@ static PyObject *bc_get_stats(BlockClock *self, void *closure)
 {
 	struct clock_state *s = self->s;
 
-	return Py_BuildValue("{sKsKsnsn}", "decoded", (unsigned long long)s->decoded,
+	return Py_BuildValue("{sKsKsnsnsKsi}", "decoded", (unsigned long long)s->decoded,
 			     "blocks", (unsigned long long)s->blocks,
 			     "translations", (Py_ssize_t)s->tbs.used,
-			     "precise", (Py_ssize_t)s->precise.used);
+			     "precise", (Py_ssize_t)s->precise.used,
+			     "guarded_pages", (unsigned long long)s->guarded_pages,
+			     "guard_ranges", s->guards_used);
 }
 
 static PyMethodDef bc_methods[] = {
@@ -910,6 +1079,9 @@ static PyMethodDef bc_methods[] = {
 	 "add_precise(pc, size): count the block at pc per instruction from its next translation."},
 	{"set_hook", (PyCFunction)bc_set_hook, METH_VARARGS,
 	 "set_hook(handle, begin, end): the per-instruction hook whose range add_precise moves."},
+	{"set_guards", (PyCFunction)bc_set_guards, METH_VARARGS,
+	 "set_guards(handles, get_cpu, reset_dirty): the hooks that guard code pages, and\n"
+	 "Unicorn's qemu_get_cpu and tlb_reset_dirty (see part 1 of _fastpath.c)."},
 	{"take_want", (PyCFunction)bc_take_want, METH_NOARGS,
 	 "(pc, size) of the block to run per instruction, or None."},
 	{"sync", (PyCFunction)bc_sync, METH_O,
@@ -1977,6 +2149,11 @@ static PyObject *icount_hook_address(PyObject *self, PyObject *unused)
 	return PyLong_FromVoidPtr((void *)kpemu_icount_hook);
 }
 
+static PyObject *guard_hook_address(PyObject *self, PyObject *unused)
+{
+	return PyLong_FromVoidPtr((void *)kpemu_guard_hook);
+}
+
 static PyObject *block_hook_address(PyObject *self, PyObject *unused)
 {
 	return PyLong_FromVoidPtr((void *)kpemu_block_hook);
@@ -1995,6 +2172,9 @@ static PyObject *intr_hook_address(PyObject *self, PyObject *unused)
 static PyMethodDef methods[] = {
 	{"icount_hook_address", icount_hook_address, METH_NOARGS,
 	 "Address of the C UC_HOOK_CODE callback that counts instructions."},
+	{"guard_hook_address", guard_hook_address, METH_NOARGS,
+	 "Address of the C UC_HOOK_MEM_FETCH_UNMAPPED callback of the hooks that guard code\n"
+	 "pages (it never fires); user_data is a BlockClock's user_data."},
 	{"block_hook_address", block_hook_address, METH_NOARGS,
 	 "Address of the C UC_HOOK_BLOCK callback that counts blocks; user_data is a\n"
 	 "BlockClock's user_data."},

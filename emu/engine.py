@@ -100,6 +100,10 @@ _PRECISE_INSNS = (cs_x86.X86_INS_IN, cs_x86.X86_INS_OUT, cs_x86.X86_INS_INSB,
                   cs_x86.X86_INS_INSW, cs_x86.X86_INS_INSD, cs_x86.X86_INS_OUTSB,
                   cs_x86.X86_INS_OUTSW, cs_x86.X86_INS_OUTSD, cs_x86.X86_INS_CPUID)
 _HOOK_SYSCALL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+# Memory hooks whose ranges the block clock moves onto the code pages it sees (_fastpath.c
+# part 1): Unicorn then keeps every store there on its slow path, which drops the code a
+# store overwrites.
+_CODE_GUARDS = 32
 
 # CPU state the 2.1.4 API does not expose, reached through a saved context, whose data is a
 # copy of QEMU's CPUX86State: offsets of the pinned wheel (pyproject.toml: unicorn==2.1.4),
@@ -433,8 +437,26 @@ class Engine:
         self._add_hook(uc_const.UC_HOOK_INSN, _HOOK_SYSCALL(self._guard(syscall)), None, 1, 0,
                        ctypes.c_int(x86.UC_X86_INS_SYSCALL))
         self._add_hook(uc_const.UC_HOOK_INSN_INVALID, _HOOK_INVALID(self._guard(invalid, False)))
+        # Faults come only from beyond RAM (RAM is mapped whole, with every permission).
+        # A hook whose range covers RAM keeps Unicorn's stores there off the fast path;
+        # the block clock guards code pages instead (_fastpath.c part 1), so with it this
+        # hook covers only what lies beyond.  The per-instruction clock keeps the
+        # reference: every store the slow way.
+        fault_from = self.ram_size if self.clock_kind == "block" else 1
+        fault_to = NEVER if self.clock_kind == "block" else 0
         self._add_hook(uc_const.UC_HOOK_MEM_UNMAPPED | uc_const.UC_HOOK_MEM_PROT,
-                       _HOOK_MEM_INVALID(self._guard(mem_fault, False)))
+                       _HOOK_MEM_INVALID(self._guard(mem_fault, False)), None, fault_from,
+                       fault_to)
+        if self.clock_kind == "block":
+            guards = [self._add_hook(uc_const.UC_HOOK_MEM_FETCH_UNMAPPED,
+                                     ctypes.c_void_p(_fastpath.guard_hook_address()),
+                                     ctypes.c_void_p(self._clock.user_data), NEVER, NEVER)
+                      for _ in range(_CODE_GUARDS)]
+            try:
+                self._clock.set_guards(guards, _address(uclib.qemu_get_cpu_x86_64),
+                                       _address(uclib.tlb_reset_dirty_x86_64))
+            except (RuntimeError, AttributeError) as exc:
+                raise MachineError(f"{exc}; refusing to run") from None
 
     def add_entry_hook(self, addr, fn):
         """Call fn() when a translated block starts at `addr` -- a function's entry, which

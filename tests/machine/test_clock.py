@@ -145,7 +145,8 @@ def test_a_block_ended_by_hlt():
     code = NOP * 5 + HLT
     log, e = both(code)
     assert log == [("end", 6, CODE + 6, 0, 0)]
-    assert e.clock_stats == {"decoded": 1, "blocks": 1, "translations": 1, "precise": 0}
+    assert e.clock_stats == {"decoded": 1, "blocks": 1, "translations": 1, "precise": 0,
+                             "guarded_pages": 1, "guard_ranges": 1}
 
 
 def test_single_steps_under_tf():
