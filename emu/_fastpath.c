@@ -183,13 +183,16 @@ struct block {
 	uint32_t size;		/* bytes */
 	uint16_t icount;	/* instructions */
 	uint16_t flags;		/* B_* */
+	uint64_t last;		/* the address of its last instruction */
 	uint16_t *starts;	/* offset from pc of each instruction */
 };
 
-/* An open-addressed set of 64-bit keys with a value each (0 is no key). */
+/* An open-addressed set of 64-bit keys with a value each (0 is no key), a key
+ * beside its value: one cache line for a lookup (the block hook's, per block). */
 struct u64map {
-	uint64_t *keys;
-	uint64_t *vals;
+	struct {
+		uint64_t key, val;
+	} *slots;
 	size_t cap;		/* a power of two, or 0 */
 	size_t used;
 };
@@ -250,9 +253,9 @@ static uint64_t *map_find(const struct u64map *m, uint64_t key)
 
 	if (m->cap == 0)
 		return NULL;
-	for (i = map_slot(m, key); m->keys[i] != 0; i = (i + 1) & (m->cap - 1))
-		if (m->keys[i] == key)
-			return &m->vals[i];
+	for (i = map_slot(m, key); m->slots[i].key != 0; i = (i + 1) & (m->cap - 1))
+		if (m->slots[i].key == key)
+			return &m->slots[i].val;
 	return NULL;
 }
 
@@ -265,19 +268,15 @@ static int map_grow(struct u64map *m)
 
 	m->cap = old.cap ? old.cap * 2 : 1024;
 	m->used = 0;
-	m->keys = calloc(m->cap, sizeof(uint64_t));
-	m->vals = calloc(m->cap, sizeof(uint64_t));
-	if (m->keys == NULL || m->vals == NULL) {
-		free(m->keys);
-		free(m->vals);
+	m->slots = calloc(m->cap, sizeof(m->slots[0]));
+	if (m->slots == NULL) {
 		*m = old;
 		return -1;
 	}
 	for (i = 0; i < old.cap; i++)
-		if (old.keys[i] != 0)
-			map_put(m, old.keys[i], old.vals[i]);
-	free(old.keys);
-	free(old.vals);
+		if (old.slots[i].key != 0)
+			map_put(m, old.slots[i].key, old.slots[i].val);
+	free(old.slots);
 	return 0;
 }
 
@@ -287,20 +286,19 @@ static int map_put(struct u64map *m, uint64_t key, uint64_t val)
 
 	if ((m->used + 1) * 2 > m->cap && map_grow(m) < 0)
 		return -1;
-	for (i = map_slot(m, key); m->keys[i] != 0 && m->keys[i] != key;
+	for (i = map_slot(m, key); m->slots[i].key != 0 && m->slots[i].key != key;
 	     i = (i + 1) & (m->cap - 1))
 		;
-	if (m->keys[i] == 0)
+	if (m->slots[i].key == 0)
 		m->used++;
-	m->keys[i] = key;
-	m->vals[i] = val;
+	m->slots[i].key = key;
+	m->slots[i].val = val;
 	return 0;
 }
 
 static void map_free(struct u64map *m)
 {
-	free(m->keys);
-	free(m->vals);
+	free(m->slots);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -309,8 +307,8 @@ static void free_blocks(struct clock_state *s)
 	size_t i;
 
 	for (i = 0; i < s->tbs.cap; i++)
-		if (s->tbs.keys[i] != 0) {
-			struct block *b = (struct block *)(uintptr_t)s->tbs.vals[i];
+		if (s->tbs.slots[i].key != 0) {
+			struct block *b = (struct block *)(uintptr_t)s->tbs.slots[i].val;
 
 			free(b->starts);
 			free(b);
@@ -422,6 +420,7 @@ static struct block *decode_block(struct clock_state *s, void *uc, uint64_t key,
 		}
 		memcpy(b->starts, starts, n * sizeof(uint16_t));
 	}
+	b->last = pc + (n > 0 ? starts[n - 1] : 0);
 	s->decoded++;
 	return b;
 }
@@ -624,7 +623,7 @@ static void kpemu_block_hook(void *uc, uint64_t pc, uint32_t size, void *user_da
 	/* Which instruction ran last: the machine asks after a stop at a boundary
 	 * (an sti there keeps interrupts blocked for one more instruction). */
 	if (b != NULL)
-		s->prev_last = b->pc + b->starts[b->icount - 1];
+		s->prev_last = b->last;
 	else
 		s->prev_last = c->precise ? s->last_insn : UINT64_MAX;
 	s->last_insn = UINT64_MAX;
