@@ -8,14 +8,22 @@ QEMU   ?= qemu-system-x86_64
 IMAGE  ?= kernel_images/toykernel/vmlinux
 APPEND ?=
 
-.PHONY: run test fuzz images bench demos qemu qemu-for-tests clean
+.PHONY: run test fuzz images bench bytecode demos qemu qemu-for-tests clean
 
 $(STAMP): pyproject.toml setup.py emu/_fastpath.c emu/_tsc.c emu/kpemu.h kprobes/arch/x86_64/trap.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(MAKE) --no-print-directory bytecode
 	touch $@
 
-run: $(STAMP)
+# What pip does for an installed package, for the editable one: the modules' bytecode
+# written once, so that a `kpemu` run (and a benchmark of one) does not compile them again
+# where Python may not write it (PYTHONDONTWRITEBYTECODE).  Only changed sources are
+# compiled again.
+bytecode:
+	$(PY) -m compileall -q emu kprobes bench > /dev/null
+
+run: $(STAMP) bytecode
 	$(VENV)/bin/kpemu boot $(IMAGE)
 
 # Two workers (pytest-xdist), one a core; worksteal, because the whole-image differential's
@@ -66,7 +74,7 @@ images: $(STAMP)
 demos: $(STAMP)
 	$(PY) -m kprobes.demos.transcript --write
 
-bench: $(STAMP)
+bench: $(STAMP) bytecode
 	$(PY) -m bench
 
 # The same image under QEMU, on an instruction-count clock (docs: README, "QEMU").

@@ -1,13 +1,17 @@
-"""The Linux guest (kernel_images/linux): `kpemu boot kernel_images/linux/vmlinux` to
-power-off, in-process, against QEMU's wall time for the same run (-icount shift=0,sleep=off,
-the same image, initramfs and command line: emu.qemu.run_qemu).  The two sides are
-interleaved and repeated; min/median/max of each, the instructions executed and kpemu's
-instructions per second.  The issue's target is at most 3 s for kpemu's run on this
+"""The Linux guest (kernel_images/linux): the command the issue names, `kpemu boot
+kernel_images/linux/vmlinux`, to power-off -- a fresh process each time, so Python's
+start-up, the imports and reading the image count, as they do for a user -- against QEMU's
+wall time for the same run (-icount shift=0,sleep=off, the same image, initramfs and
+command line: emu.qemu.run_qemu).  The two sides are interleaved and repeated; min/median/
+max of each, the instructions the run executed (as kpemu's summary line reports them) and
+kpemu's instructions per second.  The target: at most 3 s for kpemu's run on this
 machine."""
 
-import gc
+import re
 import resource
 import statistics
+import subprocess
+import sys
 import time
 
 from emu import Machine
@@ -15,15 +19,9 @@ from emu.qemu import qemu_binary, run_qemu
 from tests.linux import LINUX_IMAGE
 
 REPEAT = 3
-
-
-def _kpemu():
-    t0, c0 = time.perf_counter(), time.process_time()
-    m = Machine(LINUX_IMAGE)
-    result = m.run()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    assert (result.reason, result.exit_code) == ("halt", 0), result
-    return wall, cpu, m
+TARGET_S = 3.0
+_SUMMARY = re.compile(rb"powered off with exit code 0: (\d+) instructions executed, "
+                      rb"clock (\d+)")
 
 
 def _children_cpu():
@@ -31,9 +29,20 @@ def _children_cpu():
     return r.ru_utime + r.ru_stime
 
 
-def _qemu(m):
+def _kpemu():
     t0, c0 = time.perf_counter(), _children_cpu()
-    q = run_qemu(LINUX_IMAGE, m.cmdline, linux=True, initrd=m.guest.initrd_path, timeout=240)
+    p = subprocess.run([sys.executable, "-m", "kprobes", "boot", LINUX_IMAGE],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=240,
+                       check=False)
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
+    found = _SUMMARY.search(p.stderr)
+    assert p.returncode == 0 and found, (p.returncode, p.stderr[-500:])
+    return wall, cpu, int(found.group(1)), int(found.group(2))
+
+
+def _qemu(cmdline, initrd):
+    t0, c0 = time.perf_counter(), _children_cpu()
+    q = run_qemu(LINUX_IMAGE, cmdline, linux=True, initrd=initrd, timeout=240)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
     assert q.exit_code == 0, q.status
     return wall, cpu
@@ -45,28 +54,27 @@ def _stats(label, values, unit="s"):
 
 
 def run():
-    kpemu, kpemu_cpu, qemu, qemu_cpu, m = [], [], [], [], None
+    kpemu, kpemu_cpu, qemu, qemu_cpu = [], [], [], []
     have_qemu = qemu_binary() is not None
+    m = Machine(LINUX_IMAGE)            # (not run: QEMU's command line and initramfs)
     for _ in range(REPEAT):
-        # The previous machine freed first (its Uc is in reference cycles), as in a fresh
-        # `kpemu boot`: else the new engine's code buffer is mapped below the old one's,
-        # out of call reach of Unicorn's helpers (emu/engine.py, Engine.__init__).
-        m = None
-        gc.collect()
-        wall, cpu, m = _kpemu()
+        wall, cpu, executed, clock = _kpemu()
         kpemu.append(wall)
         kpemu_cpu.append(cpu)
         if have_qemu:
-            wall, cpu = _qemu(m)
+            wall, cpu = _qemu(m.cmdline, m.guest.initrd_path)
             qemu.append(wall)
             qemu_cpu.append(cpu)
-    rows = [("linux: instructions executed", m.clock.executed, "power-on to power-off"),
-            ("linux: clock (executed + idle)", m.clock.now, "ns of guest time")]
-    rows += _stats("linux: kpemu boot wall", kpemu)
-    rows += _stats("linux: kpemu boot CPU", kpemu_cpu)
+    mid = statistics.median(kpemu)
+    rows = [("linux: instructions executed", executed, "power-on to power-off"),
+            ("linux: clock (executed + idle)", clock, "ns of guest time")]
+    rows += _stats("linux: `kpemu boot` wall", kpemu)
+    rows += _stats("linux: `kpemu boot` CPU", kpemu_cpu)
+    rows.append(("linux: `kpemu boot` wall, median", round(mid, 2),
+                 f"s (target <= {TARGET_S}: {'met' if mid <= TARGET_S else 'NOT met'})"))
     for label, times in (("wall", kpemu), ("CPU", kpemu_cpu)):
-        rows.append((f"linux: kpemu M instructions/s ({label}, median run)",
-                     round(m.clock.executed / statistics.median(times) / 1e6, 2), "M/s"))
+        rows.append((f"linux: kpemu M instructions/s ({label}, whole command, median)",
+                     round(executed / statistics.median(times) / 1e6, 2), "M/s"))
     if have_qemu:
         rows += _stats("linux: qemu icount wall", qemu)
         rows += _stats("linux: qemu icount CPU", qemu_cpu)
