@@ -28,6 +28,7 @@ class Symbol:
 
 
 _ORDER = attrgetter("addr", "name")     # address order, a name order among equals
+_INSERT_MAX = 64        # a module with more symbols has the whole order sorted again
 _new_object = object.__new__
 
 
@@ -72,7 +73,18 @@ class Symbols:
         for s in syms:
             if s.kind in "TD" or s.name not in self._by_name:
                 self._by_name.setdefault(s.name, s)
-        self._rebuild()
+        if len(syms) <= _INSERT_MAX:
+            # Into the order where sorted() would put them (after the equal ones already
+            # there): a few insertions, not a kernel's symbols sorted again.  New lists,
+            # as _rebuild() makes (a snapshot keeps the old ones).
+            every, addrs = list(self._syms), list(self._addrs)
+            for s in syms:
+                i = bisect.bisect_right(every, _ORDER(s), key=_ORDER)
+                every.insert(i, s)
+                addrs.insert(i, s.addr)
+            self._syms, self._addrs = every, addrs
+        else:
+            self._rebuild()
 
     def remove_module(self, name):
         for s in self._modules.pop(name, []):

@@ -1,5 +1,5 @@
 import sys
 
-from kprobes.cli import main
+from kprobes.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

@@ -1,8 +1,12 @@
 """kallsyms against pyelftools, for every symbol of the image."""
 
+from operator import attrgetter
+from types import SimpleNamespace
+
 from elftools.elf.elffile import ELFFile
 
 from emu import Machine
+from emu import symbols as S
 
 
 def elf_symbols(path):
@@ -60,3 +64,35 @@ def test_mod_colon_sym_looks_only_in_that_module(tmp_path):
     assert sorted(s.name for s in syms) == ["fib", "helper", "use"]
     assert [s.addr for s in syms] == sorted(s.addr for s in syms)
     assert m.symbols.module_symbols("nomod") == []
+
+
+def test_a_small_module_is_inserted_where_sorting_would_put_it():
+    """add_module() inserts a few symbols into the kernel's order instead of sorting it all
+    again: the order sorting gives (ties after the equal symbols already there), found by
+    address, and undone by a restore to a snapshot from before; a large module is sorted
+    in whole."""
+    m = Machine()
+    m.boot()
+    snap = m.snapshot()
+    fib = m.symbols.get("fib")
+    before = list(m.symbols)
+
+    def sym(name, value, size=1):
+        return SimpleNamespace(name=name, value=value, size=size, executable=True,
+                               bind="STB_GLOBAL")
+
+    few = [sym("fib", fib.addr), sym("aaa", fib.addr), sym("zzz", fib.addr + 1),
+           sym("last", 1 << 63)]
+    m.symbols.add_module("few", few, [(fib.addr, fib.addr + 8), (1 << 63, (1 << 63) + 8)])
+    order = attrgetter("addr", "name")
+    assert list(m.symbols) == sorted(before + m.symbols.module_symbols("few"), key=order)
+    at_fib = [(s.name, s.module) for s in m.symbols if s.addr == fib.addr]
+    assert at_fib == [("aaa", "few"), ("fib", None), ("fib", "few")]
+    assert m.symbols.symbol_at(fib.addr + 1).name == "zzz"
+    assert m.symbols.format((1 << 63) + 2) == "last+0x2/0x8 [few]"
+    m.restore(snap)
+    assert list(m.symbols) == before
+    many = [sym(f"m{i}", (1 << 62) + i) for i in range(S._INSERT_MAX + 1)]
+    m.symbols.add_module("many", many, [(1 << 62, (1 << 62) + 100)])
+    assert [s.name for s in m.symbols if s.module == "many"] == [s.name for s in many]
+    assert list(m.symbols) == sorted(before + m.symbols.module_symbols("many"), key=order)
