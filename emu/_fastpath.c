@@ -173,7 +173,7 @@ typedef int (*uc_reg_fn)(void *uc, int regid, void *value);
 #define MAX_BLOCK_BYTES	8192
 #define MAX_TRANSLATIONS (1u << 20)	/* then the table starts afresh (code retranslated
 					 * again and again: probes armed and disarmed) */
-#define GUARDS		128	/* memory hooks that guard code pages */
+#define GUARDS		128	/* the most guard hooks set_guards() takes */
 #define GUARD_GAP	(32ull << 12)	/* a page this near a guarded range widens it */
 #define NEVER		UINT64_MAX
 
@@ -484,12 +484,12 @@ static void guard_range(struct clock_state *s, uint64_t lo, uint64_t hi)
 /* A translation of [pc, pc+size) was just seen: guard its physical pages. */
 static void guard_code(struct clock_state *s, void *uc, uint64_t pc, uint32_t size)
 {
-	uint64_t cr0 = 0, cr3 = 0, va;
+	uint64_t cr0 = 0, cr3 = 0, pages = ((pc & 0xfff) + (size ? size : 1) + 0xfff) >> 12, i;
 
 	s->reg_read(uc, s->cr0_id, &cr0);
 	s->reg_read(uc, s->cr3_id, &cr3);
-	for (va = pc & ~0xfffull; va < pc + (size ? size : 1); va += 0x1000) {
-		uint64_t pa = walk(s, cr0, cr3, va);
+	for (i = 0; i < pages; i++) {		/* (counted: the last page may wrap to 0) */
+		uint64_t pa = walk(s, cr0, cr3, (pc & ~0xfffull) + (i << 12));
 
 		if (pa != ~0ull && pa < s->ram_size && !page_guarded(s, pa & ~0xfffull))
 			guard_range(s, pa & ~0xfffull, pa & ~0xfffull);
