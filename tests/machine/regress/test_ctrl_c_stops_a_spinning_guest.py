@@ -13,10 +13,14 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_ctrl_c_stops_a_guest_spinning_with_interrupts_off(probe_targets_o):
     """mod_spin loops forever; a probe sends the workload there with IF clear, so no
     timer tick ever ends a slice.  SIGINT stops it within a slice, at an instruction
-    boundary, as a KeyboardInterrupt from m.run() naming where."""
+    boundary, as a KeyboardInterrupt from m.run() naming where.  The child starts with
+    Python's own SIGINT handler, as a program run from a terminal has it: started from a
+    background job (`make test &`) it would inherit SIGINT ignored, which m.run() leaves
+    alone like any handler the program chose."""
     proc = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys\n"
+         "import signal, sys\n"
+         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
          "from emu import Machine\n"
          "from kprobes import Kprobe, Kprobes\n"
          "m = Machine(); k = Kprobes(m)\n"
