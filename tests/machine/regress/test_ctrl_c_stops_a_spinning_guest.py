@@ -38,10 +38,14 @@ def test_ctrl_c_stops_a_guest_spinning_with_interrupts_off(probe_targets_o):
          "    print(m.symbols.format(ip).split('+')[0], f & 0x200, flush=True)\n"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=ROOT)
-    assert proc.stdout.readline() == "running\n"
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    out, errs = proc.communicate(timeout=30)
+    try:
+        assert proc.stdout.readline() == "running\n"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, errs = proc.communicate(timeout=30)
+    finally:
+        proc.kill()                 # a child that did not stop must not spin on
+        proc.wait()
     assert proc.returncode == 0, errs
     first, where = out.splitlines()
     assert first.startswith("kpemu: interrupted at mod_spin+") and "instructions" in first
