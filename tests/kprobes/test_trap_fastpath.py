@@ -380,3 +380,62 @@ def test_an_aggregate_is_disabled_only_through_its_children(km):
     k.disable_kprobe(a)
     k.disable_kprobe(b)
     assert top.disabled is True and a.addr not in k.armed
+
+
+def test_a_hit_keeps_its_own_probe_types_layout_while_python_runs(rm, trap_path):
+    """trap.c finds where a probe type keeps its slots once per type, in a cache of four.
+    A probe whose `disabled` is a property runs Python in the middle of its hit; there it
+    re-enters the machine and hits four probes of other types, which take every cache
+    entry.  The outer hit still reads its own slots (a copy), never another type's."""
+    m, k = rm
+    log = []
+    names = ("pre_handler", "post_handler", "ainsn", "disabled", "guest_shared")
+    pads = tuple(f"pad{j:02d}" for j in range(40))
+    others = [type(f"Other{i}", (Kprobe,), {"__slots__": names + pads}) for i in range(4)]
+    state = {"reenter": False}
+
+    class Outer(Kprobe):
+        __slots__ = ("pre_handler", "post_handler", "ainsn", "guest_shared") + \
+            tuple(f"pad{j:02d}" for j in range(60))
+
+        @property
+        def disabled(self):
+            if state["reenter"]:
+                state["reenter"] = False
+                for t in others:
+                    q = t(symbol_name="fib", pre_handler=lambda p, r: log.append("other") or 0)
+                    k.register_kprobe(q)
+                    m.call("fib", 0)
+                    k.unregister_kprobe(q)
+            return False
+
+        @disabled.setter
+        def disabled(self, value):
+            pass
+
+    outer = Outer(symbol_name="call_outer", pre_handler=lambda p, r: log.append("outer") or 0)
+    outer.pad42 = lambda p, r: log.append("pad42: another type's pre_handler slot") or 0
+    k.register_kprobe(outer)
+    state["reenter"] = True
+    assert m.call("call_outer", 0) == m.call("call_outer", 0)
+    assert log[-2:] == ["outer", "outer"] and "pad42" not in " ".join(log)
+
+
+def test_another_classs_slot_on_a_probe_class_raises_as_in_python(km, trap_path):
+    """A member descriptor of an unrelated class put on a probe's class does not apply to
+    the probe (Python raises TypeError on access): trap.c reads it by name too."""
+    m, k = km
+
+    class Unrelated:
+        __slots__ = ("a", "b")
+
+    class Probe(Kprobe):
+        pass
+
+    p = Probe(symbol_name="fib", pre_handler=lambda p, r: 0)
+    k.register_kprobe(p)
+    Probe.pre_handler = Unrelated.__dict__["b"]
+    with pytest.raises(TypeError):
+        p.pre_handler
+    with pytest.raises(TypeError, match="doesn't apply"):
+        m.call("fib", 0)

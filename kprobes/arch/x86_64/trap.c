@@ -294,9 +294,12 @@ static PyObject *table_probe(KprobeCtlblk *s, uint64_t addr)
 	return p;
 }
 
-/* How `p`'s type gives the hit-state attributes, or NULL: by name this time (a
- * type without a valid version tag). */
-static const struct hit_layout *hit_layout(KprobeCtlblk *s, PyObject *p)
+/* How `p`'s type gives the hit-state attributes, copied into *out (the cache
+ * entry may be reused while the caller runs Python: a handler or a property
+ * re-entering the machine makes other probe types' hits), or NULL: by name
+ * this time (a type without a valid version tag). */
+static const struct hit_layout *hit_layout(KprobeCtlblk *s, PyObject *p,
+					   struct hit_layout *out)
 {
 	PyTypeObject *tp = Py_TYPE(p);
 	struct hit_layout *l;
@@ -305,26 +308,32 @@ static const struct hit_layout *hit_layout(KprobeCtlblk *s, PyObject *p)
 	for (i = 0; i < LAYOUTS; i++) {
 		l = &s->layouts[i];
 		if (l->tp == tp && PyType_HasFeature(tp, Py_TPFLAGS_VALID_VERSION_TAG) &&
-		    tp->tp_version_tag == l->version)
-			return l;
+		    tp->tp_version_tag == l->version) {
+			*out = *l;
+			return out;
+		}
 	}
 	l = &s->layouts[s->next_layout++ % LAYOUTS];
 	l->tp = NULL;
 	for (i = 0; i < HS_N; i++) {
-		/* what the instance's attribute lookup finds first: a data descriptor */
+		/* what the instance's attribute lookup finds first: a data descriptor,
+		 * one of a class the probe's type derives from (another class's slot
+		 * put on it raises on access: by name, then) */
 		PyObject *d = _PyType_Lookup(tp, hs_names[i]);
 
 		l->off[i] = -1;
 		if (tp->tp_getattro == PyObject_GenericGetAttr && d != NULL &&
 		    Py_IS_TYPE(d, &PyMemberDescr_Type) &&
-		    ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX)
+		    ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+		    PyType_IsSubtype(tp, PyDescr_TYPE(d)))
 			l->off[i] = ((PyMemberDescrObject *)d)->d_member->offset;
 	}
 	if (!PyType_HasFeature(tp, Py_TPFLAGS_VALID_VERSION_TAG))
 		return NULL;
 	l->tp = tp;
 	l->version = tp->tp_version_tag;
-	return l;
+	*out = *l;
+	return out;
 }
 
 /* p's hit-state attribute `i`: a new reference, or NULL with an exception. */
@@ -1482,6 +1491,7 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 	uint64_t addr = *ip - 1, slot;
 	PyObject *p, *ainsn = NULL, *pre = NULL, *regs = NULL, *res = NULL;
 	const struct hit_layout *layout;
+	struct hit_layout layout_copy;
 	struct seen_probe *seen;
 	long resume = -1;
 	int disabled, if_modifier, in_post, changed, code = -1;
@@ -1497,7 +1507,7 @@ static int ts_int3(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t 
 		return to_python(s->slow_int3, vector, ip, flags);	/* not ours */
 	}
 	Py_INCREF(p);
-	layout = hit_layout(s, p);
+	layout = hit_layout(s, p, &layout_copy);
 	disabled = hit_true(p, layout, HS_DISABLED);
 	if (disabled == 0)	/* an address Linux's own kprobes share: Python decides */
 		disabled = hit_true(p, layout, HS_GUEST_SHARED);
@@ -1630,6 +1640,7 @@ static int ts_debug(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t
 	KprobeCtlblk *s = (KprobeCtlblk *)owner;
 	PyObject *p, *post = NULL, *regs = NULL, *res;
 	const struct hit_layout *layout;
+	struct hit_layout layout_copy;
 	int disabled, code = -1;
 
 	if (check_entry(s, "the debug handler", vector, 1) < 0)
@@ -1643,7 +1654,7 @@ static int ts_debug(PyObject *owner, unsigned int vector, uint64_t *ip, uint64_t
 		return to_python(s->slow_debug, vector, ip, flags);
 	p = s->hit_probe;
 	Py_INCREF(p);
-	layout = hit_layout(s, p);
+	layout = hit_layout(s, p, &layout_copy);
 	if ((post = hit_attr(p, layout, HS_POST)) == NULL ||
 	    (disabled = hit_true(p, layout, HS_DISABLED)) < 0)
 		goto out;
