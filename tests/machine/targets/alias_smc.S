@@ -7,19 +7,30 @@
  * smc_alias(delta): store through the alias to a byte of that page that holds no code
  * (so the alias's TLB entry is written once before any code of the page is
  * translated), call smc_target (translated now: returns 1), rewrite its immediate
- * through the alias, call it again.  Returns what the second call returned: 2 on a
- * CPU (and QEMU) that sees the write, 1 from a stale translation.
+ * through the alias to 2, call it again (translated again), rewrite it to 3, call it a
+ * third time.  Returns the three results, a byte each: 0x030201 on a CPU (and QEMU)
+ * that sees every write; a stale translation repeats an older value.
  */
 	.text
 	.globl	smc_alias
 	.type	smc_alias, @function
 smc_alias:
+	pushq	%rbx
 	leaq	smc_scratch(%rip), %rax
 	movb	$1, (%rax,%rdi)
 	call	smc_target
+	movl	%eax, %ebx
 	leaq	smc_imm(%rip), %rax
 	movb	$2, (%rax,%rdi)
 	call	smc_target
+	shll	$8, %eax
+	orl	%eax, %ebx
+	leaq	smc_imm(%rip), %rax
+	movb	$3, (%rax,%rdi)
+	call	smc_target
+	shll	$16, %eax
+	orl	%ebx, %eax
+	popq	%rbx
 	ret
 	.size	smc_alias, . - smc_alias
 
