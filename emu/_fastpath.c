@@ -160,10 +160,11 @@ typedef int (*uc_reg_fn)(void *uc, int regid, void *value);
  * ranges are the struct hooks' begin and end, moved in C (private offsets,
  * checked at set_guards()); a page near a guarded range widens it, and once
  * every hook is in use the nearest range is widened (more pages guarded: a
- * slower store there, never a wrong one).  One gap remains: a translation is
- * seen at its first run, and a store through a dirty second mapping between
- * its making and that run (an interrupt handler taken in between rewriting
- * the very code it returns to, through another mapping) would not drop it.
+ * slower store there, never a wrong one).  A translation is seen at its first
+ * run, not when it is made; the CPU loop runs a block it has just made at once
+ * (a stop requested in between is taken before the lookup that makes it), so
+ * only a stop asked for from another thread during the making could let a
+ * store come between.
  */
 
 #define B_IO		1u	/* has port I/O or cpuid: run per instruction */
