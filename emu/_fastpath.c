@@ -823,27 +823,36 @@ static PyObject *bc_add_precise(BlockClock *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
-/* set_hook(address): the per-instruction hook's struct hook (its uc_hook
- * handle), whose begin and end add_precise moves.  Checked first against what
- * it was added with -- begin, end, callback, user_data at the offsets of the
- * pinned Unicorn's struct hook -- and refused otherwise. */
-static PyObject *bc_set_hook(BlockClock *self, PyObject *args)
+/* The begin and end of the struct hook behind uc_hook handle `addr`, checked
+ * against what it was added with -- at the offsets of the pinned Unicorn's
+ * struct hook -- or NULL with a RuntimeError. */
+static uint64_t *hook_range(uintptr_t addr, uint64_t begin, uint64_t end, void *callback,
+			    void *user_data)
 {
-	unsigned long long addr, begin, end;
-	uint64_t *h;
-	void **p;
+	uint64_t *h = (uint64_t *)(addr + 24);
+	void **p = (void **)(addr + 40);
 
-	if (!PyArg_ParseTuple(args, "KKK:set_hook", &addr, &begin, &end))
-		return NULL;
-	h = (uint64_t *)(uintptr_t)(addr + 24);
-	p = (void **)(uintptr_t)(addr + 40);
-	if (addr == 0 || h[0] != begin || h[1] != end || p[0] != (void *)kpemu_icount_hook ||
-	    p[1] != (void *)self->s->c) {
+	if (addr == 0 || h[0] != begin || h[1] != end || p[0] != callback || p[1] != user_data) {
 		PyErr_SetString(PyExc_RuntimeError,
 				"libunicorn's struct hook is not laid out as kpemu expects "
 				"(begin, end, callback, user_data at +24, +32, +40, +48)");
 		return NULL;
 	}
+	return h;
+}
+
+/* set_hook(address): the per-instruction hook's struct hook (its uc_hook
+ * handle), whose begin and end add_precise moves, checked first. */
+static PyObject *bc_set_hook(BlockClock *self, PyObject *args)
+{
+	unsigned long long addr, begin, end;
+	uint64_t *h;
+
+	if (!PyArg_ParseTuple(args, "KKK:set_hook", &addr, &begin, &end))
+		return NULL;
+	h = hook_range((uintptr_t)addr, begin, end, (void *)kpemu_icount_hook, self->s->c);
+	if (h == NULL)
+		return NULL;
 	self->s->range = h;
 	Py_RETURN_NONE;
 }
@@ -858,7 +867,7 @@ static bool kpemu_guard_hook(void *uc, int type, uint64_t address, int size, int
 
 /* set_guards(handles, get_cpu, reset_dirty): the guard hooks (uc_hook handles
  * of hooks added with kpemu_guard_hook, this clock's user data and the range
- * [NEVER, NEVER]), checked as set_hook() checks, and Unicorn's qemu_get_cpu
+ * [NEVER, NEVER]), each checked by hook_range(), and Unicorn's qemu_get_cpu
  * (its one CPU has no index: -1) and tlb_reset_dirty. */
 static PyObject *bc_set_guards(BlockClock *self, PyObject *args)
 {
@@ -885,22 +894,14 @@ static PyObject *bc_set_guards(BlockClock *self, PyObject *args)
 	}
 	for (i = 0; i < n; i++) {
 		uintptr_t addr = (uintptr_t)PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(handles, i));
-		uint64_t *h = (uint64_t *)(addr + 24);
-		void **p = (void **)(addr + 40);
 
-		if (PyErr_Occurred() || addr == 0 || h[0] != NEVER || h[1] != NEVER ||
-		    p[0] != (void *)kpemu_guard_hook || p[1] != (void *)s->c) {
+		if (PyErr_Occurred() || (s->guards[i] = hook_range(addr, NEVER, NEVER,
+				(void *)kpemu_guard_hook, s->c)) == NULL) {
 			Py_DECREF(handles);
 			free(s->guarded);
 			s->guarded = NULL;
-			if (!PyErr_Occurred())
-				PyErr_SetString(PyExc_RuntimeError,
-						"libunicorn's struct hook is not laid out as kpemu "
-						"expects (begin, end, callback, user_data at +24, +32, "
-						"+40, +48)");
 			return NULL;
 		}
-		s->guards[i] = h;
 	}
 	Py_DECREF(handles);
 	s->cpu = ((void *(*)(void *, int))(uintptr_t)get_cpu)(self->uc, -1);
@@ -1973,6 +1974,16 @@ static PyTypeObject PtRegsType = {
 
 /* -- the C API (emu/kpemu.h) for C trap handlers ------------------------- */
 
+/* A view as a trap hands it over: ip and flags as trapped, nothing else read,
+ * nothing to write. */
+static void view_at_trap(PtRegsObject *r, uint64_t ip, uint64_t flags)
+{
+	r->val[REG_IP] = ip;
+	r->val[REG_FLAGS] = flags;
+	r->valid = (1u << REG_IP) | (1u << REG_FLAGS);
+	r->dirty = 0;
+}
+
 static PyObject *api_regs_at_trap(PyObject *regfile, uint64_t ip, uint64_t flags)
 {
 	PtRegsObject *r;
@@ -1984,9 +1995,7 @@ static PyObject *api_regs_at_trap(PyObject *regfile, uint64_t ip, uint64_t flags
 	r = view_new(regfile);
 	if (r == NULL)
 		return NULL;
-	r->val[REG_IP] = ip;
-	r->val[REG_FLAGS] = flags;
-	r->valid = (1u << REG_IP) | (1u << REG_FLAGS);
+	view_at_trap(r, ip, flags);
 	return (PyObject *)r;
 }
 
@@ -1998,10 +2007,7 @@ static PyObject *api_regs_again(PyObject *regfile, PyObject *regs, uint64_t ip,
 	if (!Py_IS_TYPE(regs, &PtRegsType) || Py_REFCNT(regs) != 1 ||
 	    (PyObject *)r->rf != regfile)
 		return NULL;
-	r->val[REG_IP] = ip;
-	r->val[REG_FLAGS] = flags;
-	r->valid = (1u << REG_IP) | (1u << REG_FLAGS);
-	r->dirty = 0;
+	view_at_trap(r, ip, flags);
 	return Py_NewRef(regs);
 }
 

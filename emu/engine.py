@@ -442,12 +442,11 @@ class Engine:
         # the block clock guards code pages instead (_fastpath.c part 1), so with it this
         # hook covers only what lies beyond.  The per-instruction clock keeps the
         # reference: every store the slow way.
-        fault_from = self.ram_size if self.clock_kind == "block" else 1
-        fault_to = NEVER if self.clock_kind == "block" else 0
+        block = self.clock_kind == "block"
         self._add_hook(uc_const.UC_HOOK_MEM_UNMAPPED | uc_const.UC_HOOK_MEM_PROT,
-                       _HOOK_MEM_INVALID(self._guard(mem_fault, False)), None, fault_from,
-                       fault_to)
-        if self.clock_kind == "block":
+                       _HOOK_MEM_INVALID(self._guard(mem_fault, False)), None,
+                       *((self.ram_size, NEVER) if block else (1, 0)))
+        if block:
             guards = [self._add_hook(uc_const.UC_HOOK_MEM_FETCH_UNMAPPED,
                                      ctypes.c_void_p(_fastpath.guard_hook_address()),
                                      ctypes.c_void_p(self._clock.user_data), NEVER, NEVER)

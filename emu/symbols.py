@@ -28,6 +28,7 @@ class Symbol:
 
 
 _ORDER = attrgetter("addr", "name")     # address order, a name order among equals
+_ELF_ORDER = attrgetter("value", "name")     # the same for ELF symbols
 _INSERT_MAX = 64        # a module with more symbols has the whole order sorted again
 _new_object = object.__new__
 
@@ -178,6 +179,3 @@ def _sized(elf_symbols, regions, module):
             kind = kind.lower()
         out.append(_symbol(s.name, s.value, size, s.size, kind, module))
     return out
-
-
-_ELF_ORDER = attrgetter("value", "name")

@@ -49,8 +49,8 @@ class Kprobe:
         self.pre_handler = pre_handler
         self.post_handler = post_handler
         self.fault_handler = fault_handler
-        self.disabled = False        # what the user asked (disable_kprobe); an aggregate
-                                     # derives it
+        # What the user asked (disable_kprobe); an aggregate derives it.
+        self.disabled = False
         # The guest kernel's own kprobes have (had) a probe at this address: every hit
         # takes the Python trap path, which asks Linux's table (arch's guest_kprobes.py).
         self.guest_shared = False
